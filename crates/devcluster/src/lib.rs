@@ -1,0 +1,379 @@
+//! `cks-devcluster`: a local, in-memory Kubernetes-API-compatible server for development and
+//! tests. It serves the built-in kinds cks-lab uses plus any CustomResourceDefinition, over
+//! HTTPS on loopback with a generated CA and bearer token, and writes a kubeconfig that kube-rs
+//! and kubectl use unchanged. It is not a production API server; see `docs/devcluster.md`.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let cluster = cks_devcluster::DevCluster::start(cks_devcluster::Options::default()).await?;
+//! let client = cluster.client().await?;
+//! # drop(client);
+//! cluster.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod apply;
+pub mod error;
+mod openapi;
+pub mod patch;
+pub mod registry;
+pub mod schema;
+pub mod selector;
+mod server;
+pub mod state;
+pub mod table;
+mod tls;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::json;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use crate::state::State;
+
+/// Errors starting or stopping a development cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("generating TLS material: {0}")]
+    Tls(String),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("writing kubeconfig {path}: {source}")]
+    Kubeconfig { path: PathBuf, source: std::io::Error },
+    #[error("reading state from {path}: {message}")]
+    Restore { path: PathBuf, message: String },
+    #[error("building a client: {0}")]
+    Client(String),
+}
+
+/// How to start a development cluster.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Address to listen on; port 0 picks a free port.
+    pub addr: SocketAddr,
+    /// Where to write the kubeconfig; `None` keeps it in memory only.
+    pub kubeconfig: Option<PathBuf>,
+    /// Directory whose `state.json` is loaded at start and written on change and at shutdown.
+    pub data_dir: Option<PathBuf>,
+    /// Changes kept for watches resuming from an older resourceVersion.
+    pub history: usize,
+    /// Changes a watcher may fall behind before it is closed with 410 Gone.
+    pub watch_buffer: usize,
+    /// Interval of watch bookmarks, for watches that allow them.
+    pub bookmark_interval: Duration,
+    /// Watch duration when the client sets no `timeoutSeconds`.
+    pub default_watch_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            kubeconfig: None,
+            data_dir: None,
+            history: 10_000,
+            watch_buffer: 4096,
+            bookmark_interval: Duration::from_secs(30),
+            default_watch_timeout: Duration::from_secs(1800),
+        }
+    }
+}
+
+/// State shared by the HTTP handlers and background tasks of one server.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub state: Mutex<State>,
+    pub token: String,
+    pub gc: Notify,
+    pub persist: Notify,
+    pub shutdown: watch::Receiver<bool>,
+    pub opts: Options,
+}
+
+impl Shared {
+    /// Lock the state; a panic in another handler must not wedge the server.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wake the background tasks after a write.
+    pub fn after_write(&self, gc_needed: bool) {
+        if gc_needed {
+            self.gc.notify_one();
+        }
+        if self.opts.data_dir.is_some() {
+            self.persist.notify_one();
+        }
+    }
+}
+
+/// A running development cluster. Dropping it stops the server too; [`DevCluster::shutdown`]
+/// additionally waits for the tasks and writes the final state.
+#[derive(Debug)]
+pub struct DevCluster {
+    addr: SocketAddr,
+    kubeconfig: kube::config::Kubeconfig,
+    kubeconfig_yaml: String,
+    kubeconfig_path: Option<PathBuf>,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl DevCluster {
+    /// Start a server; it is ready to serve when this returns.
+    pub async fn start(opts: Options) -> Result<Self, Error> {
+        let tls = tls::generate(opts.addr.ip()).map_err(|e| Error::Tls(e.to_string()))?;
+        let listener = tokio::net::TcpListener::bind(opts.addr)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: opts.addr,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| Error::Bind {
+            addr: opts.addr,
+            source,
+        })?;
+        let token = uuid::Uuid::new_v4().simple().to_string();
+
+        let mut state = State::new(opts.history, opts.watch_buffer);
+        if let Some(dir) = &opts.data_dir {
+            let path = dir.join("state.json");
+            if path.exists() {
+                let text = std::fs::read_to_string(&path).map_err(|e| Error::Restore {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+                let snap: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Restore {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+                state.restore(&snap).map_err(|message| Error::Restore {
+                    path: path.clone(),
+                    message,
+                })?;
+            }
+        }
+        let (stop, shutdown) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            token: token.clone(),
+            gc: Notify::new(),
+            persist: Notify::new(),
+            shutdown,
+            opts: opts.clone(),
+        });
+
+        let server = format!("https://{addr}");
+        let ca_data = base64::engine::general_purpose::STANDARD.encode(&tls.ca_pem);
+        let kc_json = json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "cks-dev", "cluster": {"server": server, "certificate-authority-data": ca_data}}],
+            "users": [{"name": "cks-dev", "user": {"token": token}}],
+            "contexts": [{"name": "cks-dev", "context": {"cluster": "cks-dev", "user": "cks-dev", "namespace": "default"}}],
+            "current-context": "cks-dev",
+        });
+        let kubeconfig: kube::config::Kubeconfig =
+            serde_json::from_value(kc_json.clone()).map_err(|e| Error::Client(e.to_string()))?;
+        let kubeconfig_yaml = serde_saphyr::to_string(&kc_json).map_err(|e| Error::Client(e.to_string()))?;
+        if let Some(path) = &opts.kubeconfig {
+            write_private(path, &kubeconfig_yaml).map_err(|source| Error::Kubeconfig {
+                path: path.clone(),
+                source,
+            })?;
+        }
+
+        let mut tasks = vec![tokio::spawn(server::serve(
+            listener,
+            tls.server_config,
+            shared.clone(),
+        ))];
+        tasks.push(tokio::spawn(gc_loop(shared.clone())));
+        if let Some(dir) = opts.data_dir.clone() {
+            tasks.push(tokio::spawn(persist_loop(shared.clone(), dir)));
+        }
+        tracing::info!(%addr, "development cluster serving");
+        Ok(Self {
+            addr,
+            kubeconfig,
+            kubeconfig_yaml,
+            kubeconfig_path: opts.kubeconfig,
+            shared,
+            stop,
+            tasks,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The kubeconfig for this server.
+    pub fn kubeconfig(&self) -> &kube::config::Kubeconfig {
+        &self.kubeconfig
+    }
+
+    /// The kubeconfig as YAML text.
+    pub fn kubeconfig_yaml(&self) -> &str {
+        &self.kubeconfig_yaml
+    }
+
+    /// Where the kubeconfig was written, if anywhere.
+    pub fn kubeconfig_path(&self) -> Option<&Path> {
+        self.kubeconfig_path.as_deref()
+    }
+
+    /// The bearer token the server accepts.
+    pub fn token(&self) -> &str {
+        &self.shared.token
+    }
+
+    /// A kube-rs client for this server.
+    pub async fn client(&self) -> Result<kube::Client, Error> {
+        let config = kube::Config::from_custom_kubeconfig(self.kubeconfig.clone(), &Default::default())
+            .await
+            .map_err(|e| Error::Client(e.to_string()))?;
+        kube::Client::try_from(config).map_err(|e| Error::Client(e.to_string()))
+    }
+
+    /// Server-side apply manifests (field manager `cks-devcluster`) in the given order; returns
+    /// `kind/name` of each applied object. Objects without a namespace go to `default`.
+    pub fn apply(&self, manifests: &[apply::Manifest]) -> Result<Vec<String>, apply::ApplyError> {
+        let mut applied = Vec::new();
+        let result = (|| {
+            let mut st = self.shared.lock();
+            for m in manifests {
+                let kind = m.object["kind"].as_str().unwrap_or_default().to_string();
+                let name = m.object["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                let api_version = m.object["apiVersion"].as_str().unwrap_or_default().to_string();
+                let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version.as_str()));
+                let rt = st.registry.by_kind(group, version, &kind).ok_or_else(|| {
+                    apply::ApplyError::UnknownKind {
+                        path: m.path.clone(),
+                        kind: kind.clone(),
+                        name: name.clone(),
+                        api_version: api_version.clone(),
+                    }
+                })?;
+                let ns = m.object["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or("default")
+                    .to_string();
+                st.patch(
+                    &rt,
+                    Some(&ns),
+                    &name,
+                    patch::PatchType::Apply,
+                    m.object.clone(),
+                    false,
+                    Some("cks-devcluster"),
+                    false,
+                )
+                .map_err(|e| apply::ApplyError::Apply {
+                    path: m.path.clone(),
+                    kind: kind.clone(),
+                    name: name.clone(),
+                    message: e.message,
+                })?;
+                applied.push(format!("{}/{name}", kind.to_lowercase()));
+            }
+            Ok(())
+        })();
+        self.shared.after_write(true);
+        result.map(|()| applied)
+    }
+
+    /// Number of stored objects (for tests and benchmarks).
+    pub fn object_count(&self) -> usize {
+        self.shared.lock().len()
+    }
+
+    /// Stop serving, close watches, and write the final state when a data directory is set.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+        if let Some(dir) = &self.shared.opts.data_dir
+            && let Err(e) = write_snapshot(&self.shared, dir)
+        {
+            tracing::warn!(error = %e, "writing final state");
+        }
+    }
+}
+
+impl Drop for DevCluster {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(path, text)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+fn write_snapshot(shared: &Shared, dir: &Path) -> std::io::Result<()> {
+    let snap = shared.lock().snapshot();
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join("state.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&snap)?)?;
+    std::fs::rename(tmp, dir.join("state.json"))
+}
+
+async fn gc_loop(shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = shared.gc.notified() => {}
+            _ = shutdown.changed() => return,
+        }
+        loop {
+            let changed = shared.lock().gc_pass();
+            if !changed {
+                break;
+            }
+            shared.after_write(false);
+        }
+    }
+}
+
+async fn persist_loop(shared: Arc<Shared>, dir: PathBuf) {
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = shared.persist.notified() => {}
+            _ = shutdown.changed() => return,
+        }
+        // Coalesce bursts of writes into one snapshot.
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Err(e) = write_snapshot(&shared, &dir) {
+            tracing::warn!(error = %e, dir = %dir.display(), "writing state");
+        }
+    }
+}

@@ -1,0 +1,662 @@
+//! HTTP layer: TLS accept loop, authentication, discovery, and the REST mapping of
+//! `/api/v1/...` and `/apis/{group}/{version}/...` paths onto [`State`] operations, including
+//! streaming watches.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State as AxState};
+use axum::response::{IntoResponse, Response};
+use http::{Method, StatusCode, header};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinSet;
+
+use crate::Shared;
+use crate::error::{ApiError, ApiResult};
+use crate::patch::PatchType;
+use crate::registry::ResourceType;
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::state::{Change, DeleteOpts, EventType, ListOpts, Propagation, present};
+use crate::table;
+
+/// Accept TLS connections and serve them until shutdown; open connections are closed then.
+pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, shared: Arc<Shared>) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let app = Router::new().fallback(handle).with_state(shared.clone());
+    let mut shutdown = shared.shutdown.clone();
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => {
+                let Ok((tcp, _)) = accepted else { continue };
+                let acceptor = acceptor.clone();
+                let app = app.clone();
+                conns.spawn(async move {
+                    let Ok(stream) = acceptor.accept(tcp).await else { return };
+                    let svc = TowerToHyperService::new(app);
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    conns.abort_all();
+    while conns.join_next().await.is_some() {}
+}
+
+fn json_response(code: StatusCode, v: &Value) -> Response {
+    (code, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+}
+
+async fn handle(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Response {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let public = matches!(path.as_str(), "/healthz" | "/readyz" | "/livez" | "/version")
+        || path.starts_with("/healthz/")
+        || path.starts_with("/readyz/")
+        || path.starts_with("/livez/");
+    if !public {
+        let expected = format!("Bearer {}", shared.token);
+        let ok = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            == Some(expected.as_str());
+        if !ok {
+            return ApiError::unauthorized().into_response();
+        }
+    }
+    let method = req.method().clone();
+    let result = route(&shared, req, &path).await;
+    let response = match result {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    tracing::debug!(%method, %path, status = response.status().as_u16(), "request");
+    response
+}
+
+fn query(req: &Request) -> HashMap<String, String> {
+    req.uri()
+        .query()
+        .map(|q| {
+            q.split('&')
+                .filter_map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    Some((decode(k)?, decode(v)?))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn decode(s: &str) -> Option<String> {
+    let s = s.replace('+', " ");
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+async fn route(shared: &Arc<Shared>, req: Request, path: &str) -> ApiResult<Response> {
+    match path {
+        "/healthz" | "/readyz" | "/livez" => {
+            return Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "ok").into_response());
+        }
+        "/version" => return Ok(json_response(StatusCode::OK, &version())),
+        "/api" => {
+            return Ok(json_response(
+                StatusCode::OK,
+                &json!({"kind": "APIVersions", "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": req.uri().authority().map(|a| a.to_string()).unwrap_or_default()}]}),
+            ));
+        }
+        "/apis" => {
+            let st = shared.lock();
+            let groups: Vec<Value> = st
+                .registry
+                .groups()
+                .iter()
+                .filter(|(g, _)| !g.is_empty())
+                .map(|(g, vs)| group_json(g, vs))
+                .collect();
+            return Ok(json_response(
+                StatusCode::OK,
+                &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),
+            ));
+        }
+        _ => {}
+    }
+    if path.starts_with("/openapi/") {
+        let st = shared.lock();
+        return crate::openapi::serve(&st.registry, path, req.headers());
+    }
+    if path.starts_with("/healthz/") || path.starts_with("/readyz/") || path.starts_with("/livez/") {
+        return Ok((StatusCode::OK, "ok").into_response());
+    }
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g] => {
+            let st = shared.lock();
+            let vs = st
+                .registry
+                .groups()
+                .get(*g)
+                .cloned()
+                .ok_or_else(|| ApiError::path_not_found(path))?;
+            return Ok(json_response(StatusCode::OK, &group_json(g, &vs)));
+        }
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return Err(ApiError::path_not_found(path)),
+    };
+    if rest.is_empty() {
+        let st = shared.lock();
+        let resources = st.registry.resources(group, version);
+        if resources.is_empty() {
+            return Err(ApiError::path_not_found(path));
+        }
+        let list: Vec<Value> = resources.iter().flat_map(|rt| rt.discovery()).collect();
+        let gv = if group.is_empty() {
+            version.to_string()
+        } else {
+            format!("{group}/{version}")
+        };
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list}),
+        ));
+    }
+    let (legacy_watch, rest) = match rest {
+        ["watch", r @ ..] => (true, r),
+        r => (false, r),
+    };
+    // Namespaced paths start with namespaces/{ns}/{plural}; namespaces/{name}/status is the
+    // Namespace's own subresource.
+    let (ns, plural, name, sub) = match rest {
+        ["namespaces", ns, plural, tail @ ..]
+            if group.is_empty() && (*plural == "status" || *plural == "finalize") && tail.is_empty() =>
+        {
+            (None, "namespaces", Some(*ns), Some(*plural))
+        }
+        ["namespaces", ns, plural] => (Some(*ns), *plural, None, None),
+        ["namespaces", ns, plural, name] => (Some(*ns), *plural, Some(*name), None),
+        ["namespaces", ns, plural, name, sub] => (Some(*ns), *plural, Some(*name), Some(*sub)),
+        [plural] => (None, *plural, None, None),
+        [plural, name] => (None, *plural, Some(*name), None),
+        [plural, name, sub] => (None, *plural, Some(*name), Some(*sub)),
+        _ => return Err(ApiError::path_not_found(path)),
+    };
+    let rt = shared
+        .lock()
+        .registry
+        .get(group, version, plural)
+        .ok_or_else(|| ApiError::path_not_found(path))?;
+    if ns.is_some() && !rt.namespaced {
+        return Err(ApiError::path_not_found(path));
+    }
+    let status = match sub {
+        None => false,
+        Some("status") if rt.status_subresource => true,
+        Some("finalize") if rt.plural == "namespaces" => false,
+        Some(_) => return Err(ApiError::path_not_found(path)),
+    };
+    let q = query(&req);
+    let dry_run = q.get("dryRun").is_some_and(|d| d == "All");
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let as_table = table::wants_table(&accept);
+    let include = q
+        .get("includeObject")
+        .cloned()
+        .unwrap_or_else(|| "Metadata".into());
+    let method = req.method().clone();
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string();
+    let body = axum::body::to_bytes(req.into_body(), 64 << 20)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("reading body: {e}")))?;
+
+    let is_watch = legacy_watch || q.get("watch").is_some_and(|w| w == "true" || w == "1");
+    match (method, name) {
+        (Method::GET, _) if is_watch => {
+            let mut opts = list_opts(&q)?;
+            if let Some(n) = name {
+                opts.fields = FieldSelector::parse(&format!("metadata.name={n}"))?;
+            }
+            watch(
+                shared,
+                rt,
+                ns.map(str::to_string),
+                opts,
+                &q,
+                as_table.then_some(include),
+            )
+        }
+        (Method::GET, None) => {
+            let opts = list_opts(&q)?;
+            let list = shared.lock().list(&rt, ns, &opts)?;
+            if as_table {
+                let items: Vec<Arc<Value>> = list["items"]
+                    .as_array()
+                    .map(|a| a.iter().cloned().map(Arc::new).collect())
+                    .unwrap_or_default();
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &table::table(&rt, &items, list["metadata"].clone(), &include),
+                ));
+            }
+            Ok(json_response(StatusCode::OK, &list))
+        }
+        (Method::GET, Some(n)) => {
+            let obj = shared.lock().get(&rt, ns, n)?;
+            if as_table {
+                let meta = json!({"resourceVersion": obj["metadata"]["resourceVersion"]});
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &table::table(&rt, &[obj], meta, &include),
+                ));
+            }
+            Ok(json_response(StatusCode::OK, &obj))
+        }
+        (Method::POST, None) => {
+            let obj = parse_body(&content_type, &body)?;
+            let (created, gc) = {
+                let mut st = shared.lock();
+                let r = st.create(&rt, ns, obj, dry_run)?;
+                (r, st.gc_needed)
+            };
+            shared.after_write(gc);
+            Ok(json_response(StatusCode::CREATED, &created))
+        }
+        (Method::PUT, Some(n)) => {
+            let obj = parse_body(&content_type, &body)?;
+            let (updated, gc) = {
+                let mut st = shared.lock();
+                let r = st.update(&rt, ns, n, obj, status, dry_run)?;
+                (r, st.gc_needed)
+            };
+            shared.after_write(gc);
+            Ok(json_response(StatusCode::OK, &updated))
+        }
+        (Method::PATCH, Some(n)) => {
+            let ptype = PatchType::from_content_type(&content_type)?;
+            let patch = if ptype == PatchType::Apply {
+                parse_yaml(&body)?
+            } else {
+                parse_json(&body)?
+            };
+            let manager = q.get("fieldManager").map(String::as_str);
+            let (patched, gc, created) = {
+                let mut st = shared.lock();
+                let before = st.rv();
+                let existed = st.get(&rt, ns, n).is_ok();
+                let r = st.patch(&rt, ns, n, ptype, patch, status, manager, dry_run)?;
+                (r, st.gc_needed, !existed && st.rv() > before)
+            };
+            shared.after_write(gc);
+            Ok(json_response(
+                if created {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                },
+                &patched,
+            ))
+        }
+        (Method::DELETE, Some(n)) => {
+            let opts = delete_opts(&q, &body, dry_run)?;
+            let (result, gone) = {
+                let mut st = shared.lock();
+                st.delete(&rt, ns, n, &opts)?
+            };
+            shared.after_write(true);
+            if gone {
+                let uid = result["metadata"]["uid"].clone();
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                        "details": {"name": n, "group": rt.group, "kind": rt.plural, "uid": uid}}),
+                ));
+            }
+            Ok(json_response(StatusCode::OK, &result))
+        }
+        (Method::DELETE, None) => {
+            let lopts = list_opts(&q)?;
+            let dopts = delete_opts(&q, &body, dry_run)?;
+            let list = shared.lock().delete_collection(&rt, ns, &lopts, &dopts)?;
+            shared.after_write(true);
+            Ok(json_response(StatusCode::OK, &list))
+        }
+        (m, _) => Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({m})"
+        ))),
+    }
+}
+
+fn version() -> Value {
+    json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-cks-devcluster", "gitCommit": "", "gitTreeState": "clean",
+        "buildDate": "2026-01-01T00:00:00Z", "goVersion": "rust", "compiler": "rustc", "platform": "linux/amd64"})
+}
+
+fn group_json(g: &str, versions: &[String]) -> Value {
+    let vs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
+        .collect();
+    json!({"kind": "APIGroup", "apiVersion": "v1", "name": g, "versions": vs, "preferredVersion": vs.first().cloned().unwrap_or(Value::Null)})
+}
+
+/// Decode a request body by its content type: JSON or YAML (no protobuf or CBOR here).
+fn parse_body(content_type: &str, body: &Bytes) -> ApiResult<Value> {
+    let base = content_type.split(';').next().unwrap_or_default().trim();
+    match base {
+        "" | "application/json" | "*/*" => parse_json(body),
+        "application/yaml" => parse_yaml(body),
+        other => Err(ApiError::unsupported_media_type(format!(
+            "the body of the request was in an unknown format ({other}) - accepted media types include: \
+             application/json, application/yaml"
+        ))),
+    }
+}
+
+fn parse_json(body: &Bytes) -> ApiResult<Value> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
+}
+
+fn parse_yaml(body: &Bytes) -> ApiResult<Value> {
+    if let Ok(v) = serde_json::from_slice(body) {
+        return Ok(v);
+    }
+    let text =
+        std::str::from_utf8(body).map_err(|e| ApiError::bad_request(format!("body is not UTF-8: {e}")))?;
+    serde_saphyr::from_str(text)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid YAML: {e}")))
+}
+
+fn list_opts(q: &HashMap<String, String>) -> ApiResult<ListOpts> {
+    Ok(ListOpts {
+        labels: q
+            .get("labelSelector")
+            .map(|s| LabelSelector::parse(s))
+            .transpose()?
+            .unwrap_or_default(),
+        fields: q
+            .get("fieldSelector")
+            .map(|s| FieldSelector::parse(s))
+            .transpose()?
+            .unwrap_or_default(),
+        limit: q.get("limit").and_then(|l| l.parse().ok()),
+        continue_token: q.get("continue").cloned(),
+    })
+}
+
+fn delete_opts(q: &HashMap<String, String>, body: &Bytes, dry_run: bool) -> ApiResult<DeleteOpts> {
+    let b: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        parse_json(body)?
+    };
+    let policy = b["propagationPolicy"]
+        .as_str()
+        .map(str::to_string)
+        .or_else(|| q.get("propagationPolicy").cloned());
+    let orphan = b["orphanDependents"]
+        .as_bool()
+        .or_else(|| q.get("orphanDependents").map(|o| o == "true"));
+    let propagation = match (policy, orphan) {
+        (Some(p), _) => Some(Propagation::parse(&p)?),
+        (None, Some(true)) => Some(Propagation::Orphan),
+        _ => None,
+    };
+    let b_dry = b["dryRun"]
+        .as_array()
+        .is_some_and(|d| d.iter().any(|x| x == "All"));
+    Ok(DeleteOpts {
+        propagation,
+        precondition_rv: b["preconditions"]["resourceVersion"].as_str().map(str::to_string),
+        precondition_uid: b["preconditions"]["uid"].as_str().map(str::to_string),
+        dry_run: dry_run || b_dry,
+    })
+}
+
+struct WatchSpec {
+    rt: Arc<ResourceType>,
+    ns: Option<String>,
+    opts: ListOpts,
+    table_include: Option<String>,
+}
+
+impl WatchSpec {
+    fn in_scope(&self, obj: &Value) -> bool {
+        match &self.ns {
+            Some(ns) => obj["metadata"]["namespace"].as_str() == Some(ns.as_str()),
+            None => true,
+        }
+    }
+
+    /// The event a change produces for this watch, if any.
+    fn event_for(&self, c: &Change) -> Option<(EventType, Arc<Value>)> {
+        if c.storage != self.rt.storage || !self.in_scope(&c.object) {
+            return None;
+        }
+        let now = self.opts.matches(&c.object);
+        let before = c.old.as_ref().is_some_and(|o| self.opts.matches(o));
+        let kind = match c.kind {
+            EventType::Added if now => EventType::Added,
+            EventType::Modified if now && before => EventType::Modified,
+            EventType::Modified if now => EventType::Added,
+            EventType::Modified if before => EventType::Deleted,
+            EventType::Deleted if now || before => EventType::Deleted,
+            _ => return None,
+        };
+        Some((kind, present(&self.rt, &c.object)))
+    }
+
+    fn line(&self, kind: &str, obj: &Arc<Value>) -> Bytes {
+        let object = match &self.table_include {
+            Some(include) => {
+                let meta = json!({"resourceVersion": obj["metadata"]["resourceVersion"]});
+                table::table(&self.rt, std::slice::from_ref(obj), meta, include)
+            }
+            None => (**obj).clone(),
+        };
+        let mut s = json!({"type": kind, "object": object}).to_string();
+        s.push('\n');
+        Bytes::from(s)
+    }
+
+    fn bookmark(&self, rv: u64, initial_end: bool) -> Bytes {
+        let mut meta = json!({"resourceVersion": rv.to_string()});
+        if initial_end {
+            meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        let mut s = json!({"type": "BOOKMARK", "object": {"kind": self.rt.kind, "apiVersion": self.rt.api_version(), "metadata": meta}})
+            .to_string();
+        s.push('\n');
+        Bytes::from(s)
+    }
+}
+
+fn gone_line(message: &str) -> Bytes {
+    let status = ApiError::gone(message).to_status();
+    let mut s = json!({"type": "ERROR", "object": status}).to_string();
+    s.push('\n');
+    Bytes::from(s)
+}
+
+fn watch(
+    shared: &Arc<Shared>,
+    rt: Arc<ResourceType>,
+    ns: Option<String>,
+    opts: ListOpts,
+    q: &HashMap<String, String>,
+    table_include: Option<String>,
+) -> ApiResult<Response> {
+    let send_initial = q.get("sendInitialEvents").map(|s| s == "true");
+    let from = match (q.get("resourceVersion").map(String::as_str), send_initial) {
+        (_, Some(true)) | (None | Some("") | Some("0"), _) => None,
+        (Some(rv), _) => Some(
+            rv.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?,
+        ),
+    };
+    let bookmarks = q.get("allowWatchBookmarks").is_some_and(|b| b == "true");
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(shared.opts.default_watch_timeout);
+    let spec = WatchSpec {
+        rt,
+        ns,
+        opts,
+        table_include,
+    };
+    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(16);
+    let subscribed = shared.lock().subscribe(&spec.rt.storage, from);
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let (initial, changes) = match subscribed {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = tx.send(Ok(gone_line(&e.message))).await;
+                return;
+            }
+        };
+        run_watch(
+            shared,
+            spec,
+            initial,
+            changes,
+            tx,
+            bookmarks,
+            timeout,
+            send_initial == Some(true),
+        )
+        .await;
+    });
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::TRANSFER_ENCODING, "chunked")
+        .body(body)
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_watch(
+    shared: Arc<Shared>,
+    spec: WatchSpec,
+    initial: Vec<Arc<Change>>,
+    mut changes: broadcast::Receiver<Arc<Change>>,
+    tx: mpsc::Sender<Result<Bytes, Infallible>>,
+    bookmarks: bool,
+    timeout: Duration,
+    initial_end: bool,
+) {
+    let mut last_rv = 0u64;
+    for c in &initial {
+        last_rv = last_rv.max(c.rv);
+        if let Some((kind, obj)) = spec.event_for(c)
+            && tx.send(Ok(spec.line(kind.as_str(), &obj))).await.is_err()
+        {
+            return;
+        }
+    }
+    if initial_end {
+        let rv = shared.state.lock().map(|s| s.rv()).unwrap_or(last_rv);
+        if tx.send(Ok(spec.bookmark(rv.max(last_rv), true))).await.is_err() {
+            return;
+        }
+    }
+    let mut shutdown = shared.shutdown.clone();
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let mut tick = tokio::time::interval(shared.opts.bookmark_interval);
+    tick.tick().await;
+    let current_rv = shared.lock().current_rv.clone();
+    loop {
+        tokio::select! {
+            change = changes.recv() => match change {
+                Ok(c) => {
+                    if c.rv <= last_rv {
+                        continue;
+                    }
+                    last_rv = c.rv;
+                    if let Some((kind, obj)) = spec.event_for(&c)
+                        && tx.send(Ok(spec.line(kind.as_str(), &obj))).await.is_err() {
+                            return;
+                        }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    // A watcher that fell this far behind is closed rather than buffered without bound.
+                    let _ = tx.send(Ok(gone_line(&format!("watch fell behind by {n} events; too old resource version")))).await;
+                    return;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = tick.tick(), if bookmarks => {
+                // Everything up to `seen` is already queued on the channel: drain it first, so
+                // the bookmark never claims a version whose event was not sent.
+                let seen = current_rv.load(Ordering::Acquire);
+                loop {
+                    match changes.try_recv() {
+                        Ok(c) => {
+                            if c.rv <= last_rv { continue; }
+                            last_rv = c.rv;
+                            if let Some((kind, obj)) = spec.event_for(&c)
+                                && tx.send(Ok(spec.line(kind.as_str(), &obj))).await.is_err() {
+                                    return;
+                                }
+                        }
+                        Err(broadcast::error::TryRecvError::Empty) => break,
+                        Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                            let _ = tx.send(Ok(gone_line("watch fell behind; too old resource version"))).await;
+                            return;
+                        }
+                        Err(broadcast::error::TryRecvError::Closed) => return,
+                    }
+                }
+                last_rv = last_rv.max(seen);
+                if tx.send(Ok(spec.bookmark(last_rv, false))).await.is_err() {
+                    return;
+                }
+            }
+            _ = &mut deadline => return,
+            _ = shutdown.changed() => return,
+            _ = tx.closed() => return,
+        }
+    }
+}
