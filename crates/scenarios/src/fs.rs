@@ -1,0 +1,141 @@
+//! Guarded file access under a catalog root: files are size-bounded, must be UTF-8, must be
+//! regular files, and may not reach outside the catalog through symlinks.
+
+use std::fs::{self, File};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::error::{LoadError, Pos, SourceLocation};
+
+/// File access rooted at one catalog directory.
+#[derive(Debug, Clone)]
+pub(crate) struct CatalogFs {
+    /// The root as the caller spelled it; used in messages so paths look familiar.
+    root: PathBuf,
+    /// The resolved root, for containment checks.
+    canonical_root: PathBuf,
+    max_file_bytes: u64,
+}
+
+impl CatalogFs {
+    pub(crate) fn new(root: &Path, max_file_bytes: u64) -> Result<Self, LoadError> {
+        let canonical_root = fs::canonicalize(root).map_err(|e| LoadError::Read {
+            at: SourceLocation::file(root),
+            cause: e.to_string(),
+        })?;
+        if !canonical_root.is_dir() {
+            return Err(LoadError::invalid(SourceLocation::file(root), "not a directory"));
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+            canonical_root,
+            max_file_bytes,
+        })
+    }
+
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Refuses `path` if it (or a symlink on the way) resolves outside the catalog.
+    /// Returns the resolved path.
+    pub(crate) fn contained(&self, path: &Path) -> Result<PathBuf, LoadError> {
+        let resolved = fs::canonicalize(path).map_err(|e| LoadError::Read {
+            at: SourceLocation::file(path),
+            cause: e.to_string(),
+        })?;
+        if resolved.starts_with(&self.canonical_root) {
+            Ok(resolved)
+        } else {
+            Err(LoadError::SymlinkOutside {
+                at: SourceLocation::file(path),
+                target: resolved,
+            })
+        }
+    }
+
+    /// Reads a text file, enforcing the containment, size and UTF-8 rules.
+    pub(crate) fn read_text(&self, path: &Path) -> Result<String, LoadError> {
+        let at = || SourceLocation::file(path);
+        let resolved = self.contained(path)?;
+        let read_err = |e: std::io::Error| LoadError::Read {
+            at: at(),
+            cause: e.to_string(),
+        };
+        let file = File::open(&resolved).map_err(read_err)?;
+        let meta = file.metadata().map_err(read_err)?;
+        // Reading a FIFO or device could block or never end.
+        if !meta.is_file() {
+            return Err(LoadError::invalid(at(), "not a regular file"));
+        }
+        if meta.len() > self.max_file_bytes {
+            return Err(LoadError::TooLarge {
+                at: at(),
+                size: meta.len(),
+                limit: self.max_file_bytes,
+            });
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        // The file may grow between stat and read; never read more than the limit allows.
+        file.take(self.max_file_bytes + 1)
+            .read_to_end(&mut bytes)
+            .map_err(read_err)?;
+        if bytes.len() as u64 > self.max_file_bytes {
+            return Err(LoadError::TooLarge {
+                at: at(),
+                size: bytes.len() as u64,
+                limit: self.max_file_bytes,
+            });
+        }
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let valid = e.utf8_error().valid_up_to();
+            let prefix = String::from_utf8_lossy(&e.as_bytes()[..valid]).into_owned();
+            let pos = Pos::of_offset(&prefix, prefix.len());
+            LoadError::NotUtf8 {
+                at: at().with_pos(pos),
+            }
+        })?;
+        Ok(match text.strip_prefix('\u{feff}') {
+            Some(rest) => rest.to_owned(),
+            None => text,
+        })
+    }
+
+    /// Lists the entries of a directory (sorted by name), refusing symlinks that leave the
+    /// catalog. Entries whose names are not UTF-8 are reported as errors.
+    pub(crate) fn list_dir(&self, dir: &Path) -> Result<Vec<DirEntry>, LoadError> {
+        self.contained(dir)?;
+        let read_err = |e: std::io::Error| LoadError::Read {
+            at: SourceLocation::file(dir),
+            cause: e.to_string(),
+        };
+        let mut entries = Vec::new();
+        for entry in fs::read_dir(dir).map_err(read_err)? {
+            let entry = entry.map_err(read_err)?;
+            let path = entry.path();
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                return Err(LoadError::invalid(
+                    SourceLocation::file(&path),
+                    "file name is not valid UTF-8",
+                ));
+            };
+            let file_type = entry.file_type().map_err(read_err)?;
+            let is_dir = if file_type.is_symlink() {
+                // Resolve to learn what it points at, and refuse escapes early.
+                self.contained(&path)?.is_dir()
+            } else {
+                file_type.is_dir()
+            };
+            entries.push(DirEntry { name, path, is_dir });
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct DirEntry {
+    pub name: String,
+    pub path: PathBuf,
+    pub is_dir: bool,
+}
