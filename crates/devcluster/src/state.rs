@@ -438,10 +438,15 @@ impl State {
             return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
         }
         let mut crd_types = None;
-        if let Some(crd) = &rt.crd {
-            if rt.status_subresource {
-                obj.as_object_mut().expect("object").remove("status");
+        // Like the real strategies, status is not settable on create where it is a subresource
+        // (Nodes keep theirs; Namespaces get theirs below).
+        if rt.status_subresource && rt.plural != "nodes" {
+            obj.as_object_mut().expect("object").remove("status");
+            if rt.group.is_empty() && matches!(rt.plural.as_str(), "pods" | "persistentvolumeclaims") {
+                obj["status"] = json!({"phase": "Pending"});
             }
+        }
+        if let Some(crd) = &rt.crd {
             let causes = crd.admit(&mut obj, None);
             if !causes.is_empty() {
                 return Err(Self::invalid(rt, &name, causes));
