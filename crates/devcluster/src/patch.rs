@@ -37,7 +37,19 @@ impl PatchType {
 pub fn json_patch(target: &mut Value, patch: &Value) -> ApiResult<()> {
     let p: json_patch::Patch = serde_json::from_value(patch.clone())
         .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
-    json_patch::patch(target, &p).map_err(|e| ApiError::unsupported_media_type_or_invalid(e.to_string()))
+    for op in p.0 {
+        // Like the real server, `test` of a missing path against null succeeds (kube-runtime's
+        // finalizer helper relies on this to add the first finalizer).
+        if let json_patch::PatchOperation::Test(t) = &op
+            && t.value.is_null()
+            && target.pointer(t.path.as_str()).is_none()
+        {
+            continue;
+        }
+        json_patch::patch(target, &[op])
+            .map_err(|e| ApiError::unsupported_media_type_or_invalid(e.to_string()))?;
+    }
+    Ok(())
 }
 
 impl ApiError {
@@ -273,6 +285,18 @@ mod tests {
         remove_unapplied(&mut obj, &prev, &now);
         strategic_merge(&mut obj, &now, true);
         assert_eq!(obj, json!({"data": {"a": "1", "other": "x"}}));
+    }
+
+    #[test]
+    fn json_patch_test_of_a_missing_path_against_null_passes() {
+        let mut obj = json!({"metadata": {}});
+        json_patch(
+            &mut obj,
+            &json!([{"op": "test", "path": "/metadata/finalizers", "value": null},
+                {"op": "add", "path": "/metadata/finalizers", "value": ["f"]}]),
+        )
+        .unwrap();
+        assert_eq!(obj["metadata"]["finalizers"], json!(["f"]));
     }
 
     #[test]
