@@ -94,7 +94,22 @@ impl Catalog {
             root: dir.as_ref().to_path_buf(),
             ..Catalog::default()
         };
-        let entries = fs.list_dir(fs.root())?;
+        let listing = fs.list_dir(fs.root())?;
+        for (name, error) in listing.refused {
+            if name.starts_with('.') || name.starts_with('_') {
+                continue;
+            }
+            if name.starts_with("categories.") {
+                catalog.catalog_errors.push(error);
+            } else {
+                catalog.scenario_errors.push(ScenarioErrors {
+                    dir: fs.root().join(&name),
+                    scenario: name,
+                    errors: vec![error],
+                });
+            }
+        }
+        let entries = listing.entries;
         let categories_file = entries
             .iter()
             .find(|e| !e.is_dir && (e.name == "categories.yaml" || e.name == "categories.yml"));
@@ -297,13 +312,14 @@ fn numbered(name: &str) -> Option<(u32, &str)> {
 
 impl ScenarioLoader<'_> {
     fn load(&self, name: &str, dir: &Path, warnings: &mut Vec<Warning>) -> Result<Scenario, Vec<LoadError>> {
-        let entries = self.fs.list_dir(dir).map_err(|e| vec![e])?;
+        let listing = self.fs.list_dir(dir).map_err(|e| vec![e])?;
+        let mut errors: Vec<LoadError> = listing.refused.into_iter().map(|(_, e)| e).collect();
+        let entries = listing.entries;
         let find = |names: &[&str]| {
             entries
                 .iter()
                 .find(|e| !e.is_dir && names.contains(&e.name.as_str()))
         };
-        let mut errors = Vec::new();
 
         let metadata = match find(&["metadata.yaml", "metadata.yml"]) {
             None => {
@@ -370,7 +386,10 @@ impl ScenarioLoader<'_> {
             return Vec::new();
         }
         let entries = match self.fs.list_dir(&setup_dir) {
-            Ok(e) => e,
+            Ok(listing) => {
+                errors.extend(listing.refused.into_iter().map(|(_, e)| e));
+                listing.entries
+            }
             Err(e) => {
                 errors.push(e);
                 return Vec::new();
@@ -431,8 +450,9 @@ impl ScenarioLoader<'_> {
         let tasks_dir = dir.join("tasks");
         match self.fs.list_dir(&tasks_dir) {
             Err(e) => errors.push(e),
-            Ok(list) => {
-                for e in list {
+            Ok(listing) => {
+                errors.extend(listing.refused.into_iter().map(|(_, e)| e));
+                for e in listing.entries {
                     match numbered(&e.name).filter(|(_, rest)| rest.ends_with(".md") && !e.is_dir) {
                         Some((n, _)) => {
                             if let Some(first) = task_files.get(&n) {
@@ -459,8 +479,9 @@ impl ScenarioLoader<'_> {
         let validation_dir = dir.join("validation");
         match self.fs.list_dir(&validation_dir) {
             Err(e) => errors.push(e),
-            Ok(list) => {
-                for e in list {
+            Ok(listing) => {
+                errors.extend(listing.refused.into_iter().map(|(_, e)| e));
+                for e in listing.entries {
                     let n = numbered(&e.name)
                         .filter(|(_, rest)| {
                             !e.is_dir && matches!(*rest, "validation.yaml" | "validation.yml")

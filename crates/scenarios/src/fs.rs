@@ -101,36 +101,53 @@ impl CatalogFs {
         })
     }
 
-    /// Lists the entries of a directory (sorted by name), refusing symlinks that leave the
-    /// catalog. Entries whose names are not UTF-8 are reported as errors.
-    pub(crate) fn list_dir(&self, dir: &Path) -> Result<Vec<DirEntry>, LoadError> {
+    /// Lists the entries of a directory, sorted by name. Entries that cannot be used (a
+    /// symlink leaving the catalog, a name that is not UTF-8) come back as per-entry errors so
+    /// that they never hide their siblings.
+    pub(crate) fn list_dir(&self, dir: &Path) -> Result<Listing, LoadError> {
         self.contained(dir)?;
         let read_err = |e: std::io::Error| LoadError::Read {
             at: SourceLocation::file(dir),
             cause: e.to_string(),
         };
-        let mut entries = Vec::new();
+        let mut listing = Listing::default();
         for entry in fs::read_dir(dir).map_err(read_err)? {
             let entry = entry.map_err(read_err)?;
             let path = entry.path();
+            let lossy_name = entry.file_name().to_string_lossy().into_owned();
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-                return Err(LoadError::invalid(
-                    SourceLocation::file(&path),
-                    "file name is not valid UTF-8",
+                listing.refused.push((
+                    lossy_name,
+                    LoadError::invalid(SourceLocation::file(&path), "file name is not valid UTF-8"),
                 ));
+                continue;
             };
             let file_type = entry.file_type().map_err(read_err)?;
             let is_dir = if file_type.is_symlink() {
                 // Resolve to learn what it points at, and refuse escapes early.
-                self.contained(&path)?.is_dir()
+                match self.contained(&path) {
+                    Ok(resolved) => resolved.is_dir(),
+                    Err(e) => {
+                        listing.refused.push((name, e));
+                        continue;
+                    }
+                }
             } else {
                 file_type.is_dir()
             };
-            entries.push(DirEntry { name, path, is_dir });
+            listing.entries.push(DirEntry { name, path, is_dir });
         }
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(entries)
+        listing.entries.sort_by(|a, b| a.name.cmp(&b.name));
+        listing.refused.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(listing)
     }
+}
+
+/// A directory's usable entries and the ones refused, by name.
+#[derive(Debug, Default)]
+pub(crate) struct Listing {
+    pub entries: Vec<DirEntry>,
+    pub refused: Vec<(String, LoadError)>,
 }
 
 #[derive(Debug, Clone)]
