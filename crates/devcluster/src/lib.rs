@@ -248,7 +248,8 @@ impl DevCluster {
     }
 
     /// Server-side apply manifests (field manager `cks-devcluster`) in the given order; returns
-    /// `kind/name` of each applied object. Objects without a namespace go to `default`.
+    /// `kind/name` of each applied object. Objects without a namespace go to `default`; missing
+    /// namespaces are created.
     pub fn apply(&self, manifests: &[apply::Manifest]) -> Result<Vec<String>, apply::ApplyError> {
         let mut applied = Vec::new();
         let result = (|| {
@@ -273,6 +274,22 @@ impl DevCluster {
                     .as_str()
                     .unwrap_or("default")
                     .to_string();
+                let ns_rt = st
+                    .registry
+                    .get("", "v1", "namespaces")
+                    .expect("namespaces are built in");
+                if rt.namespaced && st.get(&ns_rt, None, &ns).is_err() {
+                    // Manifests for a fresh cluster may assume their namespace exists; create it.
+                    let obj = serde_json::json!({"metadata": {"name": ns}});
+                    st.create(&ns_rt, None, obj, false)
+                        .map_err(|e| apply::ApplyError::Apply {
+                            path: m.path.clone(),
+                            kind: "Namespace".into(),
+                            name: ns.clone(),
+                            message: e.message,
+                        })?;
+                    applied.push(format!("namespace/{ns}"));
+                }
                 st.patch(
                     &rt,
                     Some(&ns),

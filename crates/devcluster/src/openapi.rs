@@ -73,11 +73,13 @@ fn operations(rt: &ResourceType) -> BTreeMap<String, Value> {
         param("fieldValidation"),
         param("force")
     ]);
+    // Strategic merge is deliberately not advertised: kubectl would then compute strategic
+    // patches from these (opaque) schemas; without it, kubectl falls back to JSON merge patches
+    // for custom resources and to its compiled-in types for built-ins, as with a real server.
     patch["requestBody"] = json!({"content": {
         "application/apply-patch+yaml": {"schema": {"type": "object"}},
         "application/json-patch+json": {"schema": {"type": "object"}},
-        "application/merge-patch+json": {"schema": {"type": "object"}},
-        "application/strategic-merge-patch+json": {"schema": {"type": "object"}}}});
+        "application/merge-patch+json": {"schema": {"type": "object"}}}});
     let mut put = op("put");
     put["parameters"] = json!([param("dryRun"), param("fieldManager"), param("fieldValidation")]);
     put["requestBody"] = body.clone();
@@ -129,8 +131,49 @@ fn json_ok(v: &Value) -> Response {
         .into_response()
 }
 
+/// The Swagger 2.0 document: definitions for every custom resource version (built-ins have no
+/// schemas here, so kubectl skips client-side validation for them).
+pub fn v2_document(registry: &Registry) -> Value {
+    let mut definitions = BTreeMap::new();
+    for rt in registry.all().filter(|rt| rt.crd.is_some()) {
+        let mut schema = resource_schema(rt);
+        to_v2(&mut schema);
+        definitions.insert(definition_name(rt), schema);
+    }
+    json!({"swagger": "2.0", "info": {"title": "Kubernetes", "version": "v1.33.0"}, "paths": {}, "definitions": definitions})
+}
+
+/// Drop what Swagger 2.0 cannot express, as the real server does when publishing CRD schemas.
+fn to_v2(schema: &mut Value) {
+    if let Some(m) = schema.as_object_mut() {
+        for k in ["nullable", "oneOf", "anyOf", "not", "x-kubernetes-validations"] {
+            m.remove(k);
+        }
+        if m.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true) {
+            m.remove("type");
+        }
+        for v in m.values_mut() {
+            to_v2(v);
+        }
+    } else if let Some(a) = schema.as_array_mut() {
+        a.iter_mut().for_each(to_v2);
+    }
+}
+
 /// Serve `/openapi/...`.
-pub fn serve(registry: &Registry, path: &str, _headers: &HeaderMap) -> ApiResult<Response> {
+pub fn serve(registry: &Registry, path: &str, headers: &HeaderMap) -> ApiResult<Response> {
+    if path == "/openapi/v2" {
+        let doc = v2_document(registry);
+        let accept = headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if accept.contains("protobuf") {
+            let body = proto::document(&doc);
+            return Ok((StatusCode::OK, [(header::CONTENT_TYPE, PROTO_V2)], body).into_response());
+        }
+        return Ok(json_ok(&doc));
+    }
     if path == "/openapi/v3" {
         let mut index = BTreeMap::new();
         for (group, versions) in registry.groups() {
@@ -161,4 +204,193 @@ pub fn serve(registry: &Registry, path: &str, _headers: &HeaderMap) -> ApiResult
     };
     doc.map(|d| json_ok(&d))
         .ok_or_else(|| ApiError::path_not_found(path))
+}
+
+// The media type the real server answers with (`@` is not valid in a Content-Type).
+const PROTO_V2: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
+/// Encoding of a Swagger 2.0 JSON document as gnostic's `openapi.v2.Document` protobuf, the form
+/// older kubectl clients require for `/openapi/v2`. Only the messages a document of schemas
+/// needs are written: Document, Info, Definitions, NamedSchema, Schema and its helpers.
+mod proto {
+    use serde_json::Value;
+
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    fn tag(out: &mut Vec<u8>, field: u32, wire: u8) {
+        varint(out, (u64::from(field) << 3) | u64::from(wire));
+    }
+
+    fn bytes(out: &mut Vec<u8>, field: u32, b: &[u8]) {
+        tag(out, field, 2);
+        varint(out, b.len() as u64);
+        out.extend_from_slice(b);
+    }
+
+    fn string(out: &mut Vec<u8>, field: u32, s: &str) {
+        bytes(out, field, s.as_bytes());
+    }
+
+    fn double(out: &mut Vec<u8>, field: u32, d: f64) {
+        tag(out, field, 1);
+        out.extend_from_slice(&d.to_le_bytes());
+    }
+
+    fn int(out: &mut Vec<u8>, field: u32, v: u64) {
+        tag(out, field, 0);
+        varint(out, v);
+    }
+
+    /// `Any` with its `yaml` field; JSON text is valid YAML.
+    fn any(v: &Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        string(&mut out, 2, &v.to_string());
+        out
+    }
+
+    fn named_any(name: &str, v: &Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        string(&mut out, 1, name);
+        bytes(&mut out, 2, &any(v));
+        out
+    }
+
+    fn schema(s: &Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        let Some(m) = s.as_object() else { return out };
+        if let Some(r) = m.get("$ref").and_then(Value::as_str) {
+            string(&mut out, 1, &r.replace("#/components/schemas/", "#/definitions/"));
+        }
+        for (key, field) in [("format", 2), ("title", 3), ("description", 4), ("pattern", 13)] {
+            if let Some(v) = m.get(key).and_then(Value::as_str) {
+                string(&mut out, field, v);
+            }
+        }
+        if let Some(d) = m.get("default") {
+            bytes(&mut out, 5, &any(d));
+        }
+        for (key, field) in [("multipleOf", 6), ("maximum", 7), ("minimum", 9)] {
+            if let Some(v) = m.get(key).and_then(Value::as_f64) {
+                double(&mut out, field, v);
+            }
+        }
+        for (key, field) in [
+            ("exclusiveMaximum", 8),
+            ("exclusiveMinimum", 10),
+            ("uniqueItems", 16),
+        ] {
+            if m.get(key).and_then(Value::as_bool) == Some(true) {
+                int(&mut out, field, 1);
+            }
+        }
+        for (key, field) in [
+            ("maxLength", 11),
+            ("minLength", 12),
+            ("maxItems", 14),
+            ("minItems", 15),
+            ("maxProperties", 17),
+            ("minProperties", 18),
+        ] {
+            if let Some(v) = m.get(key).and_then(Value::as_u64) {
+                int(&mut out, field, v);
+            }
+        }
+        for r in m.get("required").and_then(Value::as_array).into_iter().flatten() {
+            if let Some(r) = r.as_str() {
+                string(&mut out, 19, r);
+            }
+        }
+        for e in m.get("enum").and_then(Value::as_array).into_iter().flatten() {
+            bytes(&mut out, 20, &any(e));
+        }
+        match m.get("additionalProperties") {
+            Some(Value::Bool(b)) => {
+                let mut item = Vec::new();
+                int(&mut item, 2, u64::from(*b));
+                bytes(&mut out, 21, &item);
+            }
+            Some(ap @ Value::Object(_)) => {
+                let mut item = Vec::new();
+                bytes(&mut item, 1, &schema(ap));
+                bytes(&mut out, 21, &item);
+            }
+            _ => {}
+        }
+        if let Some(t) = m.get("type").and_then(Value::as_str) {
+            let mut item = Vec::new();
+            string(&mut item, 1, t);
+            bytes(&mut out, 22, &item);
+        }
+        if let Some(items) = m.get("items").filter(|i| i.is_object()) {
+            let mut item = Vec::new();
+            bytes(&mut item, 1, &schema(items));
+            bytes(&mut out, 23, &item);
+        }
+        for a in m.get("allOf").and_then(Value::as_array).into_iter().flatten() {
+            bytes(&mut out, 24, &schema(a));
+        }
+        if let Some(props) = m.get("properties").and_then(Value::as_object) {
+            let mut p = Vec::new();
+            for (name, sub) in props {
+                let mut named = Vec::new();
+                string(&mut named, 1, name);
+                bytes(&mut named, 2, &schema(sub));
+                bytes(&mut p, 1, &named);
+            }
+            bytes(&mut out, 25, &p);
+        }
+        for (k, v) in m.iter().filter(|(k, _)| k.starts_with("x-")) {
+            bytes(&mut out, 31, &named_any(k, v));
+        }
+        out
+    }
+
+    /// Encode a Swagger 2.0 document (swagger, info, definitions).
+    pub fn document(doc: &Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        string(&mut out, 1, doc["swagger"].as_str().unwrap_or("2.0"));
+        let mut info = Vec::new();
+        string(&mut info, 1, doc["info"]["title"].as_str().unwrap_or_default());
+        string(&mut info, 2, doc["info"]["version"].as_str().unwrap_or_default());
+        bytes(&mut out, 2, &info);
+        let mut defs = Vec::new();
+        for (name, s) in doc["definitions"].as_object().into_iter().flatten() {
+            let mut named = Vec::new();
+            string(&mut named, 1, name);
+            bytes(&mut named, 2, &schema(s));
+            bytes(&mut defs, 1, &named);
+        }
+        bytes(&mut out, 9, &defs);
+        out
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use serde_json::json;
+
+        #[test]
+        fn encodes_fields_with_their_numbers_and_wire_types() {
+            let doc = json!({"swagger": "2.0", "info": {"title": "T", "version": "v"},
+                "definitions": {"a.B": {"type": "object", "minimum": 1.0}}});
+            let b = document(&doc);
+            // swagger = 1 (length-delimited): tag 0x0a, len 3, "2.0"
+            assert_eq!(&b[..5], &[0x0a, 3, b'2', b'.', b'0']);
+            // info = 2: tag 0x12 then title (0x0a "T") and version (0x12 "v")
+            assert_eq!(&b[5..12], &[0x12, 6, 0x0a, 1, b'T', 0x12, 1]);
+            // definitions = 9 → tag 0x4a
+            assert_eq!(b[13], 0x4a);
+            // minimum = 9 as a double: tag (9 << 3) | 1 = 0x49
+            assert!(
+                b.windows(9)
+                    .any(|w| w[0] == 0x49 && w[1..] == 1.0f64.to_le_bytes())
+            );
+        }
+    }
 }
