@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
 
@@ -159,8 +160,10 @@ impl Catalog {
             options,
             categories: categories.as_deref(),
         };
-        for entry in scenario_dirs.into_iter().take(options.max_scenarios) {
-            match loader.load(&entry.name, &entry.path, &mut catalog.warnings) {
+        let dirs: Vec<&DirEntry> = scenario_dirs.into_iter().take(options.max_scenarios).collect();
+        for (entry, (result, warnings)) in dirs.iter().zip(loader.load_all(&dirs)) {
+            catalog.warnings.extend(warnings);
+            match result {
                 Ok(s) => {
                     catalog.scenarios.insert(entry.name.clone(), Arc::new(s));
                 }
@@ -310,7 +313,47 @@ fn numbered(name: &str) -> Option<(u32, &str)> {
     Some((num.parse().ok()?, rest))
 }
 
+type Loaded = (Result<Scenario, Vec<LoadError>>, Vec<Warning>);
+
 impl ScenarioLoader<'_> {
+    /// Loads every directory, on all cores for large catalogs; results keep the input order
+    /// so errors and warnings come out the same way every time.
+    fn load_all(&self, dirs: &[&DirEntry]) -> Vec<Loaded> {
+        let load_one = |entry: &DirEntry| {
+            let mut warnings = Vec::new();
+            let result = self.load(&entry.name, &entry.path, &mut warnings);
+            (result, warnings)
+        };
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Threads only pay off once there is a fair amount of parsing to share.
+        if workers < 2 || dirs.len() < 32 {
+            return dirs.iter().map(|e| load_one(e)).collect();
+        }
+        let next = AtomicUsize::new(0);
+        let mut indexed: Vec<(usize, Loaded)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut done = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(entry) = dirs.get(i) else { break };
+                            done.push((i, load_one(entry)));
+                        }
+                        done
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                // A worker only panics if loading panics, which is a bug; surface it.
+                .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        indexed.sort_by_key(|(i, _)| *i);
+        indexed.into_iter().map(|(_, loaded)| loaded).collect()
+    }
+
     fn load(&self, name: &str, dir: &Path, warnings: &mut Vec<Warning>) -> Result<Scenario, Vec<LoadError>> {
         let listing = self.fs.list_dir(dir).map_err(|e| vec![e])?;
         let mut errors: Vec<LoadError> = listing.refused.into_iter().map(|(_, e)| e).collect();

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use regex::Regex;
@@ -264,16 +265,34 @@ impl fmt::Display for ConditionKind {
     }
 }
 
-/// A compiled regular expression that remembers its source.
+/// A regular expression, checked when the catalog loads and compiled on first use: compiled
+/// automata take tens of kilobytes each, and most rules of a large catalog are never run.
 #[derive(Debug, Clone)]
-pub struct Pattern(Regex);
+pub struct Pattern {
+    source: String,
+    compiled: OnceLock<Result<Regex, regex::Error>>,
+}
 
 impl Pattern {
-    pub fn regex(&self) -> &Regex {
-        &self.0
+    /// Checks the syntax of `source` without compiling it.
+    pub fn new(source: &str) -> Result<Self, String> {
+        regex_syntax::Parser::new()
+            .parse(source)
+            .map_err(|e| e.to_string().split_whitespace().collect::<Vec<_>>().join(" "))?;
+        Ok(Self {
+            source: source.to_owned(),
+            compiled: OnceLock::new(),
+        })
     }
+
+    /// The compiled regex. Fails only when a syntactically valid pattern exceeds the regex
+    /// engine's size limits.
+    pub fn regex(&self) -> Result<&Regex, &regex::Error> {
+        self.compiled.get_or_init(|| Regex::new(&self.source)).as_ref()
+    }
+
     pub fn as_str(&self) -> &str {
-        self.0.as_str()
+        &self.source
     }
 }
 
@@ -668,13 +687,13 @@ fn build_condition(
         ConditionKind::LessThan => Condition::LessThan(number()?),
         ConditionKind::MatchesRegex => {
             let pattern = text()?;
-            let regex = Regex::new(&pattern).map_err(|e| LoadError::BadRegex {
+            let compiled = Pattern::new(&pattern).map_err(|cause| LoadError::BadRegex {
                 at: at(),
                 rule: id.to_owned(),
                 pattern: pattern.clone(),
-                cause: e.to_string().split_whitespace().collect::<Vec<_>>().join(" "),
+                cause,
             })?;
-            Condition::MatchesRegex(Pattern(regex))
+            Condition::MatchesRegex(compiled)
         }
         ConditionKind::Exists | ConditionKind::NotExists => {
             if value.is_some_and(|v| !v.is_null()) {
@@ -800,7 +819,7 @@ validation:
             matches!(&rules[2].check, Check::FileExists { path, .. } if path == "/etc/kubernetes/admission.yaml")
         );
         assert!(
-            matches!(&rules[3].condition, Some(Condition::MatchesRegex(p)) if p.regex().is_match("level:  Metadata"))
+            matches!(&rules[3].condition, Some(Condition::MatchesRegex(p)) if p.regex().unwrap().is_match("level:  Metadata"))
         );
         assert!(matches!(rules[4].check, Check::Script { success_code: 3, .. }));
         assert_eq!(rules[4].timeout, Some(Duration::from_secs(45)));
