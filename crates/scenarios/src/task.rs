@@ -202,6 +202,16 @@ pub(crate) fn parse_task(
     let hints = first(SectionKind::Hints)
         .map(|s| parse_hints(&s.markdown))
         .unwrap_or_default();
+    let title_at = file.with_pos(Pos::of_offset(text, title_heading.range.start));
+    if first(SectionKind::Objectives).is_none() {
+        warnings.push(Warning::new(title_at.clone(), "task has no `## Objectives` section"));
+    }
+    if hints.is_empty() {
+        warnings.push(Warning::new(
+            title_at,
+            "task has no hints (`## Hints` with `<details><summary>` blocks)",
+        ));
+    }
     Ok(ParsedTask {
         title,
         description,
