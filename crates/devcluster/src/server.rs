@@ -266,16 +266,9 @@ async fn route(shared: &Arc<Shared>, req: Request, path: &str) -> ApiResult<Resp
             let opts = list_opts(&q)?;
             let list = shared.lock().list(&rt, ns, &opts)?;
             if as_table {
-                let items: Vec<Arc<Value>> = list["items"]
-                    .as_array()
-                    .map(|a| a.iter().cloned().map(Arc::new).collect())
-                    .unwrap_or_default();
-                return Ok(json_response(
-                    StatusCode::OK,
-                    &table::table(&rt, &items, list["metadata"].clone(), &include),
-                ));
+                return Ok(json_response(StatusCode::OK, &table::table(&rt, &list.items, list.metadata.clone(), &include)));
             }
-            Ok(json_response(StatusCode::OK, &list))
+            Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], list.to_json()).into_response())
         }
         (Method::GET, Some(n)) => {
             let obj = shared.lock().get(&rt, ns, n)?;
@@ -487,13 +480,12 @@ impl WatchSpec {
         let object = match &self.table_include {
             Some(include) => {
                 let meta = json!({"resourceVersion": obj["metadata"]["resourceVersion"]});
-                table::table(&self.rt, std::slice::from_ref(obj), meta, include)
+                table::table(&self.rt, std::slice::from_ref(obj), meta, include).to_string()
             }
-            None => (**obj).clone(),
+            // Serialize the shared object directly rather than cloning it into a wrapper.
+            None => obj.to_string(),
         };
-        let mut s = json!({"type": kind, "object": object}).to_string();
-        s.push('\n');
-        Bytes::from(s)
+        Bytes::from(format!("{{\"type\":\"{kind}\",\"object\":{object}}}\n"))
     }
 
     fn bookmark(&self, rv: u64, initial_end: bool) -> Bytes {

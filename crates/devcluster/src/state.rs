@@ -99,6 +99,36 @@ impl ListOpts {
     }
 }
 
+/// A list response; items stay shared with the store until serialized (outside the lock).
+#[derive(Debug, Clone)]
+pub struct ListResult {
+    pub kind: String,
+    pub api_version: String,
+    pub metadata: Value,
+    pub items: Vec<Arc<Value>>,
+}
+
+impl ListResult {
+    /// The list as JSON text.
+    pub fn to_json(&self) -> String {
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Wire<'a> {
+            kind: &'a str,
+            api_version: &'a str,
+            metadata: &'a Value,
+            items: Vec<&'a Value>,
+        }
+        let wire = Wire {
+            kind: &self.kind,
+            api_version: &self.api_version,
+            metadata: &self.metadata,
+            items: self.items.iter().map(|o| &**o).collect(),
+        };
+        serde_json::to_string(&wire).unwrap_or_default()
+    }
+}
+
 /// The whole server state.
 #[derive(Debug)]
 pub struct State {
@@ -809,7 +839,7 @@ impl State {
     }
 
     /// List objects of a type (in one namespace, or all when `ns` is None).
-    pub fn list(&self, rt: &ResourceType, ns: Option<&str>, opts: &ListOpts) -> ApiResult<Value> {
+    pub fn list(&self, rt: &ResourceType, ns: Option<&str>, opts: &ListOpts) -> ApiResult<ListResult> {
         let start = match &opts.continue_token {
             Some(t) if !t.is_empty() => Some(decode_continue(t)?),
             _ => None,
@@ -850,12 +880,7 @@ impl State {
         if let Some(k) = next {
             metadata["continue"] = Value::String(encode_continue(&k));
         }
-        Ok(json!({
-            "kind": format!("{}List", rt.kind),
-            "apiVersion": rt.api_version(),
-            "metadata": metadata,
-            "items": items.iter().map(|o| (**o).clone()).collect::<Vec<_>>(),
-        }))
+        Ok(ListResult { kind: format!("{}List", rt.kind), api_version: rt.api_version(), metadata, items })
     }
 
     /// Delete every matching object; returns the list of what was deleted or marked.
@@ -873,7 +898,7 @@ impl State {
         };
         let listed = self.list(rt, ns, &all)?;
         let mut items = Vec::new();
-        for item in listed["items"].as_array().cloned().unwrap_or_default() {
+        for item in listed.items {
             let name = meta_str(&item, "name").unwrap_or_default().to_string();
             let item_ns = meta_str(&item, "namespace").map(str::to_string);
             match self.delete(rt, item_ns.as_deref(), &name, opts) {
