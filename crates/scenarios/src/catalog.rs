@@ -177,41 +177,54 @@ impl Catalog {
         Ok(catalog)
     }
 
-    /// Loads one scenario directory as a catalog of one, using the parent directory's
-    /// `categories.yaml` when there is one. For linting a scenario on its own.
+    /// Loads one scenario directory as a catalog of one. When the parent directory is a
+    /// catalog (has `categories.yaml`), its categories are checked and symlinks may point
+    /// anywhere inside it, exactly as when the whole catalog loads. For linting a scenario on
+    /// its own.
     pub fn load_scenario_dir(dir: impl AsRef<Path>, options: &LoadOptions) -> Result<Catalog, LoadError> {
         let dir = dir.as_ref();
-        let fs = CatalogFs::new(dir, options.max_file_bytes)?;
+        let canonical = std::fs::canonicalize(dir).map_err(|e| LoadError::Read {
+            at: SourceLocation::file(dir),
+            cause: e.to_string(),
+        })?;
+        let name = canonical
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        // Keep the caller's spelling of the parent in messages when there is one.
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => Some(p.to_path_buf()),
+            _ => canonical.parent().map(Path::to_path_buf),
+        };
+        let categories_path = parent
+            .as_ref()
+            .map(|p| p.join("categories.yaml"))
+            .filter(|p| p.is_file());
+        let root = match (&parent, &categories_path) {
+            (Some(p), Some(_)) => p.as_path(),
+            _ => dir,
+        };
+        let fs = CatalogFs::new(root, options.max_file_bytes)?;
         let mut catalog = Catalog {
             root: dir.to_path_buf(),
             ..Catalog::default()
         };
-        let parent = std::fs::canonicalize(dir)
-            .ok()
-            .and_then(|d| d.parent().map(Path::to_path_buf));
-        let categories = parent.and_then(|p| {
-            let pfs = CatalogFs::new(&p, options.max_file_bytes).ok()?;
-            let path = p.join("categories.yaml");
-            path.is_file().then(|| {
-                let at = SourceLocation::file(&path);
-                match pfs
-                    .read_text(&path)
-                    .map_err(|e| vec![e])
-                    .and_then(|t| load_categories(&at, &t, &mut catalog.warnings))
-                {
-                    Ok(c) => Some(c),
-                    Err(errors) => {
-                        catalog.catalog_errors.extend(errors);
-                        None
-                    }
+        let categories = categories_path.and_then(|path| {
+            let at = SourceLocation::file(&path);
+            match fs
+                .read_text(&path)
+                .map_err(|e| vec![e])
+                .and_then(|t| load_categories(&at, &t, &mut catalog.warnings))
+            {
+                Ok(c) => Some(c),
+                Err(errors) => {
+                    catalog.catalog_errors.extend(errors);
+                    None
                 }
-            })?
+            }
         });
         catalog.categories = categories.clone().unwrap_or_default();
-        let name = std::fs::canonicalize(dir)
-            .ok()
-            .and_then(|d| d.file_name().and_then(|n| n.to_str()).map(str::to_owned))
-            .unwrap_or_default();
         let loader = ScenarioLoader {
             fs: &fs,
             options,

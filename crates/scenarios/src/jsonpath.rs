@@ -270,6 +270,15 @@ mod tests {
     }
 
     #[test]
+    fn truncated_paths_never_panic() {
+        let path = r#"{$..spec.containers[?(@.name=="a\"b")]['x.y'].env[*].value\.z}"#;
+        for end in (0..=path.len()).filter(|i| path.is_char_boundary(*i)) {
+            let _ = KubePath::parse(&path[..end]);
+            let _ = KubePath::parse(&path[end..]);
+        }
+    }
+
+    #[test]
     fn bad_paths_are_errors() {
         assert_eq!(KubePath::parse("  ").unwrap_err(), PathError::Empty);
         assert_eq!(

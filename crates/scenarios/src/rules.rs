@@ -610,7 +610,7 @@ fn convert_rule(raw: RawRule, ctx: &RuleCtx<'_>, warnings: &mut Vec<Warning>) ->
     };
 
     // Fields that the rule type does not use are most likely mistakes; say so.
-    let used_by: [(&str, &[RuleType]); 5] = [
+    let used_by: [(&str, &[RuleType]); 7] = [
         (
             "resource",
             &[RuleType::ResourceExists, RuleType::ResourceProperty],
@@ -619,6 +619,8 @@ fn convert_rule(raw: RawRule, ctx: &RuleCtx<'_>, warnings: &mut Vec<Warning>) ->
         ("command", &[RuleType::Command]),
         ("script", &[RuleType::Script]),
         ("file", &[RuleType::FileExists, RuleType::FileContent]),
+        ("path", &[RuleType::FileExists, RuleType::FileContent]),
+        ("successCode", &[RuleType::Script]),
     ];
     for (key, types) in used_by {
         if ctx.node.get(key).is_some() && !types.contains(&rule_type) {
@@ -629,6 +631,12 @@ fn convert_rule(raw: RawRule, ctx: &RuleCtx<'_>, warnings: &mut Vec<Warning>) ->
         }
     }
 
+    if condition_kind.is_none() && raw.value.is_some() {
+        warnings.push(Warning::new(
+            ctx.key_at("value"),
+            format!("rule `{id}`: `value` is ignored without a `condition`"),
+        ));
+    }
     let condition = match condition_kind {
         None => match rule_type {
             RuleType::ResourceExists | RuleType::FileExists => Some(Condition::Exists),
@@ -889,6 +897,16 @@ validation:
             matches!(&e[0], LoadError::BadTarget { found, at } if found == "bastion" && at.line == Some(4)),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn truncated_input_never_panics() {
+        let text = "validation:\n- id: p\n  type: resource_property\n  resource: {kind: Pod, name: x}\n  \
+                    property: .spec.containers[?(@.name==\"a\")].image\n  condition: matches_regex\n  value: \"^nginx:[0-9.]+$\"\n\
+                    - id: s\n  type: script\n  script: {script: \"exit 0\", target: worker-2, successCode: 0}\n  timeout: 2m\n";
+        for end in (0..=text.len()).filter(|i| text.is_char_boundary(*i)) {
+            let _ = load(&text[..end]);
+        }
     }
 
     #[test]

@@ -204,7 +204,10 @@ pub(crate) fn parse_task(
         .unwrap_or_default();
     let title_at = file.with_pos(Pos::of_offset(text, title_heading.range.start));
     if first(SectionKind::Objectives).is_none() {
-        warnings.push(Warning::new(title_at.clone(), "task has no `## Objectives` section"));
+        warnings.push(Warning::new(
+            title_at.clone(),
+            "task has no `## Objectives` section",
+        ));
     }
     if hints.is_empty() {
         warnings.push(Warning::new(
@@ -569,6 +572,18 @@ Use kubectl get namespace test-pods -o yaml to view current configuration.
         let hints = parse_hints("<details><summary>Real</summary>\n\nUse `<details>` in docs\n</details>\n");
         assert_eq!(hints.len(), 1);
         assert_eq!(hints[0].body, "Use `<details>` in docs");
+    }
+
+    #[test]
+    fn truncated_or_odd_input_never_panics() {
+        let odd = "# T\n## Hints\n<details open><summary>a</summary>\n- x\n  1. y\n</details></details><summary>\n\
+                   ## Objectives\n* ü\n  ü\n10) é\n";
+        for text in [REFERENCE, odd] {
+            for end in (0..=text.len()).filter(|i| text.is_char_boundary(*i)) {
+                let _ = parse_task(&SourceLocation::file("t.md"), &text[..end], &mut Vec::new());
+                let _ = parse_hints(&text[end..]);
+            }
+        }
     }
 
     #[test]

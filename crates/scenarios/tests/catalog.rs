@@ -429,6 +429,15 @@ fn a_single_scenario_directory_can_be_loaded_on_its_own() {
     let catalog = Catalog::load_scenario_dir(&dir, &LoadOptions::default()).unwrap();
     assert!(catalog.is_valid(), "{:?}", catalog.errors().collect::<Vec<_>>());
     assert_eq!(catalog.get("solo").unwrap().tasks.len(), 1);
+
+    // The parent catalog's categories still apply.
+    let odd = scenario(root.path(), "odd");
+    write(
+        odd.join("metadata.yaml"),
+        metadata("odd").replace("cluster-hardening", "cooking"),
+    );
+    let catalog = Catalog::load_scenario_dir(&odd, &LoadOptions::default()).unwrap();
+    assert!(errors_of(&catalog, "odd")[0].to_string().contains("`cooking`"));
 }
 
 #[test]
