@@ -32,13 +32,13 @@ fn sort_key(at: &SourceLocation) -> (std::path::PathBuf, u32, u32) {
     (at.file.clone(), at.line.unwrap_or(0), at.column.unwrap_or(0))
 }
 
-pub fn run(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
+pub fn run(dir: &Path, json: bool, strict: bool) -> anyhow::Result<ExitCode> {
     let catalog = load(dir)?;
     let mut errors: Vec<&LoadError> = catalog.errors().collect();
     errors.sort_by_key(|e| sort_key(e.location()));
     let mut warnings: Vec<Warning> = catalog.warnings().to_vec();
     warnings.sort_by_key(|w| sort_key(&w.at));
-    let ok = errors.is_empty();
+    let ok = errors.is_empty() && (!strict || warnings.is_empty());
 
     let mut out = std::io::stdout().lock();
     if json {

@@ -32,6 +32,9 @@ enum ScenarioCommand {
         /// Print machine-readable JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Treat warnings as errors (exit 1 when there are any).
+        #[arg(long)]
+        strict: bool,
     },
     /// Print a parsed scenario: metadata, setup steps, tasks, hints and rules.
     Show {
@@ -49,7 +52,7 @@ enum ScenarioCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Scenario(ScenarioCommand::Lint { dir, json }) => lint::run(&dir, json),
+        Command::Scenario(ScenarioCommand::Lint { dir, json, strict }) => lint::run(&dir, json, strict),
         Command::Scenario(ScenarioCommand::Show { id, dir, json }) => show::run(&id, &dir, json),
     };
     match result {

@@ -114,6 +114,24 @@ fn lint_json_is_machine_readable() {
 }
 
 #[test]
+fn lint_strict_fails_on_warnings() {
+    let dir = catalog();
+    write(
+        dir.path().join("psa-basics/metadata.yaml"),
+        "id: psa-basics\ntitle: t\ndescription: d\ncategory: c\ncolour: blue\n",
+    );
+    let path = dir.path().to_str().unwrap();
+    assert!(cks(&["scenario", "lint", path]).status.success());
+    let out = cks(&["scenario", "lint", "--strict", path]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("metadata.yaml:5:1: warning: unknown field `colour` is ignored"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
 fn lint_accepts_a_single_scenario_directory() {
     let dir = catalog();
     let out = cks(&[

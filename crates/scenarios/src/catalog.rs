@@ -3,6 +3,7 @@
 //! keeps the good ones and lists the problems of the rest.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -334,7 +335,16 @@ impl ScenarioLoader<'_> {
     fn load_all(&self, dirs: &[&DirEntry]) -> Vec<Loaded> {
         let load_one = |entry: &DirEntry| {
             let mut warnings = Vec::new();
-            let result = self.load(&entry.name, &entry.path, &mut warnings);
+            // A loader bug must cost one scenario, not the catalog or the watcher thread.
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                self.load(&entry.name, &entry.path, &mut warnings)
+            }))
+            .unwrap_or_else(|_| {
+                Err(vec![LoadError::invalid(
+                    SourceLocation::file(&entry.path),
+                    "internal error while loading this scenario (please report it)",
+                )])
+            });
             (result, warnings)
         };
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -359,7 +369,7 @@ impl ScenarioLoader<'_> {
                 .collect();
             handles
                 .into_iter()
-                // A worker only panics if loading panics, which is a bug; surface it.
+                // Loading panics are caught per scenario, so a worker cannot panic.
                 .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
                 .collect()
         });
