@@ -301,8 +301,12 @@ impl Catalog {
         &self.stale
     }
 
-    /// Keeps the previous version of every scenario that failed in this load (hot reload).
+    /// Keeps the previous version of every scenario that failed in this load, and the
+    /// previous categories when `categories.yaml` failed (hot reload).
     pub(crate) fn keep_previous_of_failed(&mut self, previous: &Catalog) {
+        if !self.catalog_errors.is_empty() && self.categories.is_empty() {
+            self.categories = previous.categories.clone();
+        }
         for failed in &self.scenario_errors {
             if let Some(old) = previous.scenarios.get(&failed.scenario) {
                 self.scenarios.insert(failed.scenario.clone(), Arc::clone(old));

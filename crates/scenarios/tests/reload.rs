@@ -86,6 +86,16 @@ fn a_scenario_that_breaks_keeps_its_previous_good_version() {
     assert_eq!(next.scenario_errors().len(), 1, "the problem is still reported");
     assert_eq!(next.scenario_errors()[0].scenario, "alpha");
 
+    // A broken categories.yaml keeps the previous categories too.
+    write(dir.path().join("categories.yaml"), "categories: [oops\n");
+    let next = store.reload().unwrap();
+    assert_eq!(next.categories()[0].id, "c");
+    assert_eq!(next.catalog_errors().len(), 1);
+    write(
+        dir.path().join("categories.yaml"),
+        "categories:\n  - id: c\n    name: C\n",
+    );
+
     // Fixing it serves the new version and clears the stale mark.
     scenario(dir.path(), "alpha", "Alpha v3");
     let fixed = store.reload().unwrap();
