@@ -75,7 +75,12 @@ where
         f(i).await;
         samples.push(t.elapsed());
     }
-    Stats { name, samples, total: start.elapsed(), ops: n }
+    Stats {
+        name,
+        samples,
+        total: start.elapsed(),
+        ops: n,
+    }
 }
 
 #[tokio::main]
@@ -93,7 +98,9 @@ async fn main() -> anyhow::Result<()> {
     let create = timed("create (sequential)", SAMPLES, |i| {
         let api = api.clone();
         async move {
-            api.create(&PostParams::default(), &cm(&format!("seq-{i:05}"))).await.expect("create");
+            api.create(&PostParams::default(), &cm(&format!("seq-{i:05}")))
+                .await
+                .expect("create");
         }
     })
     .await;
@@ -110,7 +117,9 @@ async fn main() -> anyhow::Result<()> {
             let mut samples = Vec::with_capacity(per_task);
             for i in 0..per_task {
                 let s = Instant::now();
-                api.create(&PostParams::default(), &cm(&format!("par-{t:02}-{i:05}"))).await.expect("create");
+                api.create(&PostParams::default(), &cm(&format!("par-{t:02}-{i:05}")))
+                    .await
+                    .expect("create");
                 samples.push(s.elapsed());
             }
             samples
@@ -120,7 +129,13 @@ async fn main() -> anyhow::Result<()> {
     for t in tasks {
         samples.extend(t.await?);
     }
-    Stats { name: "create (16 concurrent clients)", ops: samples.len(), samples, total: start.elapsed() }.print();
+    Stats {
+        name: "create (16 concurrent clients)",
+        ops: samples.len(),
+        samples,
+        total: start.elapsed(),
+    }
+    .print();
     let stored = cluster.object_count();
     let (rss1, hwm1) = memory_kib();
 
@@ -147,15 +162,25 @@ async fn main() -> anyhow::Result<()> {
     timed("list with label selector (1/4)", LISTS, |_| {
         let api = api.clone();
         async move {
-            api.list(&ListParams::default().labels("shard=1")).await.expect("list");
+            api.list(&ListParams::default().labels("shard=1"))
+                .await
+                .expect("list");
         }
     })
     .await
     .print();
 
     // Watch-event latency: time from issuing a write to receiving its event on an open watch.
-    let rv = api.get("warmup").await?.metadata.resource_version.unwrap_or_default();
-    let mut stream = api.watch(&WatchParams::default().fields("metadata.name=warmup"), &rv).await?.boxed();
+    let rv = api
+        .get("warmup")
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let mut stream = api
+        .watch(&WatchParams::default().fields("metadata.name=warmup"), &rv)
+        .await?
+        .boxed();
     let mut samples = Vec::with_capacity(WATCH_EVENTS);
     let begin = Instant::now();
     for i in 0..WATCH_EVENTS {
@@ -164,13 +189,22 @@ async fn main() -> anyhow::Result<()> {
         api.patch("warmup", &PatchParams::default(), &patch).await?;
         loop {
             match stream.next().await.expect("watch open")? {
-                WatchEvent::Modified(o) if o.data.as_ref().and_then(|d| d.get("n")) == Some(&i.to_string()) => break,
+                WatchEvent::Modified(o)
+                    if o.data.as_ref().and_then(|d| d.get("n")) == Some(&i.to_string()) =>
+                {
+                    break;
+                }
                 _ => continue,
             }
         }
         samples.push(t.elapsed());
     }
-    let watch = Stats { name: "watch event (write → event)", samples, total: begin.elapsed(), ops: WATCH_EVENTS };
+    let watch = Stats {
+        name: "watch event (write → event)",
+        samples,
+        total: begin.elapsed(),
+        ops: WATCH_EVENTS,
+    };
     watch.print();
 
     println!(

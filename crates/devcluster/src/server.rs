@@ -266,9 +266,17 @@ async fn route(shared: &Arc<Shared>, req: Request, path: &str) -> ApiResult<Resp
             let opts = list_opts(&q)?;
             let list = shared.lock().list(&rt, ns, &opts)?;
             if as_table {
-                return Ok(json_response(StatusCode::OK, &table::table(&rt, &list.items, list.metadata.clone(), &include)));
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &table::table(&rt, &list.items, list.metadata.clone(), &include),
+                ));
             }
-            Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], list.to_json()).into_response())
+            Ok((
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                list.to_json(),
+            )
+                .into_response())
         }
         (Method::GET, Some(n)) => {
             let obj = shared.lock().get(&rt, ns, n)?;

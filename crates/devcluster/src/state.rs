@@ -880,7 +880,12 @@ impl State {
         if let Some(k) = next {
             metadata["continue"] = Value::String(encode_continue(&k));
         }
-        Ok(ListResult { kind: format!("{}List", rt.kind), api_version: rt.api_version(), metadata, items })
+        Ok(ListResult {
+            kind: format!("{}List", rt.kind),
+            api_version: rt.api_version(),
+            metadata,
+            items,
+        })
     }
 
     /// Delete every matching object; returns the list of what was deleted or marked.
