@@ -319,6 +319,35 @@ fn find_tags(html: &str) -> Vec<(usize, usize, HtmlTag)> {
     found
 }
 
+/// Hints written as `### Title` subsections, each with the text up to the next heading.
+fn hints_by_heading(md: &str) -> Vec<Hint> {
+    let mut heads: Vec<(Range<usize>, String)> = Vec::new();
+    let mut current: Option<(Range<usize>, String)> = None;
+    for (event, range) in Parser::new_ext(md, options()).into_offset_iter() {
+        match event {
+            Event::Start(Tag::Heading { .. }) => current = Some((range, String::new())),
+            Event::End(TagEnd::Heading(_)) => heads.extend(current.take()),
+            Event::Text(t) | Event::Code(t) => {
+                if let Some((_, text)) = current.as_mut() {
+                    text.push_str(&t);
+                }
+            }
+            _ => {}
+        }
+    }
+    heads
+        .iter()
+        .enumerate()
+        .map(|(i, (range, title))| {
+            let end = heads.get(i + 1).map_or(md.len(), |(next, _)| next.start);
+            Hint {
+                summary: title.trim().to_owned(),
+                body: md[range.end..end].trim().to_owned(),
+            }
+        })
+        .collect()
+}
+
 /// Hints from `<details>` blocks. Authors get the order of `<details>`, `<summary>` and text
 /// wrong, forget closing tags, or skip the HTML and write a list; all of these give hints.
 fn parse_hints(md: &str) -> Vec<Hint> {
@@ -341,7 +370,11 @@ fn parse_hints(md: &str) -> Vec<Hint> {
     pieces.push(Piece::Text(&md[cursor..]));
 
     if !pieces.iter().any(|p| matches!(p, Piece::Tag(_))) {
-        // No HTML at all: each list item is a hint, or the whole section is one.
+        // No HTML at all: `### Title` subsections, else list items, else the whole section.
+        let by_heading = hints_by_heading(md);
+        if !by_heading.is_empty() {
+            return by_heading;
+        }
         let items = list_items(md);
         let bodies = if items.is_empty() && !md.trim().is_empty() {
             vec![md.trim().to_owned()]
@@ -565,6 +598,24 @@ Use kubectl get namespace test-pods -o yaml to view current configuration.
         assert_eq!(hints.len(), 2);
         assert_eq!(hints[1].summary, "Hint 2");
         assert_eq!(hints[1].body, "`kubectl describe ns`");
+    }
+
+    #[test]
+    fn hints_without_html_come_from_subheadings() {
+        let hints = parse_hints("### Labels\nUse `kubectl label`.\n\n### Levels\n- baseline\n- restricted\n");
+        assert_eq!(
+            hints,
+            vec![
+                Hint {
+                    summary: "Labels".into(),
+                    body: "Use `kubectl label`.".into()
+                },
+                Hint {
+                    summary: "Levels".into(),
+                    body: "- baseline\n- restricted".into()
+                },
+            ]
+        );
     }
 
     #[test]
