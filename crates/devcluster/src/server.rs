@@ -230,11 +230,11 @@ async fn route(shared: &Arc<Shared>, req: Request, path: &str) -> ApiResult<Resp
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let as_table = table::wants_table(&accept);
     let include = q
         .get("includeObject")
         .cloned()
         .unwrap_or_else(|| "Metadata".into());
+    let render = Render::from_accept(&accept, include);
     let method = req.method().clone();
     let content_type = req
         .headers()
@@ -253,23 +253,23 @@ async fn route(shared: &Arc<Shared>, req: Request, path: &str) -> ApiResult<Resp
             if let Some(n) = name {
                 opts.fields = FieldSelector::parse(&format!("metadata.name={n}"))?;
             }
-            watch(
-                shared,
-                rt,
-                ns.map(str::to_string),
-                opts,
-                &q,
-                as_table.then_some(include),
-            )
+            watch(shared, rt, ns.map(str::to_string), opts, &q, render)
         }
         (Method::GET, None) => {
             let opts = list_opts(&q)?;
             let list = shared.lock().list(&rt, ns, &opts)?;
-            if as_table {
-                return Ok(json_response(
-                    StatusCode::OK,
-                    &table::table(&rt, &list.items, list.metadata.clone(), &include),
-                ));
+            match &render {
+                Render::Table(include) => {
+                    let t = table::table(&rt, &list.items, list.metadata.clone(), include);
+                    return Ok(json_response(StatusCode::OK, &t));
+                }
+                Render::Metadata => {
+                    let items: Vec<Value> = list.items.iter().map(|o| partial(o)).collect();
+                    let l = json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+                        "metadata": list.metadata, "items": items});
+                    return Ok(json_response(StatusCode::OK, &l));
+                }
+                Render::Object => {}
             }
             Ok((
                 StatusCode::OK,
@@ -280,14 +280,7 @@ async fn route(shared: &Arc<Shared>, req: Request, path: &str) -> ApiResult<Resp
         }
         (Method::GET, Some(n)) => {
             let obj = shared.lock().get(&rt, ns, n)?;
-            if as_table {
-                let meta = json!({"resourceVersion": obj["metadata"]["resourceVersion"]});
-                return Ok(json_response(
-                    StatusCode::OK,
-                    &table::table(&rt, &[obj], meta, &include),
-                ));
-            }
-            Ok(json_response(StatusCode::OK, &obj))
+            Ok(json_response(StatusCode::OK, &render.one(&rt, &obj)))
         }
         (Method::POST, None) => {
             let obj = parse_body(&content_type, &body)?;
@@ -455,7 +448,46 @@ struct WatchSpec {
     rt: Arc<ResourceType>,
     ns: Option<String>,
     opts: ListOpts,
-    table_include: Option<String>,
+    render: Render,
+}
+
+/// How a response presents objects, chosen by the `Accept` header.
+#[derive(Debug, Clone)]
+enum Render {
+    Object,
+    /// A `meta.k8s.io/v1` Table, with the `includeObject` policy.
+    Table(String),
+    /// `PartialObjectMetadata`, as kube-rs's metadata API and metadata watcher ask for.
+    Metadata,
+}
+
+impl Render {
+    fn from_accept(accept: &str, include: String) -> Self {
+        let first = accept.split(',').next().unwrap_or_default();
+        if table::wants_table(accept) {
+            Self::Table(include)
+        } else if first.contains("as=PartialObjectMetadata") {
+            Self::Metadata
+        } else {
+            Self::Object
+        }
+    }
+
+    /// One object rendered for a get or a watch event.
+    fn one(&self, rt: &ResourceType, obj: &Arc<Value>) -> Value {
+        match self {
+            Self::Object => (**obj).clone(),
+            Self::Table(include) => {
+                let meta = json!({"resourceVersion": obj["metadata"]["resourceVersion"]});
+                table::table(rt, std::slice::from_ref(obj), meta, include)
+            }
+            Self::Metadata => partial(obj),
+        }
+    }
+}
+
+fn partial(obj: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]})
 }
 
 impl WatchSpec {
@@ -485,13 +517,10 @@ impl WatchSpec {
     }
 
     fn line(&self, kind: &str, obj: &Arc<Value>) -> Bytes {
-        let object = match &self.table_include {
-            Some(include) => {
-                let meta = json!({"resourceVersion": obj["metadata"]["resourceVersion"]});
-                table::table(&self.rt, std::slice::from_ref(obj), meta, include).to_string()
-            }
+        let object = match &self.render {
             // Serialize the shared object directly rather than cloning it into a wrapper.
-            None => obj.to_string(),
+            Render::Object => obj.to_string(),
+            other => other.one(&self.rt, obj).to_string(),
         };
         Bytes::from(format!("{{\"type\":\"{kind}\",\"object\":{object}}}\n"))
     }
@@ -521,7 +550,7 @@ fn watch(
     ns: Option<String>,
     opts: ListOpts,
     q: &HashMap<String, String>,
-    table_include: Option<String>,
+    render: Render,
 ) -> ApiResult<Response> {
     let send_initial = q.get("sendInitialEvents").map(|s| s == "true");
     let from = match (q.get("resourceVersion").map(String::as_str), send_initial) {
@@ -537,12 +566,7 @@ fn watch(
         .and_then(|t| t.parse::<u64>().ok())
         .map(Duration::from_secs)
         .unwrap_or(shared.opts.default_watch_timeout);
-    let spec = WatchSpec {
-        rt,
-        ns,
-        opts,
-        table_include,
-    };
+    let spec = WatchSpec { rt, ns, opts, render };
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(16);
     let subscribed = shared.lock().subscribe(&spec.rt.storage, from);
     let shared = shared.clone();

@@ -240,3 +240,58 @@ async fn kube_runtime_watcher_resumes_across_server_side_timeouts() {
         (0..6).map(|i| format!("r{i}")).collect::<Vec<_>>()
     );
 }
+
+#[tokio::test]
+async fn metadata_watcher_streams_partial_objects() {
+    let cluster = common::start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(cluster.client().await.unwrap());
+    api.create(&PostParams::default(), &cm("m")).await.unwrap();
+    let meta = api.get_metadata("m").await.unwrap();
+    assert_eq!(meta.metadata.name.as_deref(), Some("m"));
+    let list = api.list_metadata(&ListParams::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    let meta_api: Api<kube::core::PartialObjectMeta<ConfigMap>> =
+        Api::default_namespaced(cluster.client().await.unwrap());
+    let mut stream = watcher(meta_api, watcher::Config::default())
+        .applied_objects()
+        .boxed();
+    let first = tokio::time::timeout(Duration::from_secs(20), stream.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.metadata.name.as_deref(), Some("m"));
+    assert_eq!(first.types.unwrap().kind, "PartialObjectMetadata");
+}
+
+#[tokio::test]
+async fn table_watches_wrap_each_event_in_a_table() {
+    let cluster = common::start().await;
+    let client = cluster.client().await.unwrap();
+    let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    api.create(&PostParams::default(), &cm("t")).await.unwrap();
+    let req = http::Request::get("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=0")
+        .header(
+            "accept",
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+        )
+        .body(Vec::new())
+        .unwrap();
+    let mut events = client
+        .request_events::<serde_json::Value>(req)
+        .await
+        .unwrap()
+        .boxed();
+    let first = tokio::time::timeout(Duration::from_secs(20), events.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    match first {
+        WatchEvent::Added(table) => {
+            assert_eq!(table["kind"], "Table");
+            assert_eq!(table["rows"][0]["cells"][0], "t");
+        }
+        other => panic!("expected ADDED, got {other:?}"),
+    }
+}
