@@ -19,6 +19,26 @@
 //! that must never block and swaps in a new one on [`CatalogStore::reload`] or when a file
 //! changes ([`CatalogStore::watch`]).
 //!
+//! ```no_run
+//! use std::time::Duration;
+//! use cks_scenarios::{CatalogStore, Check, LoadOptions};
+//!
+//! let store = CatalogStore::open("scenarios", LoadOptions::default())?;
+//! let _watcher = store.watch(Duration::from_millis(500))?; // reload on file changes
+//! let catalog = store.catalog(); // a snapshot; never blocks
+//! for error in catalog.errors() {
+//!     eprintln!("{error}"); // "scenarios/x/validation/01-validation.yaml:12:5: ..."
+//! }
+//! let scenario = catalog.get("basic-pod-security").expect("loaded");
+//! for rule in &scenario.task("task-1").expect("task").rules {
+//!     if let Check::ResourceProperty { property, .. } = &rule.check {
+//!         let object = serde_json::json!({"metadata": {"name": "x"}});
+//!         let _found = property.query(&object);
+//!     }
+//! }
+//! # Ok::<(), cks_scenarios::ReloadError>(())
+//! ```
+//!
 //! The format is documented for authors in `docs/scenarios.md`.
 
 mod catalog;

@@ -497,8 +497,13 @@ fn convert_rule(raw: RawRule, ctx: &RuleCtx<'_>, warnings: &mut Vec<Warning>) ->
     let mut timeout = parse_timeout(raw.timeout.as_ref(), &ctx.key_at("timeout"))?;
     let invalid = |key: &str, msg: String| LoadError::invalid(ctx.key_at(key), format!("rule `{id}`: {msg}"));
 
-    let resource = |raw_res: Option<ResourceRef>| {
-        raw_res.ok_or_else(|| invalid("type", format!("`{rule_type}` rules need a `resource` block")))
+    let resource = |raw_res: Option<ResourceRef>| match raw_res {
+        None => Err(invalid(
+            "type",
+            format!("`{rule_type}` rules need a `resource` block"),
+        )),
+        Some(r) if r.kind.trim().is_empty() => Err(invalid("resource", "`resource.kind` is empty".into())),
+        Some(r) => Ok(r),
     };
     let file_path_and_target = |file: Option<Inline<FileBlock>>, path: Option<String>| {
         let (path, target) = match file {
@@ -656,6 +661,12 @@ fn convert_rule(raw: RawRule, ctx: &RuleCtx<'_>, warnings: &mut Vec<Warning>) ->
         }
     };
 
+    if raw.error_message.as_deref().is_none_or(|m| m.trim().is_empty()) {
+        warnings.push(Warning::new(
+            ctx.at(),
+            format!("rule `{id}` has no `errorMessage`: a failing student gets no advice"),
+        ));
+    }
     Ok(Rule {
         id,
         description: raw.description,
