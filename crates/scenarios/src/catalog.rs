@@ -249,6 +249,7 @@ impl Catalog {
         &self.root
     }
 
+    /// A loaded scenario by id.
     pub fn get(&self, id: &str) -> Option<&Arc<Scenario>> {
         self.scenarios.get(id)
     }
@@ -258,14 +259,17 @@ impl Catalog {
         self.scenarios.values()
     }
 
+    /// How many scenarios loaded.
     pub fn len(&self) -> usize {
         self.scenarios.len()
     }
 
+    /// True when no scenario loaded.
     pub fn is_empty(&self) -> bool {
         self.scenarios.is_empty()
     }
 
+    /// The categories of `categories.yaml`, in file order.
     pub fn categories(&self) -> &[Category] {
         &self.categories
     }
@@ -287,6 +291,7 @@ impl Catalog {
             .chain(self.scenario_errors.iter().flat_map(|s| s.errors.iter()))
     }
 
+    /// Everything worth an author's look that did not stop a scenario from loading.
     pub fn warnings(&self) -> &[Warning] {
         &self.warnings
     }

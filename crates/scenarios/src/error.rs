@@ -231,7 +231,9 @@ impl LoadError {
 /// an unknown field (often a typo) or a file that the loader ignores.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Warning {
+    /// Where to look.
     pub at: SourceLocation,
+    /// What is wrong, for a person.
     pub message: String,
 }
 

@@ -271,7 +271,9 @@ pub(crate) fn load_metadata(
 /// A group of scenarios, usually one CKS exam domain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Category {
+    /// What `metadata.yaml` `category` refers to.
     pub id: String,
+    /// Display name.
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,

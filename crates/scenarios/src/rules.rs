@@ -103,13 +103,18 @@ impl Serialize for RuleType {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceRef {
+    /// Kind as in manifests (`Namespace`, `NetworkPolicy`).
     pub kind: String,
+    /// Without a name, the rule is about objects of this kind (narrowed by the selector).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// For namespaced kinds; absent means the engine's default namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// `group/version`, when the kind alone is ambiguous.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
+    /// A label selector such as `app=web,tier!=db`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_selector: Option<String>,
 }
