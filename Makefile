@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: help test lint fmt crds crds-check unit run bench
+.PHONY: help test lint fmt crds crds-check scenarios-lint unit run bench
 
 help:
 	@echo "make run         start the platform locally (not available yet; see README)"
@@ -12,8 +12,9 @@ help:
 	@echo "make lint        formatting and clippy only"
 	@echo "make fmt         format the code"
 	@echo "make crds        regenerate crds/ from crates/api"
+	@echo "make bench       benchmarks; they print their figures"
 
-test: lint crds-check unit
+test: lint crds-check scenarios-lint unit
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -33,9 +34,16 @@ crds-check:
 		echo "crds/ is stale: run 'make crds' and commit the result" >&2; exit 1; \
 	fi && echo "crds/ is up to date"
 
+# The shipped catalog must load without errors or warnings.
+scenarios-lint:
+	$(CARGO) run -q --locked -p cks-cli -- scenario lint --strict scenarios
+
 unit:
 	$(CARGO) test --workspace --locked
 
 run:
 	@echo "make run is not available yet: the development control plane (crates/devcluster) is still being built." >&2
 	@exit 1
+
+bench:
+	$(CARGO) bench --locked -p cks-scenarios --bench catalog_load
