@@ -17,6 +17,7 @@ pub mod apply;
 pub mod error;
 mod openapi;
 pub mod patch;
+mod protobuf;
 pub mod registry;
 pub mod schema;
 pub mod selector;

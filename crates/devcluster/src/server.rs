@@ -370,12 +370,14 @@ fn group_json(g: &str, versions: &[String]) -> Value {
     json!({"kind": "APIGroup", "apiVersion": "v1", "name": g, "versions": vs, "preferredVersion": vs.first().cloned().unwrap_or(Value::Null)})
 }
 
-/// Decode a request body by its content type: JSON or YAML (no protobuf or CBOR here).
+/// Decode a request body by its content type: JSON, YAML, or protobuf for a few built-ins.
 fn parse_body(content_type: &str, body: &Bytes) -> ApiResult<Value> {
     let base = content_type.split(';').next().unwrap_or_default().trim();
     match base {
         "" | "application/json" | "*/*" => parse_json(body),
         "application/yaml" => parse_yaml(body),
+        "application/vnd.kubernetes.protobuf" => crate::protobuf::decode(body)
+            .map_err(|e| ApiError::unsupported_media_type(format!("protobuf request body: {e}"))),
         other => Err(ApiError::unsupported_media_type(format!(
             "the body of the request was in an unknown format ({other}) - accepted media types include: \
              application/json, application/yaml"

@@ -220,6 +220,30 @@ fn dns_label(name: &str) -> bool {
     name.len() <= 63 && !name.contains('.') && dns_subdomain(name)
 }
 
+/// Secrets store `stringData` as base64 `data` and default their type to `Opaque`, like the
+/// real server's Secret strategy.
+fn normalize_secret(rt: &ResourceType, obj: &mut Value) {
+    if !(rt.group.is_empty() && rt.plural == "secrets") {
+        return;
+    }
+    if obj.get("type").and_then(Value::as_str).is_none_or(str::is_empty) {
+        obj["type"] = json!("Opaque");
+    }
+    let Some(string_data) = obj.as_object_mut().and_then(|m| m.remove("stringData")) else {
+        return;
+    };
+    let Some(entries) = string_data.as_object() else {
+        return;
+    };
+    if !obj.get("data").is_some_and(Value::is_object) {
+        obj["data"] = json!({});
+    }
+    for (k, v) in entries {
+        let text = v.as_str().unwrap_or_default();
+        obj["data"][k] = Value::String(base64::engine::general_purpose::STANDARD.encode(text));
+    }
+}
+
 /// The part of an object whose change bumps `metadata.generation`.
 fn generation_part(rt: &ResourceType, obj: &Value) -> Value {
     let mut v = obj.clone();
@@ -463,6 +487,7 @@ impl State {
         } else {
             m.remove("generation");
         }
+        normalize_secret(rt, &mut obj);
         let key = object_key(ns.as_deref(), &name);
         if self.lookup(&rt.storage, &key).is_some() {
             return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
@@ -606,7 +631,8 @@ impl State {
                 None => m.remove(f),
             };
         }
-        if !status && let Some(crd) = &rt.crd {
+        normalize_secret(rt, &mut next);
+        if let Some(crd) = &rt.crd {
             let causes = crd.admit(&mut next, Some(&old));
             if !causes.is_empty() {
                 return Err(Self::invalid(rt, name, causes));

@@ -389,3 +389,16 @@ async fn core_and_events_k8s_io_events_share_storage() {
     assert_eq!(listed.items.len(), 1);
     assert_eq!(listed.items[0].metadata.name.as_deref(), Some("e1"));
 }
+
+#[tokio::test]
+async fn secret_string_data_is_stored_as_data() {
+    let cluster = common::start().await;
+    let api: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::default_namespaced(cluster.client().await.unwrap());
+    let s = serde_json::from_value(json!({"metadata": {"name": "s"}, "stringData": {"password": "hunter2"}}))
+        .unwrap();
+    let created = api.create(&PostParams::default(), &s).await.unwrap();
+    assert!(created.string_data.is_none());
+    assert_eq!(created.data.unwrap()["password"].0, b"hunter2");
+    assert_eq!(created.type_.as_deref(), Some("Opaque"));
+}

@@ -420,3 +420,40 @@ async fn kubectl_delete_waits_for_finalizers() {
     );
     assert!(cms.get_opt("settings").await.unwrap().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_create_generators_work() {
+    // Recent kubectl sends these as protobuf, older ones as JSON.
+    let env = Env::start().await;
+    env.ok(&["create", "namespace", "dev"]).await;
+    env.ok(&["create", "configmap", "c", "-n", "dev", "--from-literal=a=b"])
+        .await;
+    env.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "s",
+        "-n",
+        "dev",
+        "--from-literal=p=q",
+    ])
+    .await;
+    env.ok(&["create", "serviceaccount", "robot", "-n", "dev"]).await;
+    let out = env
+        .ok(&[
+            "get",
+            "configmap,secret,serviceaccount",
+            "-n",
+            "dev",
+            "-o",
+            "name",
+        ])
+        .await;
+    for want in ["configmap/c", "secret/s", "serviceaccount/robot"] {
+        assert!(out.contains(want), "{want} missing in {out}");
+    }
+    let data = env
+        .ok(&["get", "secret", "s", "-n", "dev", "-o", "jsonpath={.data.p}"])
+        .await;
+    assert_eq!(data, "cQ==");
+}
