@@ -13,10 +13,13 @@
 //! in `docs/golden-image.md`.
 
 pub mod cdi;
+pub mod cloud_init;
 pub mod common;
 pub mod error;
+pub mod kubeadm;
 pub mod kubevirt;
 pub mod naming;
+pub mod objects;
 pub mod pki;
 pub mod snapshot;
 
