@@ -295,3 +295,73 @@ async fn table_watches_wrap_each_event_in_a_table() {
         other => panic!("expected ADDED, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn hundreds_of_concurrent_watchers_all_see_a_change() {
+    let cluster = common::start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(cluster.client().await.unwrap());
+    let rv = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut streams = Vec::new();
+    for _ in 0..300 {
+        streams.push(api.watch(&WatchParams::default(), &rv).await.unwrap().boxed());
+    }
+    api.create(&PostParams::default(), &cm("broadcast"))
+        .await
+        .unwrap();
+    let all = futures::future::join_all(
+        streams
+            .iter_mut()
+            .map(|s| async move { describe(&next_event(s).await) }),
+    )
+    .await;
+    assert!(
+        all.iter().all(|e| e == "ADDED broadcast"),
+        "{:?}",
+        all.iter().find(|e| *e != "ADDED broadcast")
+    );
+}
+
+#[tokio::test]
+async fn kube_runtime_streaming_list_gets_initial_events_and_the_end_bookmark() {
+    let cluster = common::start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(cluster.client().await.unwrap());
+    for name in ["s1", "s2"] {
+        api.create(&PostParams::default(), &cm(name)).await.unwrap();
+    }
+    let mut stream = watcher(api.clone(), watcher::Config::default().streaming_lists()).boxed();
+    let mut names = BTreeSet::new();
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(20), stream.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        match ev {
+            watcher::Event::InitApply(o) => {
+                names.insert(o.metadata.name.unwrap());
+            }
+            // InitDone only follows the initial-events-end bookmark.
+            watcher::Event::InitDone => break,
+            _ => {}
+        }
+    }
+    assert_eq!(names.into_iter().collect::<Vec<_>>(), vec!["s1", "s2"]);
+    api.create(&PostParams::default(), &cm("s3")).await.unwrap();
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(20), stream.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let watcher::Event::Apply(o) = ev {
+            assert_eq!(o.metadata.name.as_deref(), Some("s3"));
+            break;
+        }
+    }
+}
