@@ -173,3 +173,65 @@ impl DataVolumePhase {
         matches!(self, Self::Succeeded | Self::Failed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn data_volume_status_parses_phase_progress_and_conditions() {
+        let dv: DataVolume = serde_json::from_value(json!({
+            "apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
+            "metadata": {"name": "c1-cp-root", "namespace": "c1",
+                         "annotations": {"cdi.kubevirt.io/storage.usePopulator": "true"}},
+            "spec": {"source": {"pvc": {"namespace": "golden", "name": "img"}},
+                     "storage": {"storageClassName": "longhorn", "accessModes": ["ReadWriteOnce"],
+                                 "resources": {"requests": {"storage": "20Gi"}}}},
+            "status": {
+                "phase": "CloneInProgress",
+                "progress": "45.20%",
+                "restartCount": 0,
+                "claimName": "c1-cp-root",
+                "conditions": [
+                    {"type": "Bound", "status": "True", "reason": "Bound", "message": "PVC c1-cp-root Bound",
+                     "lastHeartbeatTime": "2026-11-21T10:00:00Z", "lastTransitionTime": "2026-11-21T10:00:00Z"},
+                    {"type": "Ready", "status": "False", "lastHeartbeatTime": "2026-11-21T10:00:00Z",
+                     "lastTransitionTime": "2026-11-21T10:00:00Z"},
+                    {"type": "Running", "status": "True", "reason": "Populator is running"}
+                ]
+            }
+        }))
+        .unwrap();
+        assert_eq!(dv.spec.source.unwrap().pvc.unwrap().namespace, "golden");
+        assert_eq!(dv.spec.storage.unwrap().access_modes, ["ReadWriteOnce"]);
+        let status = dv.status.unwrap();
+        assert_eq!(status.phase, Some(DataVolumePhase::CloneInProgress));
+        assert_eq!(status.progress_percent(), Some(45.2));
+        assert!(!status.is_ready());
+        assert!(!status.phase.unwrap().is_terminal());
+    }
+
+    #[test]
+    fn data_volume_phases_use_cdi_spellings() {
+        for (text, phase) in [
+            ("PVCBound", DataVolumePhase::PvcBound),
+            ("CSICloneInProgress", DataVolumePhase::CsiCloneInProgress),
+            ("WaitForFirstConsumer", DataVolumePhase::WaitForFirstConsumer),
+            ("Succeeded", DataVolumePhase::Succeeded),
+            ("BrandNewPhase", DataVolumePhase::Unrecognized),
+        ] {
+            let status: DataVolumeStatus =
+                serde_json::from_value(json!({"phase": text, "progress": "N/A"})).unwrap();
+            assert_eq!(status.phase, Some(phase), "{text}");
+            assert_eq!(status.progress_percent(), None);
+        }
+        let done: DataVolumeStatus =
+            serde_json::from_value(json!({"phase": "Succeeded", "progress": "100.0%"})).unwrap();
+        assert!(done.is_ready() && done.phase.unwrap().is_terminal());
+        assert_eq!(
+            serde_json::to_value(DataVolumePhase::PvcBound).unwrap(),
+            "PVCBound"
+        );
+    }
+}

@@ -40,6 +40,26 @@ pub struct VirtualMachineSpec {
     pub data_volume_templates: Vec<DataVolumeTemplateSpec>,
 }
 
+impl VirtualMachine {
+    /// Names of the PVCs and DataVolumes the VM's volumes use. After a restore with
+    /// `RandomizeNames` these are the restored PVCs (`restore-<uid>-<volume>`); any restore
+    /// PVC of the VM not listed here is left over from an earlier reset.
+    pub fn claim_names(&self) -> Vec<&str> {
+        self.spec
+            .template
+            .spec
+            .volumes
+            .iter()
+            .filter_map(|v| {
+                v.data_volume
+                    .as_ref()
+                    .map(|d| d.name.as_str())
+                    .or_else(|| v.persistent_volume_claim.as_ref().map(|p| p.claim_name.as_str()))
+            })
+            .collect()
+    }
+}
+
 /// `spec.runStrategy` of a VirtualMachine.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RunStrategy {
@@ -431,4 +451,144 @@ pub struct VmiInterfaceStatus {
     /// Where the information came from (`domain`, `guest-agent`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info_source: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn virtual_machine_from_a_server_parses_status_and_ignores_unknown_fields() {
+        let vm: VirtualMachine = serde_json::from_value(json!({
+            "apiVersion": "kubevirt.io/v1",
+            "kind": "VirtualMachine",
+            "metadata": {"name": "c1-cp", "namespace": "c1", "uid": "u1", "generation": 3,
+                         "annotations": {"kubevirt.io/latest-observed-api-version": "v1"}},
+            "spec": {
+                "runStrategy": "Always",
+                "instancetype": {"name": "u1.medium"},
+                "template": {
+                    "metadata": {"creationTimestamp": null, "labels": {"cks.io/vm": "c1-cp"}},
+                    "spec": {
+                        "architecture": "amd64",
+                        "domain": {
+                            "cpu": {"cores": 2, "model": "host-model"},
+                            "machine": {"type": "q35"},
+                            "resources": {"requests": {"memory": "4Gi"}},
+                            "devices": {
+                                "disks": [{"name": "rootdisk", "disk": {"bus": "virtio"}}],
+                                "interfaces": [{"name": "default", "bridge": {}, "macAddress": "02:00:00:00:00:01"}]
+                            },
+                            "firmware": {"uuid": "abc"}
+                        },
+                        "networks": [{"name": "default", "pod": {}}],
+                        "volumes": [
+                            {"name": "rootdisk", "dataVolume": {"name": "restore-9f3-rootdisk"}},
+                            {"name": "scratch", "persistentVolumeClaim": {"claimName": "scratch-pvc"}},
+                            {"name": "cloudinitdisk", "cloudInitNoCloud": {"secretRef": {"name": "c1-cp-cloudinit"}}}
+                        ]
+                    }
+                },
+                "dataVolumeTemplates": [{
+                    "metadata": {"name": "restore-9f3-rootdisk", "creationTimestamp": null},
+                    "spec": {"source": {"pvc": {"namespace": "golden", "name": "img"}},
+                             "storage": {"resources": {"requests": {"storage": "20Gi"}}}}
+                }]
+            },
+            "status": {
+                "printableStatus": "Running",
+                "ready": true,
+                "created": true,
+                "desiredGeneration": 3,
+                "observedGeneration": 3,
+                "runStrategy": "Always",
+                "volumeSnapshotStatuses": [{"name": "rootdisk", "enabled": true}],
+                "conditions": [
+                    {"type": "Ready", "status": "True", "lastProbeTime": null, "lastTransitionTime": "2026-11-21T10:00:00Z"},
+                    {"type": "LiveMigratable", "status": "False", "reason": "InterfaceNotLiveMigratable",
+                     "message": "cannot migrate VMI which does not use masquerade", "lastProbeTime": null, "lastTransitionTime": null}
+                ]
+            }
+        }))
+        .unwrap();
+        assert_eq!(vm.spec.run_strategy, Some(RunStrategy::Always));
+        assert_eq!(vm.spec.template.spec.domain.cpu.as_ref().unwrap().cores, Some(2));
+        assert_eq!(vm.claim_names(), ["restore-9f3-rootdisk", "scratch-pvc"]);
+        let status = vm.status.unwrap();
+        assert_eq!(status.printable_status, Some(PrintableStatus::Running));
+        assert!(status.ready && status.created && !status.has_failure());
+        assert!(crate::common::condition_is_true(&status.conditions, "Ready"));
+        assert!(!crate::common::condition_is_true(
+            &status.conditions,
+            "LiveMigratable"
+        ));
+    }
+
+    #[test]
+    fn unknown_enum_values_and_missing_status_fields_still_parse() {
+        let vm: VirtualMachine = serde_json::from_value(json!({
+            "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+            "metadata": {"name": "c1-w1"},
+            "spec": {"runStrategy": "WaitAsReceiver", "template": {"spec": {"domain": {"devices": {}}}}},
+            "status": {"printableStatus": "SomethingNew", "snapshotInProgress": "c1-w1-baseline",
+                       "restoreInProgress": "c1-w1-reset-2"}
+        }))
+        .unwrap();
+        assert_eq!(vm.spec.run_strategy, Some(RunStrategy::Unrecognized));
+        let status = vm.status.unwrap();
+        assert_eq!(status.printable_status, Some(PrintableStatus::Unrecognized));
+        assert!(!status.ready && !status.created);
+        assert_eq!(status.snapshot_in_progress.as_deref(), Some("c1-w1-baseline"));
+        assert_eq!(status.restore_in_progress.as_deref(), Some("c1-w1-reset-2"));
+
+        let stopped: VirtualMachine = serde_json::from_value(json!({
+            "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+            "metadata": {"name": "c1-w1"}, "spec": {"running": false, "template": {"spec": {}}},
+            "status": {"printableStatus": "ErrorPvcNotFound"}
+        }))
+        .unwrap();
+        assert_eq!(stopped.spec.running, Some(false));
+        assert!(stopped.status.unwrap().printable_status.unwrap().is_error());
+    }
+
+    #[test]
+    fn vmi_status_gives_the_pod_network_ip_and_readiness() {
+        let vmi: VirtualMachineInstance = serde_json::from_value(json!({
+            "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+            "metadata": {"name": "c1-cp", "namespace": "c1"},
+            "spec": {"domain": {"devices": {}}},
+            "status": {
+                "phase": "Running",
+                "nodeName": "node-a",
+                "guestOSInfo": {"id": "ubuntu"},
+                "interfaces": [
+                    {"name": "default", "ipAddress": "10.244.1.23", "ipAddresses": ["10.244.1.23", "fd00::17"],
+                     "mac": "02:00:00:00:00:01", "interfaceName": "enp1s0", "infoSource": "domain, guest-agent",
+                     "queueCount": 1, "podInterfaceName": "eth0"}
+                ],
+                "conditions": [
+                    {"type": "Ready", "status": "True", "lastProbeTime": null, "lastTransitionTime": null},
+                    {"type": "AgentConnected", "status": "True", "lastProbeTime": null, "lastTransitionTime": null}
+                ],
+                "migrationMethod": "BlockMigration"
+            }
+        }))
+        .unwrap();
+        let status = vmi.status.unwrap();
+        assert_eq!(status.primary_ip(), Some("10.244.1.23"));
+        assert!(status.is_ready());
+        assert_eq!(status.interfaces[0].ip_addresses.len(), 2);
+        assert_eq!(status.node_name.as_deref(), Some("node-a"));
+
+        let pending: VirtualMachineInstanceStatus = serde_json::from_value(json!({
+            "phase": "Scheduling", "interfaces": [{"name": "default"}]
+        }))
+        .unwrap();
+        assert_eq!(pending.primary_ip(), None);
+        assert!(!pending.is_ready());
+        let odd: VirtualMachineInstanceStatus =
+            serde_json::from_value(json!({"phase": "WaitingForSync"})).unwrap();
+        assert_eq!(odd.phase, Some(VmiPhase::Unrecognized));
+    }
 }

@@ -24,3 +24,67 @@ pub mod pki;
 pub mod snapshot;
 
 pub use error::{Error, Result};
+
+#[cfg(test)]
+mod tests {
+    use kube::Resource;
+
+    use super::*;
+
+    fn gvk<K: Resource<DynamicType = ()>>() -> (String, String, String) {
+        (
+            K::api_version(&()).into_owned(),
+            K::kind(&()).into_owned(),
+            K::plural(&()).into_owned(),
+        )
+    }
+
+    #[test]
+    fn resources_address_the_real_kubevirt_and_cdi_apis() {
+        let expected = [
+            (
+                gvk::<kubevirt::VirtualMachine>(),
+                ("kubevirt.io/v1", "VirtualMachine", "virtualmachines"),
+            ),
+            (
+                gvk::<kubevirt::VirtualMachineInstance>(),
+                (
+                    "kubevirt.io/v1",
+                    "VirtualMachineInstance",
+                    "virtualmachineinstances",
+                ),
+            ),
+            (
+                gvk::<cdi::DataVolume>(),
+                ("cdi.kubevirt.io/v1beta1", "DataVolume", "datavolumes"),
+            ),
+            (
+                gvk::<snapshot::VirtualMachineSnapshot>(),
+                (
+                    "snapshot.kubevirt.io/v1beta1",
+                    "VirtualMachineSnapshot",
+                    "virtualmachinesnapshots",
+                ),
+            ),
+            (
+                gvk::<snapshot::VirtualMachineSnapshotContent>(),
+                (
+                    "snapshot.kubevirt.io/v1beta1",
+                    "VirtualMachineSnapshotContent",
+                    "virtualmachinesnapshotcontents",
+                ),
+            ),
+            (
+                gvk::<snapshot::VirtualMachineRestore>(),
+                (
+                    "snapshot.kubevirt.io/v1beta1",
+                    "VirtualMachineRestore",
+                    "virtualmachinerestores",
+                ),
+            ),
+        ];
+        for ((api_version, kind, plural), want) in expected {
+            assert_eq!((api_version.as_str(), kind.as_str(), plural.as_str()), want);
+        }
+    }
+}

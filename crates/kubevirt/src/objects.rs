@@ -11,6 +11,11 @@
 //! cluster's `controlPlaneEndpoint`, and the control plane is made independent of its own IP
 //! (see [`crate::kubeadm`] and [`crate::cloud_init`]). KubeVirt must permit bridge binding on
 //! the pod network (`permitBridgeInterfaceOnPodNetwork`, true by default).
+//!
+//! Create VirtualMachines once and afterwards only patch `spec.runStrategy`: a restore with
+//! `RandomizeNames` points the VM's volumes and `dataVolumeTemplates` at the restored PVCs,
+//! and re-applying [`ClusterLayout::virtual_machine`] would point them back at the original
+//! DataVolume, which CDI would then clone afresh from the golden image.
 
 use std::collections::BTreeMap;
 

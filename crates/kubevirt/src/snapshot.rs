@@ -287,3 +287,110 @@ pub struct VolumeRestore {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_volume_name: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn snapshot_status_parses_readiness_error_and_indications() {
+        let snap: VirtualMachineSnapshot = serde_json::from_value(json!({
+            "apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineSnapshot",
+            "metadata": {"name": "c1-cp-baseline", "namespace": "c1", "finalizers": ["snapshot.kubevirt.io/vmsnapshot-protection"]},
+            "spec": {"source": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "c1-cp"},
+                     "deletionPolicy": "Delete", "failureDeadline": "5m0s"},
+            "status": {
+                "sourceUID": "u1",
+                "virtualMachineSnapshotContentName": "vmsnapshot-content-u2",
+                "creationTime": "2026-11-21T10:00:00Z",
+                "phase": "Succeeded",
+                "readyToUse": true,
+                "indications": ["Online", "NoGuestAgent"],
+                "sourceIndications": [{"indication": "Online", "message": "online snapshot"},
+                                      {"indication": "NoGuestAgent", "message": "no guest agent"}],
+                "snapshotVolumes": {"includedVolumes": ["rootdisk"], "excludedVolumes": ["cloudinitdisk"]},
+                "conditions": [
+                    {"type": "Progressing", "status": "False", "reason": "Operation complete", "lastProbeTime": null, "lastTransitionTime": "2026-11-21T10:00:05Z"},
+                    {"type": "Ready", "status": "True", "reason": "Operation complete", "lastProbeTime": null, "lastTransitionTime": "2026-11-21T10:00:05Z"}
+                ]
+            }
+        }))
+        .unwrap();
+        assert_eq!(
+            snap.spec.source,
+            TypedLocalObjectReference::virtual_machine("c1-cp")
+        );
+        assert_eq!(snap.spec.deletion_policy, Some(SnapshotDeletionPolicy::Delete));
+        let status = snap.status.unwrap();
+        assert!(status.ready_to_use && !status.is_failed());
+        assert_eq!(status.phase, Some(SnapshotPhase::Succeeded));
+        assert!(status.is_crash_consistent());
+
+        let failed: VirtualMachineSnapshotStatus = serde_json::from_value(json!({
+            "phase": "Failed", "readyToUse": false,
+            "error": {"time": "2026-11-21T10:05:00Z", "message": "snapshot deadline exceeded"}
+        }))
+        .unwrap();
+        assert!(failed.is_failed());
+        assert_eq!(
+            failed.error.unwrap().message.as_deref(),
+            Some("snapshot deadline exceeded")
+        );
+    }
+
+    #[test]
+    fn restore_status_parses_completion_and_failure() {
+        let restore: VirtualMachineRestore = serde_json::from_value(json!({
+            "apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineRestore",
+            "metadata": {"name": "c1-cp-reset-1", "namespace": "c1", "uid": "r1"},
+            "spec": {"target": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "c1-cp"},
+                     "virtualMachineSnapshotName": "c1-cp-baseline"},
+            "status": {
+                "complete": true,
+                "restoreTime": "2026-11-21T11:00:00Z",
+                "restores": [{"volumeName": "rootdisk", "persistentVolumeClaim": "restore-r1-rootdisk",
+                              "volumeSnapshotName": "vmsnapshot-u2-volume-rootdisk", "dataVolumeName": "restore-r1-rootdisk"}],
+                "deletedDataVolumes": ["c1-cp-root"],
+                "conditions": [{"type": "Ready", "status": "True", "reason": "Operation complete"}]
+            }
+        }))
+        .unwrap();
+        assert_eq!(restore.spec.target_readiness_policy, None);
+        let status = restore.status.unwrap();
+        assert!(status.complete);
+        assert!(status.restore_time.is_some());
+        assert_eq!(status.restores[0].persistent_volume_claim, "restore-r1-rootdisk");
+        assert_eq!(status.deleted_data_volumes, ["c1-cp-root"]);
+        assert_eq!(status.failure(), None);
+
+        let failed: VirtualMachineRestoreStatus = serde_json::from_value(json!({
+            "complete": false,
+            "conditions": [{"type": "Failure", "status": "True", "message": "VM c1-cp is running"}]
+        }))
+        .unwrap();
+        assert_eq!(failed.failure(), Some("VM c1-cp is running"));
+        let fresh: VirtualMachineRestoreStatus = serde_json::from_value(json!({})).unwrap();
+        assert!(!fresh.complete && fresh.failure().is_none());
+    }
+
+    #[test]
+    fn snapshot_content_keeps_the_vm_copy_as_raw_json() {
+        let content: VirtualMachineSnapshotContent = serde_json::from_value(json!({
+            "apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineSnapshotContent",
+            "metadata": {"name": "vmsnapshot-content-u2"},
+            "spec": {"virtualMachineSnapshotName": "c1-cp-baseline",
+                     "source": {"virtualMachine": {"metadata": {"name": "c1-cp"}}},
+                     "volumeBackups": [{"volumeName": "rootdisk", "volumeSnapshotName": "vs-1",
+                                        "persistentVolumeClaim": {"metadata": {"name": "c1-cp-root"}}}]},
+            "status": {"readyToUse": true, "volumeSnapshotStatus": [{"volumeSnapshotName": "vs-1", "readyToUse": true}]}
+        }))
+        .unwrap();
+        assert_eq!(content.spec.source["virtualMachine"]["metadata"]["name"], "c1-cp");
+        assert_eq!(
+            content.spec.volume_backups[0].volume_snapshot_name.as_deref(),
+            Some("vs-1")
+        );
+        assert!(content.status.unwrap().ready_to_use);
+    }
+}
