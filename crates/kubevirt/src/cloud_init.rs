@@ -194,7 +194,11 @@ pub struct ControlPlaneInput<'a> {
 /// The control plane's cloud-config.
 pub fn control_plane(input: &ControlPlaneInput<'_>) -> Result<CloudConfig> {
     let user = input.ssh_user;
-    let home_kube = format!("/home/{user}/.kube");
+    let home_kube = if user == "root" {
+        "/root/.kube".to_owned()
+    } else {
+        format!("/home/{user}/.kube")
+    };
     let mut config = base(input.hostname, login_user(user, input.ssh_public_key)?);
     config.write_files = vec![
         WriteFile::root(CA_CERT_PATH, input.ca_cert_pem, "0644"),
