@@ -299,6 +299,7 @@ impl DevCluster {
                     m.object.clone(),
                     false,
                     Some("cks-devcluster"),
+                    true,
                     false,
                 )
                 .map_err(|e| apply::ApplyError::Apply {

@@ -215,6 +215,16 @@ pub fn remove_unapplied(target: &mut Value, prev: &Value, now: &Value) {
             continue;
         }
         match now.get(k) {
+            // A map the manager stopped applying loses only the leaves it applied; other
+            // writers' fields in it stay.
+            None if pv.is_object() && tm.get(k).is_some_and(Value::is_object) => {
+                let tv = tm.get_mut(k).expect("checked");
+                remove_unapplied(tv, pv, &Value::Object(Map::new()));
+                let now_empty = tv.as_object().is_some_and(Map::is_empty);
+                if now_empty && pv.as_object().is_some_and(|m| !m.is_empty()) {
+                    tm.remove(k);
+                }
+            }
             None => {
                 tm.remove(k);
             }

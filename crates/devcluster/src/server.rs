@@ -314,7 +314,8 @@ async fn route(shared: &Arc<Shared>, req: Request, path: &str) -> ApiResult<Resp
                 let mut st = shared.lock();
                 let before = st.rv();
                 let existed = st.get(&rt, ns, n).is_ok();
-                let r = st.patch(&rt, ns, n, ptype, patch, status, manager, dry_run)?;
+                let force = q.get("force").is_some_and(|f| f == "true");
+                let r = st.patch(&rt, ns, n, ptype, patch, status, manager, force, dry_run)?;
                 (r, st.gc_needed, !existed && st.rv() > before)
             };
             shared.after_write(gc);

@@ -682,6 +682,7 @@ impl State {
         body: Value,
         status: bool,
         field_manager: Option<&str>,
+        force: bool,
         dry_run: bool,
     ) -> ApiResult<Arc<Value>> {
         let key = object_key(ns.filter(|_| rt.namespaced), name);
@@ -732,6 +733,7 @@ impl State {
                 }
             };
             let cfg = scoped(&body);
+            self.apply_conflicts(rt, &uid, &manager, &cfg, &scoped, force)?;
             if let Some(prev) = prev {
                 patch::remove_unapplied(&mut next, &scoped(&prev), &cfg);
             }
@@ -765,6 +767,68 @@ impl State {
             return Err(ApiError::bad_request("the patched object is not a JSON object"));
         }
         self.update(rt, ns, name, next, status, dry_run)
+    }
+
+    /// Field-ownership conflicts of an apply: leaf fields another manager applied with a
+    /// different value. Without `force` they fail the apply with 409; with it, ownership moves
+    /// to this manager (the other manager no longer removes them when it stops applying them).
+    fn apply_conflicts(
+        &mut self,
+        rt: &ResourceType,
+        uid: &str,
+        manager: &str,
+        cfg: &Value,
+        scoped: &dyn Fn(&Value) -> Value,
+        force: bool,
+    ) -> ApiResult<()> {
+        let mut mine = Vec::new();
+        leaf_paths(cfg, String::new(), &mut mine);
+        let mut conflicts: Vec<(String, String)> = Vec::new();
+        if let Some(managers) = self.applied.get(uid) {
+            for (other, other_cfg) in managers.iter().filter(|(m, _)| m.as_str() != manager) {
+                let scoped_other = scoped(other_cfg);
+                for (path, value) in &mine {
+                    if let Some(theirs) = pointer(&scoped_other, path)
+                        && theirs != *value
+                        && !theirs.is_object()
+                    {
+                        conflicts.push((other.clone(), path.clone()));
+                    }
+                }
+            }
+        }
+        if conflicts.is_empty() {
+            return Ok(());
+        }
+        if !force {
+            let causes: Vec<Value> = conflicts
+                .iter()
+                .map(|(m, p)| json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{m}\""), "field": p}))
+                .collect();
+            let list: Vec<String> = conflicts
+                .iter()
+                .map(|(m, p)| format!("conflict with \"{m}\": {p}"))
+                .collect();
+            let n = conflicts.len();
+            return Err(ApiError {
+                code: 409,
+                reason: "Conflict",
+                message: format!(
+                    "Apply failed with {n} conflict{}: {}",
+                    if n == 1 { "" } else { "s" },
+                    list.join("\n")
+                ),
+                details: Some(json!({"group": rt.group, "kind": rt.plural, "causes": causes})),
+            });
+        }
+        if let Some(managers) = self.applied.get_mut(uid) {
+            for (other, path) in conflicts {
+                if let Some(c) = managers.get_mut(&other) {
+                    remove_path(c, &path);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Delete an object: immediately, or by setting deletionTimestamp while finalizers remain.
@@ -1165,6 +1229,51 @@ impl State {
         self.evicted_rv = self.rv;
         self.current_rv.store(self.rv, Ordering::Release);
         Ok(())
+    }
+}
+
+/// Leaf fields of an apply configuration as `.a.b` paths (lists are leaves), leaving out the
+/// identifying fields every manager sends.
+fn leaf_paths<'a>(v: &'a Value, path: String, out: &mut Vec<(String, &'a Value)>) {
+    match v.as_object() {
+        Some(m) => {
+            for (k, child) in m {
+                let p = format!("{path}.{k}");
+                if matches!(
+                    p.as_str(),
+                    ".apiVersion"
+                        | ".kind"
+                        | ".metadata.name"
+                        | ".metadata.namespace"
+                        | ".metadata.resourceVersion"
+                ) {
+                    continue;
+                }
+                leaf_paths(child, p, out);
+            }
+        }
+        None => out.push((path, v)),
+    }
+}
+
+fn pointer<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').skip(1).try_fold(v, |cur, seg| cur.get(seg))
+}
+
+fn remove_path(v: &mut Value, path: &str) {
+    let segs: Vec<&str> = path.split('.').skip(1).collect();
+    let Some((last, parents)) = segs.split_last() else {
+        return;
+    };
+    let mut cur = v;
+    for seg in parents {
+        match cur.get_mut(*seg) {
+            Some(next) => cur = next,
+            None => return,
+        }
+    }
+    if let Some(m) = cur.as_object_mut() {
+        m.remove(*last);
     }
 }
 

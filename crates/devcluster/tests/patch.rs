@@ -147,3 +147,48 @@ async fn server_side_apply_of_status_changes_only_status() {
     assert_eq!(conds.len(), 1, "conditions merge by type");
     assert_eq!(conds[0].status, "False");
 }
+
+#[tokio::test]
+async fn server_side_apply_conflicts_between_managers_unless_forced() {
+    let cluster = common::start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(cluster.client().await.unwrap());
+    let cfg = |v: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shared"}, "data": {"owned": v}});
+    api.patch("shared", &PatchParams::apply("alpha"), &Patch::Apply(cfg("a")))
+        .await
+        .unwrap();
+    // Same value from another manager is shared ownership, not a conflict.
+    api.patch("shared", &PatchParams::apply("beta"), &Patch::Apply(cfg("a")))
+        .await
+        .unwrap();
+    let err = api
+        .patch("shared", &PatchParams::apply("beta"), &Patch::Apply(cfg("b")))
+        .await
+        .unwrap_err();
+    match err {
+        kube::Error::Api(s) => {
+            assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"));
+            assert!(
+                s.message.contains("conflict with \"alpha\": .data.owned"),
+                "{}",
+                s.message
+            );
+        }
+        other => panic!("expected a conflict, got {other}"),
+    }
+    let forced = api
+        .patch(
+            "shared",
+            &PatchParams::apply("beta").force(),
+            &Patch::Apply(cfg("b")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(forced.data.unwrap()["owned"], "b");
+    // alpha lost the field: dropping it from alpha's config leaves beta's value.
+    let empty = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shared"}});
+    let after = api
+        .patch("shared", &PatchParams::apply("alpha"), &Patch::Apply(empty))
+        .await
+        .unwrap();
+    assert_eq!(after.data.unwrap()["owned"], "b");
+}
