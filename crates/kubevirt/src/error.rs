@@ -19,6 +19,9 @@ pub enum Error {
         /// Why it is not supported.
         reason: &'static str,
     },
+    /// The control plane Service's ClusterIP is not an IP address.
+    #[error("API server address {0:?} is not an IP address (expected the control plane Service's ClusterIP)")]
+    InvalidApiServerIp(String),
     /// The SSH public key is empty or spans several lines.
     #[error("SSH public key: {0}")]
     InvalidSshKey(&'static str),
@@ -58,6 +61,7 @@ impl Error {
         match self {
             Self::InvalidClusterName { .. } => "InvalidClusterName",
             Self::UnsupportedKubernetesVersion { .. } => "UnsupportedKubernetesVersion",
+            Self::InvalidApiServerIp(_) => "InvalidApiServerIp",
             Self::InvalidSshKey(_) => "InvalidSshKey",
             Self::ExtraCloudInitParse(_) | Self::ExtraCloudInitRefused { .. } => "InvalidExtraCloudInit",
             Self::Pki(_) | Self::Random => "PkiGeneration",

@@ -8,12 +8,12 @@
 //!
 //! The control plane is made independent of its IP address, which changes on every VM start
 //! (see `docs/golden-image.md`): etcd listens on loopback only, the API server certificate
-//! also carries `127.0.0.1`, and clients reach the API through the control plane's Service.
+//! also carries `127.0.0.1`, and clients reach the API through the control plane's Service
+//! (its ClusterIP is the `controlPlaneEndpoint`).
 
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::naming::API_SERVER_PORT;
 
 /// The containerd socket of the golden image.
 pub const CRI_SOCKET: &str = "unix:///var/run/containerd/containerd.sock";
@@ -129,8 +129,8 @@ pub struct InitParams<'a> {
     pub node_name: &'a str,
     /// The full bootstrap token, `<id>.<secret>`.
     pub token: &'a str,
-    /// Host of `controlPlaneEndpoint`: the control plane Service's DNS name.
-    pub control_plane_host: &'a str,
+    /// `controlPlaneEndpoint`, `host:port`: the control plane Service's ClusterIP and 6443.
+    pub control_plane_endpoint: &'a str,
     /// Extra names for the API server certificate.
     pub cert_sans: &'a [String],
     /// Pod network CIDR.
@@ -166,7 +166,7 @@ pub fn init_configuration(p: &InitParams<'_>) -> Result<String> {
         api_version: api.api_version(),
         kind: "ClusterConfiguration",
         kubernetes_version: p.version.cluster_configuration_version(),
-        control_plane_endpoint: format!("{}:{API_SERVER_PORT}", p.control_plane_host),
+        control_plane_endpoint: p.control_plane_endpoint,
         networking: Networking {
             pod_subnet: p.pod_subnet,
             service_subnet: p.service_subnet,
@@ -207,8 +207,8 @@ pub struct JoinParams<'a> {
     pub token: &'a str,
     /// `sha256:<hex>` of the CA's public key.
     pub ca_cert_hash: &'a str,
-    /// Host of the API server endpoint: the control plane Service's DNS name.
-    pub control_plane_host: &'a str,
+    /// API server endpoint, `host:port`: the control plane Service's ClusterIP and 6443.
+    pub control_plane_endpoint: &'a str,
 }
 
 /// A worker's `JoinConfiguration` for `kubeadm join --config`.
@@ -219,7 +219,7 @@ pub fn join_configuration(p: &JoinParams<'_>) -> Result<String> {
         kind: "JoinConfiguration",
         discovery: Discovery {
             bootstrap_token: BootstrapTokenDiscovery {
-                api_server_endpoint: format!("{}:{API_SERVER_PORT}", p.control_plane_host),
+                api_server_endpoint: p.control_plane_endpoint,
                 token: p.token,
                 ca_cert_hashes: vec![p.ca_cert_hash],
             },
@@ -280,7 +280,7 @@ struct ClusterConfiguration<'a> {
     kind: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     kubernetes_version: Option<String>,
-    control_plane_endpoint: String,
+    control_plane_endpoint: &'a str,
     networking: Networking<'a>,
     api_server: ApiServer<'a>,
     etcd: Etcd<'a>,
@@ -336,7 +336,7 @@ struct Discovery<'a> {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct BootstrapTokenDiscovery<'a> {
-    api_server_endpoint: String,
+    api_server_endpoint: &'a str,
     token: &'a str,
     ca_cert_hashes: Vec<&'a str>,
 }
@@ -367,7 +367,7 @@ mod tests {
             version,
             node_name: "control-plane",
             token: "abcdef.0123456789abcdef",
-            control_plane_host: "c1-cp.c1.svc.cluster.local",
+            control_plane_endpoint: "10.96.12.34:6443",
             cert_sans: &sans,
             pod_subnet: "10.244.0.0/16",
             service_subnet: "10.96.0.0/12",
@@ -421,7 +421,7 @@ mod tests {
         assert_eq!(cluster["apiVersion"], "kubeadm.k8s.io/v1beta4");
         assert_eq!(cluster["kind"], "ClusterConfiguration");
         assert_eq!(cluster["kubernetesVersion"], "v1.33.0");
-        assert_eq!(cluster["controlPlaneEndpoint"], "c1-cp.c1.svc.cluster.local:6443");
+        assert_eq!(cluster["controlPlaneEndpoint"], "10.96.12.34:6443");
         assert_eq!(
             cluster["networking"],
             json!({"podSubnet": "10.244.0.0/16", "serviceSubnet": "10.96.0.0/12"})
@@ -462,7 +462,7 @@ mod tests {
                 node_name: "worker-1",
                 token: "abcdef.0123456789abcdef",
                 ca_cert_hash: "sha256:00ff",
-                control_plane_host: "c1-cp.c1.svc.cluster.local",
+                control_plane_endpoint: "10.96.12.34:6443",
             })
             .unwrap();
             parse_documents(&yaml).remove(0)
@@ -473,7 +473,7 @@ mod tests {
         assert_eq!(
             doc["discovery"],
             json!({"bootstrapToken": {
-                "apiServerEndpoint": "c1-cp.c1.svc.cluster.local:6443",
+                "apiServerEndpoint": "10.96.12.34:6443",
                 "token": "abcdef.0123456789abcdef",
                 "caCertHashes": ["sha256:00ff"],
             }})

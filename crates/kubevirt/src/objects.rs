@@ -7,9 +7,9 @@
 //! its pod IP. With `masquerade` every guest would see the same address (10.0.2.2), and a
 //! multi-node kubeadm cluster cannot work with identical node IPs (kubelet endpoints, Calico
 //! tunnels, the `kubernetes` Service endpoint). A pod IP changes on every VM start, so all
-//! clients reach the API server through the Service `{cluster}-cp`, whose DNS name is the
-//! cluster's `controlPlaneEndpoint`, and the control plane is made independent of its own IP
-//! (see [`crate::kubeadm`] and [`crate::cloud_init`]). KubeVirt must permit bridge binding on
+//! clients reach the API server through the Service `{cluster}-cp`, whose ClusterIP is the
+//! cluster's `controlPlaneEndpoint` (see [`Bootstrap`]), and the control plane is made
+//! independent of its own IP (see [`crate::kubeadm`] and [`crate::cloud_init`]). KubeVirt must permit bridge binding on
 //! the pod network (`permitBridgeInterfaceOnPodNetwork`, true by default).
 //!
 //! Create VirtualMachines once and afterwards only patch `spec.runStrategy`: a restore with
@@ -18,6 +18,7 @@
 //! DataVolume, which CDI would then clone afresh from the golden image.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 
 use cks_api::cluster_pool::ClusterTemplate;
 use cks_api::names::labels;
@@ -185,8 +186,9 @@ impl ClusterLayout {
         }
     }
 
-    /// DNS name of the control plane's Service: the cluster's `controlPlaneEndpoint` host.
-    pub fn control_plane_host(&self) -> String {
+    /// DNS name of the control plane's Service in the host cluster, for clients there (the
+    /// operator). Guests use the Service's ClusterIP instead: see [`Bootstrap`].
+    pub fn control_plane_dns_name(&self) -> String {
         format!(
             "{}.{}.svc.{}",
             naming::control_plane_service_name(&self.cluster),
@@ -197,16 +199,17 @@ impl ClusterLayout {
 
     /// URL of the practice cluster's API server, as reached from the host cluster.
     pub fn api_server_url(&self) -> String {
-        format!("https://{}:{API_SERVER_PORT}", self.control_plane_host())
+        format!("https://{}:{API_SERVER_PORT}", self.control_plane_dns_name())
     }
 
-    /// Extra names of the API server certificate: every spelling of the Service name, and
-    /// loopback for the components next to the API server.
-    pub fn cert_sans(&self) -> Vec<String> {
+    /// Extra names of the API server certificate: the Service's ClusterIP and every spelling
+    /// of its DNS name, and loopback for the components next to the API server.
+    pub fn cert_sans(&self, api_server_ip: IpAddr) -> Vec<String> {
         let svc = naming::control_plane_service_name(&self.cluster);
         let ns = &self.namespace;
         vec![
-            self.control_plane_host(),
+            api_server_ip.to_string(),
+            self.control_plane_dns_name(),
             format!("{svc}.{ns}.svc"),
             format!("{svc}.{ns}"),
             "127.0.0.1".to_owned(),
@@ -216,13 +219,14 @@ impl ClusterLayout {
 
     /// The `#cloud-config` user data of VM `id`: `kubeadm init` on the control plane,
     /// `kubeadm join` on workers, with the template's `extraCloudInit` merged in.
-    pub fn cloud_init(&self, id: VmId, pki: &ClusterPki, ssh_public_key: &str) -> Result<String> {
+    pub fn cloud_init(&self, id: VmId, bootstrap: &Bootstrap<'_>) -> Result<String> {
         let hostname = id.target();
+        let pki = bootstrap.pki;
         let token = pki.token().expose();
-        let host = self.control_plane_host();
+        let endpoint = SocketAddr::new(bootstrap.api_server_ip, API_SERVER_PORT).to_string();
         let config = match id {
             VmId::ControlPlane => {
-                let sans = self.cert_sans();
+                let sans = self.cert_sans(bootstrap.api_server_ip);
                 let ignore: &[&str] = if self.template.control_plane.cpu < 2 {
                     &["NumCPU"]
                 } else {
@@ -232,7 +236,7 @@ impl ClusterLayout {
                     version: &self.version,
                     node_name: &hostname,
                     token: &token,
-                    control_plane_host: &host,
+                    control_plane_endpoint: &endpoint,
                     cert_sans: &sans,
                     pod_subnet: &self.template.pod_cidr,
                     service_subnet: &self.template.service_cidr,
@@ -241,7 +245,7 @@ impl ClusterLayout {
                 cloud_init::control_plane(&cloud_init::ControlPlaneInput {
                     hostname: &hostname,
                     ssh_user: &self.template.ssh_user,
-                    ssh_public_key,
+                    ssh_public_key: bootstrap.ssh_public_key,
                     ca_cert_pem: pki.ca_cert_pem(),
                     ca_key_pem: pki.ca_key_pem(),
                     kubeadm_config: &kubeadm_config,
@@ -253,12 +257,12 @@ impl ClusterLayout {
                     node_name: &hostname,
                     token: &token,
                     ca_cert_hash: pki.ca_cert_hash(),
-                    control_plane_host: &host,
+                    control_plane_endpoint: &endpoint,
                 })?;
                 cloud_init::worker(&cloud_init::WorkerInput {
                     hostname: &hostname,
                     ssh_user: &self.template.ssh_user,
-                    ssh_public_key,
+                    ssh_public_key: bootstrap.ssh_public_key,
                     kubeadm_config: &kubeadm_config,
                 })?
             }
@@ -267,8 +271,8 @@ impl ClusterLayout {
     }
 
     /// The Secret holding VM `id`'s cloud-init user data (key [`USERDATA_KEY`]).
-    pub fn cloud_init_secret(&self, id: VmId, pki: &ClusterPki, ssh_public_key: &str) -> Result<Secret> {
-        let userdata = self.cloud_init(id, pki, ssh_public_key)?;
+    pub fn cloud_init_secret(&self, id: VmId, bootstrap: &Bootstrap<'_>) -> Result<Secret> {
+        let userdata = self.cloud_init(id, bootstrap)?;
         Ok(Secret {
             metadata: self.meta(naming::cloud_init_secret_name(&self.vm_name(id)), Some(id)),
             type_: Some("Opaque".to_owned()),
@@ -403,7 +407,11 @@ impl ClusterLayout {
     /// The ClusterIP Service `{cluster}-cp` in front of the control plane's API server
     /// (port 6443), selecting the control plane's virt-launcher pod. Not-ready addresses are
     /// published so the API is reachable while the VM still boots, as kubeadm needs.
-    pub fn control_plane_service(&self) -> Service {
+    ///
+    /// Create it before rendering cloud-init: its ClusterIP is the cluster's
+    /// `controlPlaneEndpoint`. Pass `cluster_ip` (read back from the Secret or the old
+    /// Service) to recreate a deleted Service with the same address.
+    pub fn control_plane_service(&self, cluster_ip: Option<&str>) -> Service {
         let id = VmId::ControlPlane;
         let selector = BTreeMap::from([
             (labels::VM.to_owned(), self.vm_name(id)),
@@ -413,6 +421,7 @@ impl ClusterLayout {
             metadata: self.meta(naming::control_plane_service_name(&self.cluster), Some(id)),
             spec: Some(ServiceSpec {
                 type_: Some("ClusterIP".to_owned()),
+                cluster_ip: cluster_ip.map(str::to_owned),
                 selector: Some(selector),
                 publish_not_ready_addresses: Some(true),
                 ports: Some(vec![ServicePort {
@@ -497,6 +506,35 @@ impl ClusterLayout {
     }
 }
 
+/// What the cloud-init of a cluster's VMs is rendered from besides the template.
+#[derive(Clone, Copy, Debug)]
+pub struct Bootstrap<'a> {
+    /// The cluster's CA, bootstrap token and CA hash.
+    pub pki: &'a ClusterPki,
+    /// OpenSSH public key line installed for the template's SSH user.
+    pub ssh_public_key: &'a str,
+    /// ClusterIP of the control plane's Service: the `controlPlaneEndpoint` host. An IP,
+    /// not the Service's DNS name, because guests resolve names through systemd-resolved,
+    /// which does not send `.local` names (`*.svc.cluster.local`) to unicast DNS and ignores
+    /// DHCP search domains by default; the ClusterIP stays the same for the Service's life.
+    pub api_server_ip: IpAddr,
+}
+
+impl<'a> Bootstrap<'a> {
+    /// Bootstrap inputs with `api_server_ip` as read from the Service's `spec.clusterIP`.
+    pub fn new(pki: &'a ClusterPki, ssh_public_key: &'a str, api_server_ip: &str) -> Result<Self> {
+        let ip = api_server_ip
+            .trim()
+            .parse()
+            .map_err(|_| Error::InvalidApiServerIp(api_server_ip.to_owned()))?;
+        Ok(Self {
+            pki,
+            ssh_public_key,
+            api_server_ip: ip,
+        })
+    }
+}
+
 fn worker_count(template: &ClusterTemplate) -> u32 {
     u32::try_from(template.workers.count).unwrap_or(0)
 }
@@ -522,6 +560,12 @@ mod tests {
 
     fn layout(workers: i32) -> ClusterLayout {
         ClusterLayout::new("intro-x7k2p", "intro", "intro-x7k2p", &template(workers)).unwrap()
+    }
+
+    const API_IP: &str = "10.96.12.34";
+
+    fn boot(pki: &ClusterPki) -> Bootstrap<'_> {
+        Bootstrap::new(pki, SSH_KEY, API_IP).unwrap()
     }
 
     fn parse_cloud_config(userdata: &str) -> Value {
@@ -569,7 +613,7 @@ mod tests {
     fn control_plane_cloud_init_runs_kubeadm_init_with_the_cluster_ca_and_token() {
         let pki = ClusterPki::generate().unwrap();
         let l = layout(2);
-        let config = parse_cloud_config(&l.cloud_init(VmId::ControlPlane, &pki, SSH_KEY).unwrap());
+        let config = parse_cloud_config(&l.cloud_init(VmId::ControlPlane, &boot(&pki)).unwrap());
         assert_eq!(config["hostname"], "control-plane");
         assert_eq!(config["ssh_pwauth"], false);
         assert_eq!(config["users"][0]["name"], "ubuntu");
@@ -592,16 +636,14 @@ mod tests {
         assert_eq!(docs[0]["nodeRegistration"]["name"], "control-plane");
         assert!(docs[0]["nodeRegistration"].get("ignorePreflightErrors").is_none());
         assert_eq!(docs[1]["kind"], "ClusterConfiguration");
-        assert_eq!(
-            docs[1]["controlPlaneEndpoint"],
-            "intro-x7k2p-cp.intro-x7k2p.svc.cluster.local:6443"
-        );
+        assert_eq!(docs[1]["controlPlaneEndpoint"], "10.96.12.34:6443");
         assert_eq!(docs[1]["kubernetesVersion"], "v1.33.0");
         assert_eq!(docs[1]["networking"]["podSubnet"], "10.244.0.0/16");
         assert_eq!(docs[1]["networking"]["serviceSubnet"], "10.96.0.0/12");
         assert_eq!(
             docs[1]["apiServer"]["certSANs"],
             json!([
+                "10.96.12.34",
                 "intro-x7k2p-cp.intro-x7k2p.svc.cluster.local",
                 "intro-x7k2p-cp.intro-x7k2p.svc",
                 "intro-x7k2p-cp.intro-x7k2p",
@@ -635,7 +677,7 @@ mod tests {
     fn worker_cloud_init_joins_with_token_and_ca_hash_and_never_sees_the_ca_key() {
         let pki = ClusterPki::generate().unwrap();
         let l = layout(2);
-        let userdata = l.cloud_init(VmId::Worker(2), &pki, SSH_KEY).unwrap();
+        let userdata = l.cloud_init(VmId::Worker(2), &boot(&pki)).unwrap();
         assert!(!userdata.contains("PRIVATE KEY"));
         let config = parse_cloud_config(&userdata);
         assert_eq!(config["hostname"], "worker-2");
@@ -646,10 +688,7 @@ mod tests {
         assert_eq!(join["kind"], "JoinConfiguration");
         assert_eq!(join["nodeRegistration"]["name"], "worker-2");
         let discovery = &join["discovery"]["bootstrapToken"];
-        assert_eq!(
-            discovery["apiServerEndpoint"],
-            "intro-x7k2p-cp.intro-x7k2p.svc.cluster.local:6443"
-        );
+        assert_eq!(discovery["apiServerEndpoint"], "10.96.12.34:6443");
         assert_eq!(discovery["token"], pki.token().expose());
         assert_eq!(discovery["caCertHashes"], json!([pki.ca_cert_hash()]));
         assert_eq!(
@@ -664,7 +703,7 @@ mod tests {
         t.control_plane.cpu = 1;
         let l = ClusterLayout::new("c1", "p", "c1", &t).unwrap();
         let pki = ClusterPki::generate().unwrap();
-        let config = parse_cloud_config(&l.cloud_init(VmId::ControlPlane, &pki, SSH_KEY).unwrap());
+        let config = parse_cloud_config(&l.cloud_init(VmId::ControlPlane, &boot(&pki)).unwrap());
         let docs = crate::kubeadm::parse_documents(file(&config, "/etc/kubernetes/kubeadm/config.yaml").1);
         assert_eq!(
             docs[0]["nodeRegistration"]["ignorePreflightErrors"],
@@ -681,7 +720,7 @@ mod tests {
         let l = ClusterLayout::new("c1", "p", "c1", &t).unwrap();
         let pki = ClusterPki::generate().unwrap();
         for id in l.vms() {
-            let config = parse_cloud_config(&l.cloud_init(id, &pki, SSH_KEY).unwrap());
+            let config = parse_cloud_config(&l.cloud_init(id, &boot(&pki)).unwrap());
             assert_eq!(config["packages"], json!(["jq"]));
             let cmds = runcmd(&config);
             assert_eq!(cmds[0], "systemctl restart containerd");
@@ -698,9 +737,25 @@ mod tests {
     fn empty_or_multiline_ssh_keys_are_refused() {
         let pki = ClusterPki::generate().unwrap();
         for bad in ["", "  \n", "ssh-ed25519 AAA a\nssh-ed25519 BBB b"] {
-            let err = layout(0).cloud_init(VmId::ControlPlane, &pki, bad).unwrap_err();
+            let bootstrap = Bootstrap::new(&pki, bad, API_IP).unwrap();
+            let err = layout(0).cloud_init(VmId::ControlPlane, &bootstrap).unwrap_err();
             assert_eq!(err.category(), "InvalidSshKey", "{bad:?}");
         }
+    }
+
+    #[test]
+    fn api_server_ip_must_be_an_ip_and_ipv6_endpoints_are_bracketed() {
+        let pki = ClusterPki::generate().unwrap();
+        let err = Bootstrap::new(&pki, SSH_KEY, "intro-x7k2p-cp").unwrap_err();
+        assert_eq!(err.category(), "InvalidApiServerIp");
+        let v6 = Bootstrap::new(&pki, SSH_KEY, "fd00:10:96::1a").unwrap();
+        let config = parse_cloud_config(&layout(1).cloud_init(VmId::Worker(1), &v6).unwrap());
+        let join =
+            crate::kubeadm::parse_documents(file(&config, "/etc/kubernetes/kubeadm/config.yaml").1).remove(0);
+        assert_eq!(
+            join["discovery"]["bootstrapToken"]["apiServerEndpoint"],
+            "[fd00:10:96::1a]:6443"
+        );
     }
 
     #[test]
@@ -800,7 +855,7 @@ mod tests {
     fn cloud_init_secret_holds_the_userdata_the_vm_references() {
         let pki = ClusterPki::generate().unwrap();
         let l = layout(1);
-        let secret = l.cloud_init_secret(VmId::Worker(1), &pki, SSH_KEY).unwrap();
+        let secret = l.cloud_init_secret(VmId::Worker(1), &boot(&pki)).unwrap();
         let vm = l.virtual_machine(VmId::Worker(1), RunStrategy::Always);
         let referenced = vm.spec.template.spec.volumes[1]
             .cloud_init_no_cloud
@@ -819,7 +874,7 @@ mod tests {
 
     #[test]
     fn control_plane_service_selects_the_control_plane_launcher_pod() {
-        let svc = serde_json::to_value(layout(1).control_plane_service()).unwrap();
+        let svc = serde_json::to_value(layout(1).control_plane_service(None)).unwrap();
         assert_eq!(svc["metadata"]["name"], "intro-x7k2p-cp");
         assert_eq!(svc["metadata"]["namespace"], "intro-x7k2p");
         assert_eq!(
@@ -841,7 +896,7 @@ mod tests {
         );
         let custom = layout(1).with_host_cluster_domain("corp.example.");
         assert_eq!(
-            custom.control_plane_host(),
+            custom.control_plane_dns_name(),
             "intro-x7k2p-cp.intro-x7k2p.svc.corp.example"
         );
     }
@@ -856,8 +911,8 @@ mod tests {
         // Everything rendered from the parsed-back PKI is identical: restart-safe.
         for id in l.vms() {
             assert_eq!(
-                l.cloud_init(id, &back, SSH_KEY).unwrap(),
-                l.cloud_init(id, &pki, SSH_KEY).unwrap()
+                l.cloud_init(id, &boot(&back)).unwrap(),
+                l.cloud_init(id, &boot(&pki)).unwrap()
             );
         }
         let secret = l.admin_kubeconfig_secret(&back).unwrap();
