@@ -54,6 +54,8 @@ pub enum Error {
     Restore { path: PathBuf, message: String },
     #[error("building a client: {0}")]
     Client(String),
+    #[error("rendering the kubeconfig: {0}")]
+    RenderKubeconfig(String),
 }
 
 /// How to start a development cluster.
@@ -185,8 +187,9 @@ impl DevCluster {
             "current-context": "cks-dev",
         });
         let kubeconfig: kube::config::Kubeconfig =
-            serde_json::from_value(kc_json.clone()).map_err(|e| Error::Client(e.to_string()))?;
-        let kubeconfig_yaml = serde_saphyr::to_string(&kc_json).map_err(|e| Error::Client(e.to_string()))?;
+            serde_json::from_value(kc_json.clone()).map_err(|e| Error::RenderKubeconfig(e.to_string()))?;
+        let kubeconfig_yaml =
+            serde_saphyr::to_string(&kc_json).map_err(|e| Error::RenderKubeconfig(e.to_string()))?;
         if let Some(path) = &opts.kubeconfig {
             write_private(path, &kubeconfig_yaml).map_err(|source| Error::Kubeconfig {
                 path: path.clone(),

@@ -367,7 +367,8 @@ impl State {
         self.objects.get(storage).and_then(|b| b.get(key)).cloned()
     }
 
-    fn check_namespace(&self, rt: &ResourceType, ns: Option<&str>, creating: bool) -> ApiResult<()> {
+    /// The namespace of a new object must exist and not be terminating.
+    fn check_namespace(&self, rt: &ResourceType, ns: Option<&str>, name: &str) -> ApiResult<()> {
         if !rt.namespaced {
             return Ok(());
         }
@@ -376,11 +377,10 @@ impl State {
         let Some(nsobj) = self.lookup(NAMESPACE_STORAGE, &object_key(None, ns)) else {
             return Err(ApiError::not_found("", "namespaces", ns));
         };
-        if creating && meta(&nsobj).get("deletionTimestamp").is_some() {
+        if meta(&nsobj).get("deletionTimestamp").is_some() {
             return Err(ApiError::forbidden(format!(
-                "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
                 crate::error::qualified(&rt.group, &rt.plural),
-                ""
             )));
         }
         Ok(())
@@ -466,7 +466,7 @@ impl State {
                 )],
             ));
         }
-        self.check_namespace(rt, ns.as_deref(), true)?;
+        self.check_namespace(rt, ns.as_deref(), &name)?;
         let m = meta_mut(&mut obj);
         match &ns {
             Some(n) => m.insert("namespace".into(), Value::String(n.clone())),
@@ -547,10 +547,23 @@ impl State {
 
     fn check_crd(&self, rt: &ResourceType, name: &str, obj: &Value) -> ApiResult<Vec<Arc<ResourceType>>> {
         let types = schema::crd_resource_types(obj).map_err(|c| Self::invalid(rt, name, c))?;
-        for t in &types {
-            if self.registry.conflicts(name, &t.group, &t.plural) && t.crd.is_some() && t.group.is_empty() {
-                return Err(ApiError::bad_request(format!("{} is already served", t.plural)));
-            }
+        // The real server reports this as NamesAccepted=False; refusing is clearer here.
+        if let Some(t) = types
+            .iter()
+            .find(|t| self.registry.conflicts(name, &t.group, &t.plural))
+        {
+            return Err(Self::invalid(
+                rt,
+                name,
+                vec![Cause::new(
+                    "FieldValueInvalid",
+                    "spec.names.plural",
+                    format!(
+                        "Invalid value: \"{}\": {}/{} is already served by another resource",
+                        t.plural, t.group, t.version
+                    ),
+                )],
+            ));
         }
         Ok(types.into_iter().map(Arc::new).collect())
     }

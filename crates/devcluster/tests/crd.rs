@@ -390,3 +390,20 @@ async fn the_repository_crds_and_samples_are_accepted() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_crd_may_not_take_over_a_served_resource() {
+    let cluster = common::start().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client().await.unwrap());
+    let mut crd = serde_json::to_value(widget_crd()).unwrap();
+    crd["metadata"]["name"] = json!("deployments.apps");
+    crd["spec"]["group"] = json!("apps");
+    crd["spec"]["names"] = json!({"plural": "deployments", "kind": "Deployment"});
+    let s = status_of(
+        crds.create(&PostParams::default(), &serde_json::from_value(crd).unwrap())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(s.code, 422);
+    assert!(s.message.contains("already served"), "{}", s.message);
+}

@@ -175,10 +175,17 @@ async fn deleting_a_namespace_removes_its_contents() {
     assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Terminating"));
     gone(&api, "plain").await;
     let err = api.create(&PostParams::default(), &cm("late")).await.unwrap_err();
-    assert!(
-        matches!(err, kube::Error::Api(s) if s.code == 403),
-        "no new content in a terminating namespace"
-    );
+    match err {
+        kube::Error::Api(s) => {
+            assert_eq!(s.code, 403, "no new content in a terminating namespace");
+            assert!(
+                s.message.contains("configmaps \"late\" is forbidden"),
+                "{}",
+                s.message
+            );
+        }
+        other => panic!("expected 403, got {other}"),
+    }
     assert!(
         namespaces.get_opt("doomed").await.unwrap().is_some(),
         "held by the finalizer of its content"
