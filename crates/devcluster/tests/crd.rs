@@ -407,3 +407,30 @@ async fn a_crd_may_not_take_over_a_served_resource() {
     assert_eq!(s.code, 422);
     assert!(s.message.contains("already served"), "{}", s.message);
 }
+
+#[tokio::test]
+async fn every_served_version_reads_the_same_objects() {
+    let cluster = common::start().await;
+    let client = cluster.client().await.unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut crd = serde_json::to_value(widget_crd()).unwrap();
+    let mut v2 = crd["spec"]["versions"][0].clone();
+    v2["name"] = json!("v2");
+    v2["storage"] = json!(false);
+    crd["spec"]["versions"].as_array_mut().unwrap().push(v2);
+    crds.create(&PostParams::default(), &serde_json::from_value(crd).unwrap())
+        .await
+        .unwrap();
+    let v1: Api<DynamicObject> = Api::default_namespaced_with(client.clone(), &widget_resource());
+    v1.create(&PostParams::default(), &widget("shared", json!({"size": 1})))
+        .await
+        .unwrap();
+    let ar2 =
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("example.com", "v2", "Widget"), "widgets");
+    let v2: Api<DynamicObject> = Api::default_namespaced_with(client, &ar2);
+    let read = v2.get("shared").await.unwrap();
+    assert_eq!(read.types.unwrap().api_version, "example.com/v2");
+    assert_eq!(read.data["spec"]["size"], 1);
+    let crd = crds.get("widgets.example.com").await.unwrap();
+    assert_eq!(crd.status.unwrap().stored_versions, Some(vec!["v1".to_string()]));
+}
