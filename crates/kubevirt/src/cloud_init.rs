@@ -319,6 +319,20 @@ pub fn render(config: &CloudConfig, extra: Option<&str>) -> Result<String> {
     Ok(format!("#cloud-config\n{yaml}"))
 }
 
+/// Checks `extra` (a template's `extraCloudInit`) against the merge rules without rendering
+/// a VM's user data, so a bad template is refused before any cluster is built from it.
+pub fn validate_extra(ssh_user: &str, extra: &str) -> Result<()> {
+    let probe = control_plane(&ControlPlaneInput {
+        hostname: "control-plane",
+        ssh_user,
+        ssh_public_key: "ssh-ed25519 probe",
+        ca_cert_pem: "",
+        ca_key_pem: "",
+        kubeadm_config: "",
+    })?;
+    render(&probe, Some(extra)).map(drop)
+}
+
 fn merge_extra(doc: &mut Map<String, Value>, config: &CloudConfig, extra: &str) -> Result<()> {
     let extra: Value =
         serde_saphyr::from_str(extra).map_err(|e| Error::ExtraCloudInitParse(e.to_string()))?;
@@ -526,6 +540,18 @@ mod tests {
         assert_eq!(refused_key("write_files: [{content: x}]"), "write_files[0]");
         assert_eq!(refused_key("users: [{name: ubuntu}]"), "users[0]");
         assert_eq!(refused_key("runcmd: echo hi"), "runcmd");
+    }
+
+    #[test]
+    fn validate_extra_applies_the_control_plane_rules() {
+        assert!(validate_extra("ubuntu", "packages: [jq]").is_ok());
+        let err = validate_extra(
+            "ubuntu",
+            "write_files: [{path: /usr/local/sbin/cks-reip, content: x}]",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("written by cks-lab"), "{err}");
+        assert!(validate_extra("alice", "users: [{name: alice}]").is_err());
     }
 
     #[test]

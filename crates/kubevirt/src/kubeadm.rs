@@ -486,4 +486,25 @@ mod tests {
         assert_eq!(old["discovery"]["timeout"], "30m0s");
         assert!(old.get("timeouts").is_none());
     }
+
+    #[test]
+    fn tokens_that_look_like_numbers_stay_strings() {
+        let version = KubernetesVersion::parse("1.33.0").unwrap();
+        for token in [
+            "123456.1234567890123456",
+            "000000.0000000000000000",
+            "1e1000.0000000000000000",
+        ] {
+            let yaml = join_configuration(&JoinParams {
+                version: &version,
+                node_name: "worker-1",
+                token,
+                ca_cert_hash: "sha256:00",
+                control_plane_endpoint: "10.0.0.1:6443",
+            })
+            .unwrap();
+            let doc = parse_documents(&yaml).remove(0);
+            assert_eq!(doc["discovery"]["bootstrapToken"]["token"], token, "{yaml}");
+        }
+    }
 }

@@ -73,7 +73,9 @@ pub struct ClusterLayout {
 }
 
 impl ClusterLayout {
-    /// The layout of cluster `cluster` of pool `pool`, whose VMs live in `namespace`.
+    /// The layout of cluster `cluster` of pool `pool`, whose VMs live in `namespace`. Fails
+    /// on names that cannot name the VMs, an unsupported Kubernetes version, or an
+    /// `extraCloudInit` the merge rules refuse.
     pub fn new(cluster: &str, pool: &str, namespace: &str, template: &ClusterTemplate) -> Result<Self> {
         let invalid = |reason: String| Error::InvalidClusterName {
             cluster: cluster.to_owned(),
@@ -96,6 +98,9 @@ impl ClusterLayout {
             return Err(invalid(format!(
                 "namespace {namespace:?} is not a DNS-1123 label"
             )));
+        }
+        if let Some(extra) = &template.extra_cloud_init {
+            cloud_init::validate_extra(&template.ssh_user, extra)?;
         }
         Ok(Self {
             cluster: cluster.to_owned(),
@@ -990,6 +995,10 @@ mod tests {
         old.kubernetes_version = "1.20.0".to_owned();
         let err = ClusterLayout::new("c1", "p", "c1", &old).unwrap_err();
         assert_eq!(err.category(), "UnsupportedKubernetesVersion");
+        let mut bad_extra = template(1);
+        bad_extra.extra_cloud_init = Some("runcmd: [kubeadm reset -f]".to_owned());
+        let err = ClusterLayout::new("c1", "p", "c1", &bad_extra).unwrap_err();
+        assert_eq!(err.category(), "InvalidExtraCloudInit");
     }
 
     #[test]
