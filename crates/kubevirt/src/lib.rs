@@ -8,9 +8,12 @@
 //! - the objects of one practice cluster built from its template ([`objects`]).
 //!
 //! The operator applies what these functions return and reads status back through the typed
-//! resources; everything here is deterministic given a [`pki::ClusterPki`], so reconciles can
-//! rebuild any object after a restart. The golden image contract the cloud-init relies on is
-//! in `docs/golden-image.md`.
+//! resources. Everything here is deterministic given the cluster's [`pki::ClusterPki`] (kept
+//! in a Secret) and its control plane Service's ClusterIP, so reconciles can rebuild any
+//! object after a restart. Typical order: PKI Secret and control plane Service
+//! ([`objects::ClusterLayout::control_plane_service`]) first, then per VM the cloud-init
+//! Secret and the VirtualMachine. The golden image contract the cloud-init relies on is in
+//! `docs/golden-image.md`.
 
 pub mod cdi;
 pub mod cloud_init;

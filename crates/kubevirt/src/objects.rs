@@ -9,8 +9,9 @@
 //! tunnels, the `kubernetes` Service endpoint). A pod IP changes on every VM start, so all
 //! clients reach the API server through the Service `{cluster}-cp`, whose ClusterIP is the
 //! cluster's `controlPlaneEndpoint` (see [`Bootstrap`]), and the control plane is made
-//! independent of its own IP (see [`crate::kubeadm`] and [`crate::cloud_init`]). KubeVirt must permit bridge binding on
-//! the pod network (`permitBridgeInterfaceOnPodNetwork`, true by default).
+//! independent of its own IP (see [`crate::kubeadm`] and [`crate::cloud_init`]). KubeVirt
+//! must permit bridge binding on the pod network (`permitBridgeInterfaceOnPodNetwork`, true
+//! by default).
 //!
 //! Create VirtualMachines once and afterwards only patch `spec.runStrategy`: a restore with
 //! `RandomizeNames` points the VM's volumes and `dataVolumeTemplates` at the restored PVCs,
