@@ -39,7 +39,8 @@ use crate::kubeadm::{self, KubernetesVersion};
 use crate::kubevirt::{
     CloudInitNoCloudSource, Cpu, DataVolumeTemplateSpec, DataVolumeVolumeSource, Devices, Disk, DiskTarget,
     DomainSpec, Interface, Network, PodNetwork, ResourceRequirements, RunStrategy, VirtualMachine,
-    VirtualMachineInstanceSpec, VirtualMachineInstanceTemplateSpec, VirtualMachineSpec, Volume,
+    VirtualMachineInstance, VirtualMachineInstanceSpec, VirtualMachineInstanceTemplateSpec,
+    VirtualMachineSpec, Volume,
 };
 use crate::naming::{self, API_SERVER_PORT, DEFAULT_HOST_CLUSTER_DOMAIN, VmId};
 use crate::pki::ClusterPki;
@@ -153,16 +154,30 @@ impl ClusterLayout {
     pub fn vm_statuses(&self) -> Vec<VmStatus> {
         self.vms()
             .into_iter()
-            .map(|id| VmStatus {
-                name: self.vm_name(id),
-                role: id.role(),
-                target: id.target(),
-                ip: None,
-                ready: false,
-                snapshot: Some(naming::snapshot_name(&self.vm_name(id))),
-                snapshot_ready: false,
-            })
+            .map(|id| self.vm_status(id, &Observed::default()))
             .collect()
+    }
+
+    /// The `status.vms` entry of VM `id` from what was observed of it: ready when the VM
+    /// reports ready and its VMI runs with `Ready` true; the IP is the VMI's pod-network IP.
+    pub fn vm_status(&self, id: VmId, observed: &Observed<'_>) -> VmStatus {
+        let vmi_status = observed.vmi.and_then(|vmi| vmi.status.as_ref());
+        let vm_ready = observed
+            .vm
+            .and_then(|vm| vm.status.as_ref())
+            .is_some_and(|s| s.ready);
+        VmStatus {
+            name: self.vm_name(id),
+            role: id.role(),
+            target: id.target(),
+            ip: vmi_status.and_then(|s| s.primary_ip()).map(str::to_owned),
+            ready: vm_ready && vmi_status.is_some_and(|s| s.is_ready()),
+            snapshot: Some(naming::snapshot_name(&self.vm_name(id))),
+            snapshot_ready: observed
+                .snapshot
+                .and_then(|s| s.status.as_ref())
+                .is_some_and(|s| s.ready_to_use),
+        }
     }
 
     /// Labels of every object of the cluster; with `vm`, also the VM's role and name.
@@ -510,6 +525,17 @@ impl ClusterLayout {
         restore.metadata = self.meta(name, Some(id));
         restore
     }
+}
+
+/// What was observed of one VM, for [`ClusterLayout::vm_status`]; absent objects are `None`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Observed<'a> {
+    /// The VirtualMachine.
+    pub vm: Option<&'a VirtualMachine>,
+    /// Its VirtualMachineInstance (exists while it runs).
+    pub vmi: Option<&'a VirtualMachineInstance>,
+    /// Its baseline VirtualMachineSnapshot.
+    pub snapshot: Option<&'a VirtualMachineSnapshot>,
 }
 
 /// What the cloud-init of a cluster's VMs is rendered from besides the template.
@@ -981,6 +1007,67 @@ mod tests {
                 ("intro-x7k2p-w2", "worker-2", "intro-x7k2p-w2-baseline"),
             ]
         );
+    }
+
+    #[test]
+    fn vm_status_is_ready_only_when_vm_and_vmi_are_ready() {
+        let l = layout(1);
+        let vm: VirtualMachine = serde_json::from_value(json!({
+            "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": "intro-x7k2p-w1"},
+            "spec": {"template": {"spec": {}}}, "status": {"ready": true, "printableStatus": "Running"}
+        }))
+        .unwrap();
+        let vmi = |ready: &str| -> VirtualMachineInstance {
+            serde_json::from_value(json!({
+                "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "metadata": {"name": "intro-x7k2p-w1"},
+                "spec": {"domain": {"devices": {}}},
+                "status": {"phase": "Running", "interfaces": [{"name": "default", "ipAddress": "10.244.3.7"}],
+                           "conditions": [{"type": "Ready", "status": ready}]}
+            }))
+            .unwrap()
+        };
+        let snapshot: VirtualMachineSnapshot = serde_json::from_value(json!({
+            "apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineSnapshot",
+            "metadata": {"name": "intro-x7k2p-w1-baseline"},
+            "spec": {"source": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "intro-x7k2p-w1"}},
+            "status": {"readyToUse": true, "phase": "Succeeded"}
+        }))
+        .unwrap();
+        let ready_vmi = vmi("True");
+        let status = l.vm_status(
+            VmId::Worker(1),
+            &Observed {
+                vm: Some(&vm),
+                vmi: Some(&ready_vmi),
+                snapshot: Some(&snapshot),
+            },
+        );
+        assert!(status.ready && status.snapshot_ready);
+        assert_eq!(status.ip.as_deref(), Some("10.244.3.7"));
+        assert_eq!(
+            (status.name.as_str(), status.target.as_str()),
+            ("intro-x7k2p-w1", "worker-1")
+        );
+
+        let booting = vmi("False");
+        let status = l.vm_status(
+            VmId::Worker(1),
+            &Observed {
+                vm: Some(&vm),
+                vmi: Some(&booting),
+                snapshot: None,
+            },
+        );
+        assert!(!status.ready && !status.snapshot_ready);
+        assert_eq!(status.ip.as_deref(), Some("10.244.3.7"));
+        let stopped = l.vm_status(
+            VmId::Worker(1),
+            &Observed {
+                vm: Some(&vm),
+                ..Observed::default()
+            },
+        );
+        assert!(!stopped.ready && stopped.ip.is_none());
     }
 
     #[test]
