@@ -546,9 +546,11 @@ pub struct Bootstrap<'a> {
     /// OpenSSH public key line installed for the template's SSH user.
     pub ssh_public_key: &'a str,
     /// ClusterIP of the control plane's Service: the `controlPlaneEndpoint` host. An IP,
-    /// not the Service's DNS name, because guests resolve names through systemd-resolved,
-    /// which does not send `.local` names (`*.svc.cluster.local`) to unicast DNS and ignores
-    /// DHCP search domains by default; the ClusterIP stays the same for the Service's life.
+    /// not the Service's DNS name, so bootstrapping does not depend on the guest's resolver:
+    /// Ubuntu's systemd-resolved treats `.local` names (`*.svc.cluster.local`) as multicast
+    /// DNS unless a routing domain says otherwise, and whether DHCP search domains are used
+    /// depends on the network configuration. The ClusterIP stays the same for the Service's
+    /// life.
     pub api_server_ip: IpAddr,
 }
 
