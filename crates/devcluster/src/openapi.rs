@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::OnceLock;
 
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode, header};
@@ -12,8 +13,73 @@ use serde_json::{Value, json};
 use crate::error::{ApiError, ApiResult};
 use crate::registry::{Registry, ResourceType};
 
+/// Schemas of the built-in kinds, from k8s-openapi's schemars implementations (the same
+/// definitions and descriptions the real server publishes), with every type they reference.
+struct Builtins {
+    /// (group, version, kind) → definition name.
+    names: BTreeMap<(String, String, String), String>,
+    definitions: serde_json::Map<String, Value>,
+}
+
+fn builtins() -> &'static Builtins {
+    static BUILTINS: OnceLock<Builtins> = OnceLock::new();
+    BUILTINS.get_or_init(|| {
+        use k8s_openapi::api::{apps, coordination, core, events, networking, rbac};
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions;
+        let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
+        let mut names = BTreeMap::new();
+        macro_rules! kinds {
+            ($($group:literal, $version:literal, $kind:literal => $ty:ty;)*) => {$(
+                generator.subschema_for::<$ty>();
+                names.insert(
+                    ($group.to_string(), $version.to_string(), $kind.to_string()),
+                    <$ty as schemars::JsonSchema>::schema_name().into_owned(),
+                );
+            )*};
+        }
+        kinds! {
+            "", "v1", "Namespace" => core::v1::Namespace;
+            "", "v1", "Secret" => core::v1::Secret;
+            "", "v1", "ConfigMap" => core::v1::ConfigMap;
+            "", "v1", "Service" => core::v1::Service;
+            "", "v1", "ServiceAccount" => core::v1::ServiceAccount;
+            "", "v1", "Event" => core::v1::Event;
+            "events.k8s.io", "v1", "Event" => events::v1::Event;
+            "", "v1", "ResourceQuota" => core::v1::ResourceQuota;
+            "", "v1", "LimitRange" => core::v1::LimitRange;
+            "", "v1", "Pod" => core::v1::Pod;
+            "", "v1", "Node" => core::v1::Node;
+            "", "v1", "PersistentVolumeClaim" => core::v1::PersistentVolumeClaim;
+            "networking.k8s.io", "v1", "NetworkPolicy" => networking::v1::NetworkPolicy;
+            "coordination.k8s.io", "v1", "Lease" => coordination::v1::Lease;
+            "apps", "v1", "Deployment" => apps::v1::Deployment;
+            "rbac.authorization.k8s.io", "v1", "Role" => rbac::v1::Role;
+            "rbac.authorization.k8s.io", "v1", "RoleBinding" => rbac::v1::RoleBinding;
+            "rbac.authorization.k8s.io", "v1", "ClusterRole" => rbac::v1::ClusterRole;
+            "rbac.authorization.k8s.io", "v1", "ClusterRoleBinding" => rbac::v1::ClusterRoleBinding;
+            "apiextensions.k8s.io", "v1", "CustomResourceDefinition" => apiextensions::v1::CustomResourceDefinition;
+        }
+        let mut definitions = generator.take_definitions(true);
+        for ((group, version, kind), name) in &names {
+            if let Some(m) = definitions.get_mut(name).and_then(Value::as_object_mut) {
+                m.insert(
+                    "x-kubernetes-group-version-kind".into(),
+                    json!([{"group": group, "version": version, "kind": kind}]),
+                );
+            }
+        }
+        Builtins { names, definitions }
+    })
+}
+
 /// The schema name the real server uses: reversed group domain, version, kind.
 pub fn definition_name(rt: &ResourceType) -> String {
+    if rt.crd.is_none() {
+        let key = (rt.group.clone(), rt.version.clone(), rt.kind.clone());
+        if let Some(name) = builtins().names.get(&key) {
+            return name.clone();
+        }
+    }
     let group = if rt.group.is_empty() {
         "io.k8s.api.core".to_string()
     } else if rt.crd.is_some() {
@@ -108,7 +174,16 @@ pub fn v3_document(registry: &Registry, group: &str, version: &str) -> Option<Va
     let mut schemas = BTreeMap::new();
     for rt in &resources {
         paths.extend(operations(rt));
-        schemas.insert(definition_name(rt), resource_schema(rt));
+        if rt.crd.is_none()
+            && builtins()
+                .names
+                .contains_key(&(rt.group.clone(), rt.version.clone(), rt.kind.clone()))
+        {
+            // Built-in kinds come with every definition they reference.
+            schemas.extend(builtins().definitions.iter().map(|(k, v)| (k.clone(), v.clone())));
+        } else {
+            schemas.insert(definition_name(rt), resource_schema(rt));
+        }
     }
     Some(
         json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.33.0"},
@@ -131,8 +206,10 @@ fn json_ok(v: &Value) -> Response {
         .into_response()
 }
 
-/// The Swagger 2.0 document: definitions for every custom resource version (built-ins have no
-/// schemas here, so kubectl skips client-side validation for them).
+/// The Swagger 2.0 document: definitions for every custom resource version. Built-in kinds are
+/// left out on purpose: older kubectl then computes strategic merge patches from its compiled-in
+/// types (it crashes on schemas without the patch-strategy extensions) and skips client-side
+/// validation for them.
 pub fn v2_document(registry: &Registry) -> Value {
     let mut definitions = BTreeMap::new();
     for rt in registry.all().filter(|rt| rt.crd.is_some()) {
@@ -145,18 +222,27 @@ pub fn v2_document(registry: &Registry) -> Value {
 
 /// Drop what Swagger 2.0 cannot express, as the real server does when publishing CRD schemas.
 fn to_v2(schema: &mut Value) {
-    if let Some(m) = schema.as_object_mut() {
-        for k in ["nullable", "oneOf", "anyOf", "not", "x-kubernetes-validations"] {
-            m.remove(k);
+    let Some(m) = schema.as_object_mut() else { return };
+    for k in ["nullable", "oneOf", "anyOf", "not", "x-kubernetes-validations"] {
+        m.remove(k);
+    }
+    if m.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true) {
+        m.remove("type");
+    }
+    if let Some(Value::String(r)) = m.get_mut("$ref") {
+        *r = r.replace("#/components/schemas/", "#/definitions/");
+    }
+    // Recurse through schema positions only: property names are data, not keywords.
+    if let Some(props) = m.get_mut("properties").and_then(Value::as_object_mut) {
+        props.values_mut().for_each(to_v2);
+    }
+    for k in ["items", "additionalProperties"] {
+        if let Some(sub) = m.get_mut(k) {
+            to_v2(sub);
         }
-        if m.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true) {
-            m.remove("type");
-        }
-        for v in m.values_mut() {
-            to_v2(v);
-        }
-    } else if let Some(a) = schema.as_array_mut() {
-        a.iter_mut().for_each(to_v2);
+    }
+    if let Some(all) = m.get_mut("allOf").and_then(Value::as_array_mut) {
+        all.iter_mut().for_each(to_v2);
     }
 }
 

@@ -155,3 +155,37 @@ async fn servers_in_one_process_are_independent() {
         "a stopped server no longer answers"
     );
 }
+
+#[tokio::test]
+async fn openapi_v3_publishes_builtin_schemas() {
+    let cluster = common::start().await;
+    let client = cluster.client().await.unwrap();
+    let get = |path: String| {
+        let client = client.clone();
+        async move {
+            let text = client
+                .request_text(http::Request::get(path).body(Vec::new()).unwrap())
+                .await
+                .unwrap();
+            serde_json::from_str::<serde_json::Value>(&text).unwrap()
+        }
+    };
+    let index = get("/openapi/v3".into()).await;
+    let url = index["paths"]["apis/apps/v1"]["serverRelativeURL"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let doc = get(url).await;
+    let deployment = &doc["components"]["schemas"]["io.k8s.api.apps.v1.Deployment"];
+    assert_eq!(
+        deployment["x-kubernetes-group-version-kind"][0]["kind"],
+        "Deployment"
+    );
+    let spec = &doc["components"]["schemas"]["io.k8s.api.apps.v1.DeploymentSpec"];
+    assert!(
+        spec["properties"]["replicas"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("desired pods")
+    );
+}

@@ -457,3 +457,55 @@ async fn kubectl_create_generators_work() {
         .await;
     assert_eq!(data, "cQ==");
 }
+
+const DEPLOYMENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: default
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: app
+        image: app:1
+        env:
+        - {name: A, value: \"1\"}
+      - name: sidecar
+        image: side:1
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_reapplies_a_deployment_with_strategic_merge_patches() {
+    let env = Env::start().await;
+    env.ok_stdin(&["apply", "-f", "-"], Some(DEPLOYMENT)).await;
+    // Change one container, drop an env var and the sidecar: kubectl sends a strategic merge
+    // patch with $setElementOrder and $patch: delete directives.
+    let changed = DEPLOYMENT
+        .replace("image: app:1", "image: app:2")
+        .replace("        env:\n        - {name: A, value: \"1\"}\n", "")
+        .replace("      - name: sidecar\n        image: side:1\n", "")
+        .replace("replicas: 2", "replicas: 3");
+    assert!(
+        env.ok_stdin(&["apply", "-f", "-"], Some(&changed))
+            .await
+            .contains("configured")
+    );
+    let d: Value = serde_json::from_str(&env.ok(&["get", "deployment", "web", "-o", "json"]).await).unwrap();
+    let containers = d["spec"]["template"]["spec"]["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 1, "{containers:?}");
+    assert_eq!(containers[0]["image"], "app:2");
+    assert!(containers[0].get("env").is_none(), "{:?}", containers[0]);
+    assert_eq!(d["spec"]["replicas"], 3);
+    assert_eq!(d["metadata"]["generation"], 2);
+    assert!(
+        env.ok_stdin(&["apply", "-f", "-"], Some(&changed))
+            .await
+            .contains("unchanged")
+    );
+}
