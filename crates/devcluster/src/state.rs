@@ -447,11 +447,16 @@ impl State {
             None
         };
         let label_name = rt.plural == "namespaces" || rt.plural == "services";
-        if !(if label_name {
+        // RBAC objects only need a valid path segment (e.g. `system:controller:x`).
+        let path_segment = rt.group == "rbac.authorization.k8s.io";
+        let valid = if path_segment {
+            !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '%'])
+        } else if label_name {
             dns_label(&name)
         } else {
             dns_subdomain(&name)
-        }) {
+        };
+        if !valid {
             return Err(Self::invalid(
                 rt,
                 &name,

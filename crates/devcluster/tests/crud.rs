@@ -402,3 +402,13 @@ async fn secret_string_data_is_stored_as_data() {
     assert_eq!(created.data.unwrap()["password"].0, b"hunter2");
     assert_eq!(created.type_.as_deref(), Some("Opaque"));
 }
+
+#[tokio::test]
+async fn rbac_names_may_contain_colons() {
+    let cluster = common::start().await;
+    let api: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(cluster.client().await.unwrap());
+    let role =
+        serde_json::from_value(json!({"metadata": {"name": "system:cks:reader"}, "rules": []})).unwrap();
+    api.create(&PostParams::default(), &role).await.unwrap();
+    assert!(api.get_opt("system:cks:reader").await.unwrap().is_some());
+}
