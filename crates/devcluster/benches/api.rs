@@ -16,6 +16,8 @@ const SAMPLES: usize = 2_000;
 const LISTS: usize = 20;
 const WATCH_EVENTS: usize = 1_000;
 const CONCURRENCY: usize = 16;
+const WATCHERS: usize = 300;
+const WATCH_BURST: usize = 5_000;
 
 fn cm(name: &str) -> ConfigMap {
     serde_json::from_value(json!({
@@ -215,6 +217,32 @@ async fn main() -> anyhow::Result<()> {
         hwm1.saturating_sub(hwm0),
         rss1.saturating_sub(rss0) as f64 / 1024.0 * (10_000.0 / (stored.max(1) as f64))
     );
+
+    // Many idle watchers, then a burst of writes none of them reads: memory must stay flat
+    // (shared broadcast buffer, bounded per-watcher queues; laggards are cut off with 410).
+    let (rss_w0, _) = memory_kib();
+    let watch_api: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-public");
+    let mut idle = Vec::new();
+    for _ in 0..WATCHERS {
+        idle.push(watch_api.watch(&WatchParams::default(), "0").await?.boxed());
+    }
+    let (rss_w1, _) = memory_kib();
+    let burst = Instant::now();
+    for i in 0..WATCH_BURST {
+        let patch = Patch::Merge(json!({"data": {"burst": i.to_string()}}));
+        api.patch("warmup", &PatchParams::default(), &patch).await?;
+    }
+    let burst_time = burst.elapsed();
+    let (rss_w2, _) = memory_kib();
+    println!(
+        "watchers: {WATCHERS} open watches +{} KiB (≈ {:.1} KiB each); {WATCH_BURST} writes while they idle: \
+         +{} KiB, {:.0} writes/s",
+        rss_w1.saturating_sub(rss_w0),
+        rss_w1.saturating_sub(rss_w0) as f64 / WATCHERS as f64,
+        rss_w2.saturating_sub(rss_w1),
+        WATCH_BURST as f64 / burst_time.as_secs_f64()
+    );
+    drop(idle);
     cluster.shutdown().await;
     Ok(())
 }

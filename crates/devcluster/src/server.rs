@@ -571,7 +571,41 @@ fn watch(
         .unwrap_or(shared.opts.default_watch_timeout);
     let spec = WatchSpec { rt, ns, opts, render };
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(16);
-    let subscribed = shared.lock().subscribe(&spec.rt.storage, from);
+    // Listing and subscribing under one lock: no change falls between the two.
+    let subscribed = {
+        let st = shared.lock();
+        let start_rv = st.rv();
+        match from {
+            None => {
+                let all = ListOpts {
+                    limit: None,
+                    continue_token: None,
+                    ..spec.opts.clone()
+                };
+                st.list(&spec.rt, spec.ns.as_deref(), &all).and_then(|list| {
+                    let (_, rx) = st.subscribe(&spec.rt.storage, start_rv)?;
+                    Ok((
+                        Start {
+                            objects: list.items,
+                            replay: Vec::new(),
+                            rv: start_rv,
+                        },
+                        rx,
+                    ))
+                })
+            }
+            Some(rv) => st.subscribe(&spec.rt.storage, rv).map(|(replay, rx)| {
+                (
+                    Start {
+                        objects: Vec::new(),
+                        replay,
+                        rv: start_rv,
+                    },
+                    rx,
+                )
+            }),
+        }
+    };
     let shared = shared.clone();
     tokio::spawn(async move {
         let (initial, changes) = match subscribed {
@@ -602,31 +636,44 @@ fn watch(
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
 }
 
+/// Where a watch starts: current objects (sent as ADDED) or history to replay, and the
+/// resourceVersion both are complete up to.
+struct Start {
+    objects: Vec<Arc<Value>>,
+    replay: Vec<Arc<Change>>,
+    rv: u64,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run_watch(
     shared: Arc<Shared>,
     spec: WatchSpec,
-    initial: Vec<Arc<Change>>,
+    initial: Start,
     mut changes: broadcast::Receiver<Arc<Change>>,
     tx: mpsc::Sender<Result<Bytes, Infallible>>,
     bookmarks: bool,
     timeout: Duration,
     initial_end: bool,
 ) {
-    let mut last_rv = 0u64;
-    for c in &initial {
-        last_rv = last_rv.max(c.rv);
+    let mut last_rv = initial.rv;
+    for obj in &initial.objects {
+        if tx
+            .send(Ok(spec.line(EventType::Added.as_str(), obj)))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    for c in &initial.replay {
         if let Some((kind, obj)) = spec.event_for(c)
             && tx.send(Ok(spec.line(kind.as_str(), &obj))).await.is_err()
         {
             return;
         }
     }
-    if initial_end {
-        let rv = shared.state.lock().map(|s| s.rv()).unwrap_or(last_rv);
-        if tx.send(Ok(spec.bookmark(rv.max(last_rv), true))).await.is_err() {
-            return;
-        }
+    if initial_end && tx.send(Ok(spec.bookmark(last_rv, true))).await.is_err() {
+        return;
     }
     let mut shutdown = shared.shutdown.clone();
     let deadline = tokio::time::sleep(timeout);

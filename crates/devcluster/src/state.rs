@@ -1026,52 +1026,31 @@ impl State {
         )
     }
 
-    /// Current objects matching a watch, plus a receiver for later changes; or 410 when `from`
-    /// is older than the retained history. `from = None` means "send the current state first".
+    /// Changes of a storage after resourceVersion `from`, replayed from the history, plus a
+    /// receiver for later changes; 410 when `from` is older than the retained history. Callers
+    /// that want the current state first list under the same lock and subscribe from `rv()`.
     #[allow(clippy::type_complexity)]
     pub fn subscribe(
         &self,
         storage: &str,
-        from: Option<u64>,
+        from: u64,
     ) -> Result<(Vec<Arc<Change>>, broadcast::Receiver<Arc<Change>>), ApiError> {
-        let rx = self.tx.subscribe();
-        let initial = match from {
-            None => self
-                .objects
-                .get(storage)
-                .map(|b| {
-                    b.values()
-                        .map(|o| {
-                            let rv = meta_str(o, "resourceVersion")
-                                .and_then(|r| r.parse().ok())
-                                .unwrap_or(0);
-                            Arc::new(Change {
-                                rv,
-                                storage: storage.to_string(),
-                                kind: EventType::Added,
-                                object: o.clone(),
-                                old: None,
-                            })
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-            Some(rv) if rv >= self.rv => Vec::new(),
-            Some(rv) => {
-                if rv < self.evicted_rv {
-                    return Err(ApiError::gone(format!(
-                        "too old resource version: {rv} ({})",
-                        self.evicted_rv + 1
-                    )));
-                }
-                self.history
-                    .iter()
-                    .filter(|c| c.rv > rv && c.storage == storage)
-                    .cloned()
-                    .collect()
-            }
+        if from < self.evicted_rv {
+            return Err(ApiError::gone(format!(
+                "too old resource version: {from} ({})",
+                self.evicted_rv + 1
+            )));
+        }
+        let replay = if from >= self.rv {
+            Vec::new()
+        } else {
+            self.history
+                .iter()
+                .filter(|c| c.rv > from && c.storage == storage)
+                .cloned()
+                .collect()
         };
-        Ok((initial, rx))
+        Ok((replay, self.tx.subscribe()))
     }
 
     /// One garbage-collection pass; returns whether it changed anything.
