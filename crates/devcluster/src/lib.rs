@@ -135,7 +135,15 @@ pub struct DevCluster {
 impl DevCluster {
     /// Start a server; it is ready to serve when this returns.
     pub async fn start(opts: Options) -> Result<Self, Error> {
-        let tls = tls::generate(opts.addr.ip()).map_err(|e| Error::Tls(e.to_string()))?;
+        // With a data directory, the CA key and token survive restarts, so kubeconfigs handed
+        // out earlier (and processes using them) keep working.
+        let saved = |file: &str| {
+            opts.data_dir
+                .as_ref()
+                .and_then(|d| std::fs::read_to_string(d.join(file)).ok())
+        };
+        let tls = tls::generate(opts.addr.ip(), saved("ca.key").as_deref())
+            .map_err(|e| Error::Tls(e.to_string()))?;
         let listener = tokio::net::TcpListener::bind(opts.addr)
             .await
             .map_err(|source| Error::Bind {
@@ -146,7 +154,21 @@ impl DevCluster {
             addr: opts.addr,
             source,
         })?;
-        let token = uuid::Uuid::new_v4().simple().to_string();
+        let token = saved("token")
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        if let Some(dir) = &opts.data_dir {
+            let save = |file: &str, text: &str| {
+                std::fs::create_dir_all(dir).and_then(|()| write_private(&dir.join(file), text))
+            };
+            save("ca.key", &tls.ca_key_pem)
+                .and_then(|()| save("token", &token))
+                .map_err(|e| Error::Restore {
+                    path: dir.clone(),
+                    message: e.to_string(),
+                })?;
+        }
 
         let mut state = State::new(opts.history, opts.watch_buffer);
         if let Some(dir) = &opts.data_dir {

@@ -12,6 +12,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 /// A CA certificate (PEM, for the kubeconfig) and a server config using a certificate it signed.
 pub struct Tls {
     pub ca_pem: String,
+    /// The CA's private key (PEM), so a data directory can keep the CA across restarts.
+    pub ca_key_pem: String,
     pub server_config: Arc<rustls::ServerConfig>,
 }
 
@@ -23,8 +25,14 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-pub fn generate(ip: IpAddr) -> Result<Tls, TlsError> {
-    let ca_key = KeyPair::generate()?;
+/// Generate TLS material; with `ca_key_pem`, the CA keeps that key (and its name), so clients
+/// that trust an earlier certificate of it keep working.
+pub fn generate(ip: IpAddr, ca_key_pem: Option<&str>) -> Result<Tls, TlsError> {
+    let ca_key = match ca_key_pem {
+        Some(pem) => KeyPair::from_pem(pem)?,
+        None => KeyPair::generate()?,
+    };
+    let ca_key_pem = ca_key.serialize_pem();
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
@@ -70,6 +78,7 @@ pub fn generate(ip: IpAddr) -> Result<Tls, TlsError> {
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Tls {
         ca_pem: ca_cert.pem(),
+        ca_key_pem,
         server_config: Arc::new(config),
     })
 }

@@ -33,9 +33,22 @@ async fn state_survives_a_restart_with_a_data_dir() {
         .create(&PostParams::default(), &cm)
         .await
         .unwrap();
+    let old_kubeconfig = cluster.kubeconfig().clone();
     cluster.shutdown().await;
 
     let cluster = common::start_with(opts()).await;
+    // A kubeconfig from before the restart still works (same CA key and token), once pointed
+    // at the new port.
+    let mut reused = old_kubeconfig;
+    reused.clusters[0].cluster.as_mut().unwrap().server = Some(format!("https://{}", cluster.addr()));
+    let config = kube::Config::from_custom_kubeconfig(reused, &Default::default())
+        .await
+        .unwrap();
+    let old_client = kube::Client::try_from(config).unwrap();
+    Api::<ConfigMap>::default_namespaced(old_client)
+        .get("kept")
+        .await
+        .unwrap();
     let client = cluster.client().await.unwrap();
     let cms = Api::<ConfigMap>::default_namespaced(client.clone());
     let after = cms.get("kept").await.unwrap();
