@@ -88,35 +88,33 @@ async fn handle(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Response
 }
 
 fn query(req: &Request) -> HashMap<String, String> {
-    req.uri()
-        .query()
-        .map(|q| {
-            q.split('&')
-                .filter_map(|kv| {
-                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                    Some((decode(k)?, decode(v)?))
-                })
-                .collect()
-        })
+    axum::extract::Query::<Vec<(String, String)>>::try_from_uri(req.uri())
+        .map(|q| q.0.into_iter().collect())
         .unwrap_or_default()
 }
 
-fn decode(s: &str) -> Option<String> {
-    let s = s.replace('+', " ");
+/// Percent-decode one path segment (clients may escape characters such as `:` in names).
+fn decode_segment(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_string();
+    }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
         }
     }
-    String::from_utf8(out).ok()
+    String::from_utf8(out).unwrap_or_else(|_| s.to_string())
 }
 
 async fn route(shared: &Arc<Shared>, req: Request, path: &str) -> ApiResult<Response> {
@@ -155,7 +153,12 @@ async fn route(shared: &Arc<Shared>, req: Request, path: &str) -> ApiResult<Resp
     if path.starts_with("/healthz/") || path.starts_with("/readyz/") || path.starts_with("/livez/") {
         return Ok((StatusCode::OK, "ok").into_response());
     }
-    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let decoded: Vec<String> = path
+        .trim_start_matches('/')
+        .split('/')
+        .map(decode_segment)
+        .collect();
+    let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let (group, version, rest) = match segs.as_slice() {
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g] => {

@@ -411,4 +411,16 @@ async fn rbac_names_may_contain_colons() {
         serde_json::from_value(json!({"metadata": {"name": "system:cks:reader"}, "rules": []})).unwrap();
     api.create(&PostParams::default(), &role).await.unwrap();
     assert!(api.get_opt("system:cks:reader").await.unwrap().is_some());
+    // Percent-escaped names in paths resolve too.
+    let client = cluster.client().await.unwrap();
+    let req = http::Request::get("/apis/rbac.authorization.k8s.io/v1/clusterroles/system%3Acks%3Areader")
+        .body(Vec::new())
+        .unwrap();
+    assert!(
+        client
+            .request_text(req)
+            .await
+            .unwrap()
+            .contains("system:cks:reader")
+    );
 }
