@@ -49,6 +49,48 @@ fn collect_compile_errors(c: &CompiledSchema, path: &str, out: &mut Vec<String>)
     }
 }
 
+/// Functions a rule calls that the CEL runtime does not provide (such as `cel.bind` or
+/// `sortBy`): such a rule compiles but could never be evaluated, so the CRD is refused.
+fn collect_unsupported(
+    c: &CompiledSchema,
+    path: &str,
+    ctx: &kube::core::cel::cel::Context<'_>,
+    out: &mut Vec<String>,
+) {
+    use kube::core::cel::cel::{ExecutionError, Program};
+    for cr in c.validations.iter().flatten() {
+        let refs = cr.program.references();
+        for f in refs.functions() {
+            // Operators are interpreted directly and are not valid identifiers to probe.
+            let ident = f.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') && !f.starts_with('_');
+            if !ident {
+                continue;
+            }
+            // The interpreter looks a function up before evaluating its arguments, so calling it
+            // with none tells whether it exists.
+            let Ok(probe) = Program::compile(&format!("{f}()")) else {
+                continue;
+            };
+            if let Err(ExecutionError::UndeclaredReference(_)) = probe.execute(ctx) {
+                out.push(format!(
+                    "{}: rule \"{}\" calls {f}(), which this server cannot evaluate",
+                    if path.is_empty() { "<root>" } else { path },
+                    cr.rule.rule
+                ));
+            }
+        }
+    }
+    for (k, child) in &c.properties {
+        collect_unsupported(child, &join(path, k), ctx, out);
+    }
+    if let Some(items) = &c.items {
+        collect_unsupported(items, &format!("{path}[*]"), ctx, out);
+    }
+    if let Some(ap) = &c.additional_properties {
+        collect_unsupported(ap, &format!("{path}[*]"), ctx, out);
+    }
+}
+
 fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_string()
@@ -68,6 +110,11 @@ impl CrdSchema {
         if let Some(c) = &compiled {
             let mut errors = Vec::new();
             collect_compile_errors(c, "", &mut errors);
+            if errors.is_empty() {
+                use kube::core::cel::KubeCelExt;
+                let ctx = kube::core::cel::cel::Context::default().with_all();
+                collect_unsupported(c, "", &ctx, &mut errors);
+            }
             if !errors.is_empty() {
                 return Err(errors);
             }
@@ -480,9 +527,7 @@ pub fn crd_resource_types(crd: &Value) -> Result<Vec<ResourceType>, Vec<Cause>> 
                     causes.push(Cause::new(
                         "FieldValueInvalid",
                         format!("spec.versions[{i}].schema.openAPIV3Schema"),
-                        format!(
-                            "Invalid value: \"object\": x-kubernetes-validations rule cannot be compiled: {e}"
-                        ),
+                        format!("Invalid value: \"object\": x-kubernetes-validations: {e}"),
                     ));
                 }
                 continue;
@@ -618,6 +663,22 @@ mod tests {
         let causes = crd_schema().admit(&mut obj, None);
         assert_eq!(causes.len(), 1, "{causes:?}");
         assert!(causes[0].message.contains("size must not be 3"), "{causes:?}");
+    }
+
+    #[test]
+    fn a_rule_calling_an_unavailable_function_is_reported() {
+        let bad = json!({"type": "object", "properties": {"items": {"type": "array", "items": {"type": "integer"},
+            "x-kubernetes-validations": [{"rule": "cel.bind(x, self, size(x) > 0)"}]}}});
+        let err = CrdSchema::new(Some(bad), vec![], RootContext::default()).expect_err("must fail");
+        assert!(err[0].contains("bind()"), "{err:?}");
+        let fine = json!({"type": "object", "properties": {"items": {"type": "array", "items": {"type": "integer"},
+        "x-kubernetes-validations": [
+            {"rule": "self.all(x, x > 0) && self.exists(x, x == 1) && size(self) < 5"},
+            {"rule": "self.map(x, x * 2).filter(y, y > 2).size() >= 0 || true"},
+            {"rule": "string(1).startsWith('1') && self.isSorted() && sets.contains(self, [1])"},
+            {"rule": "quantity('1Gi').isGreaterThan(quantity('1Mi')) && isURL('https://x') && '1.2.3'.matches('^[0-9.]+$')"}
+        ]}}});
+        CrdSchema::new(Some(fine), vec![], RootContext::default()).expect("supported rules compile");
     }
 
     #[test]

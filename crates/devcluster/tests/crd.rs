@@ -221,11 +221,29 @@ async fn a_crd_whose_cel_rule_does_not_compile_is_rejected() {
     let s = status_of(crds.create(&PostParams::default(), &crd).await.unwrap_err());
     assert_eq!(s.code, 422);
     assert!(
-        s.message.contains("cannot be compiled") && s.message.contains("self.size >>> 1"),
+        s.message.contains("failed to compile CEL rule") && s.message.contains("self.size >>> 1"),
         "{}",
         s.message
     );
     assert!(crds.get_opt("widgets.example.com").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_crd_whose_cel_rule_cannot_be_evaluated_is_rejected() {
+    let cluster = common::start().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client().await.unwrap());
+    let mut crd = serde_json::to_value(widget_crd()).unwrap();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["x-kubernetes-validations"] =
+        json!([{"rule": "cel.bind(s, self.size, s > 0)"}]);
+    let crd: CustomResourceDefinition = serde_json::from_value(crd).unwrap();
+    let s = status_of(crds.create(&PostParams::default(), &crd).await.unwrap_err());
+    assert_eq!(s.code, 422);
+    assert!(
+        s.message
+            .contains("calls bind(), which this server cannot evaluate"),
+        "{}",
+        s.message
+    );
 }
 
 #[tokio::test]
