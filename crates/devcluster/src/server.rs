@@ -509,8 +509,12 @@ impl WatchSpec {
         if c.storage != self.rt.storage || !self.in_scope(&c.object) {
             return None;
         }
-        let now = self.opts.matches(&c.object);
-        let before = c.old.as_ref().is_some_and(|o| self.opts.matches(o));
+        let shown = present(&self.rt, &c.object);
+        let now = self.opts.matches(&shown);
+        let before = c
+            .old
+            .as_ref()
+            .is_some_and(|o| self.opts.matches(&present(&self.rt, o)));
         let kind = match c.kind {
             EventType::Added if now => EventType::Added,
             EventType::Modified if now && before => EventType::Modified,
@@ -519,7 +523,7 @@ impl WatchSpec {
             EventType::Deleted if now || before => EventType::Deleted,
             _ => return None,
         };
-        Some((kind, present(&self.rt, &c.object)))
+        Some((kind, shown))
     }
 
     fn line(&self, kind: &str, obj: &Arc<Value>) -> Bytes {

@@ -278,9 +278,37 @@ pub fn present(rt: &ResourceType, obj: &Arc<Value>) -> Arc<Value> {
         return obj.clone();
     }
     let mut v = (**obj).clone();
+    if rt.storage == "/events" {
+        convert_event(&mut v, rt.group.is_empty());
+    }
     v["apiVersion"] = Value::String(api_version);
     v["kind"] = Value::String(rt.kind.clone());
     Arc::new(v)
+}
+
+/// Field correspondence of core/v1 and events.k8s.io/v1 Events (the real server's conversion).
+const EVENT_FIELDS: &[(&str, &str)] = &[
+    ("involvedObject", "regarding"),
+    ("related", "related"),
+    ("message", "note"),
+    ("reportingComponent", "reportingController"),
+    ("source", "deprecatedSource"),
+    ("firstTimestamp", "deprecatedFirstTimestamp"),
+    ("lastTimestamp", "deprecatedLastTimestamp"),
+    ("count", "deprecatedCount"),
+];
+
+/// Rename an Event's fields to the core/v1 (`to_core`) or the events.k8s.io/v1 form.
+fn convert_event(v: &mut Value, to_core: bool) {
+    let Some(m) = v.as_object_mut() else { return };
+    for (core, events) in EVENT_FIELDS {
+        let (from, to) = if to_core { (events, core) } else { (core, events) };
+        if from != to
+            && let Some(value) = m.remove(*from)
+        {
+            m.insert((*to).to_string(), value);
+        }
+    }
 }
 
 impl State {
@@ -585,8 +613,11 @@ impl State {
     ) -> ApiResult<Arc<Value>> {
         let ns = ns.filter(|_| rt.namespaced);
         let key = object_key(ns, name);
+        // Work on the object as this version shows it, so a write through another version (or
+        // the other Event API) compares and merges like-for-like.
         let old = self
             .lookup(&rt.storage, &key)
+            .map(|o| present(rt, &o))
             .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
         if !new.is_object() {
             return Err(ApiError::bad_request("the request body must be a JSON object"));
@@ -704,7 +735,7 @@ impl State {
         dry_run: bool,
     ) -> ApiResult<Arc<Value>> {
         let key = object_key(ns.filter(|_| rt.namespaced), name);
-        let current = self.lookup(&rt.storage, &key);
+        let current = self.lookup(&rt.storage, &key).map(|o| present(rt, &o));
         if ptype == PatchType::Strategic && rt.crd.is_some() {
             return Err(ApiError::unsupported_media_type(
                 "strategic merge patch is not supported for custom resources; use a merge or JSON patch",
@@ -974,14 +1005,16 @@ impl State {
                 {
                     continue;
                 }
-                if !opts.matches(obj) {
+                // Selectors see the object as this version presents it (Event field names differ).
+                let shown = present(rt, obj);
+                if !opts.matches(&shown) {
                     continue;
                 }
                 if opts.limit.is_some_and(|l| l > 0 && items.len() >= l) {
                     next = last_key(&items, rt);
                     break;
                 }
-                items.push(present(rt, obj));
+                items.push(shown);
             }
         }
         let mut metadata = json!({"resourceVersion": self.rv.to_string()});

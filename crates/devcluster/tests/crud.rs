@@ -388,6 +388,23 @@ async fn core_and_events_k8s_io_events_share_storage() {
     let listed = core.list(&ListParams::default()).await.unwrap();
     assert_eq!(listed.items.len(), 1);
     assert_eq!(listed.items[0].metadata.name.as_deref(), Some("e1"));
+    // Each API sees its own field names: events.k8s.io `note`/`regarding` are core
+    // `message`/`involvedObject`, for reads and for writes.
+    assert_eq!(listed.items[0].message.as_deref(), Some("hi"));
+    assert_eq!(listed.items[0].involved_object.name.as_deref(), Some("x"));
+    core.patch(
+        "e1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"message": "changed"})),
+    )
+    .await
+    .unwrap();
+    let ev = Api::<EventsV1>::default_namespaced(cluster.client().await.unwrap())
+        .get("e1")
+        .await
+        .unwrap();
+    assert_eq!(ev.note.as_deref(), Some("changed"));
+    assert_eq!(ev.regarding.unwrap().name.as_deref(), Some("x"));
 }
 
 #[tokio::test]

@@ -302,3 +302,49 @@ async fn controller_with_owns_reconciles_real_objects() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn kube_runtime_event_recorder_creates_and_updates_series() {
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let cluster = common::start().await;
+    let client = cluster.client().await.unwrap();
+    let cms: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    let owner = cms.create(&PostParams::default(), &cm("subject")).await.unwrap();
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "cks-test".into(),
+            instance: None,
+        },
+    );
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "Broken".into(),
+        note: Some("something broke".into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    let reference = owner.object_ref(&());
+    recorder.publish(&event, &reference).await.unwrap();
+    recorder.publish(&event, &reference).await.unwrap();
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::default_namespaced(client.clone());
+    let listed = events.list(&Default::default()).await.unwrap().items;
+    assert_eq!(listed.len(), 1, "a repeated event becomes a series");
+    assert_eq!(listed[0].series.as_ref().map(|s| s.count), Some(2));
+    // kubectl describe finds it through the core/v1 view, selecting on involvedObject.
+    let core: Api<k8s_openapi::api::core::v1::Event> = Api::default_namespaced(client);
+    let selector = format!(
+        "involvedObject.name=subject,involvedObject.uid={}",
+        owner.uid().unwrap()
+    );
+    let by_object = core
+        .list(&kube::api::ListParams::default().fields(&selector))
+        .await
+        .unwrap();
+    assert_eq!(by_object.items.len(), 1);
+    assert_eq!(by_object.items[0].message.as_deref(), Some("something broke"));
+    assert_eq!(
+        by_object.items[0].involved_object.name.as_deref(),
+        Some("subject")
+    );
+}
