@@ -176,8 +176,8 @@ async fn a_watcher_that_stops_reading_is_closed_with_410_instead_of_buffering() 
     let mut stream = api.watch(&WatchParams::default(), "0").await.unwrap().boxed();
     // Large objects fill the socket buffers quickly, so the server-side queue backs up while
     // this test does not read the stream.
-    let big = "x".repeat(64 * 1024);
-    let total = 400;
+    let big = "x".repeat(128 * 1024);
+    let total = 250;
     for i in 0..total {
         let mut c = cm(&format!("big-{i}"));
         c.data = Some([("k".to_string(), big.clone())].into());
