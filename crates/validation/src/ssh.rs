@@ -294,11 +294,18 @@ impl SshExecutor {
     }
 
     /// The VM's connection, opened by the first rule that needs it. A failed attempt is
-    /// remembered, so every rule on an unreachable VM reports the same cause at once.
+    /// remembered, so every rule on an unreachable VM reports the same cause at once; a
+    /// connection the VM closed is replaced by the next rule that needs one.
     async fn connection(&self, vm: VmId) -> Result<Arc<Connection>, Error> {
         let cell = {
             let mut map = self.connections.lock().unwrap_or_else(|e| e.into_inner());
-            map.entry(vm).or_default().clone()
+            let slot = map.entry(vm).or_default();
+            if let Some(Ok(conn)) = slot.get()
+                && conn.handle.is_closed()
+            {
+                *slot = Arc::default();
+            }
+            slot.clone()
         };
         cell.get_or_init(|| self.connect(vm)).await.clone()
     }
@@ -427,6 +434,10 @@ impl SshExecutor {
             // A failed write explains a missing status better (the connection dropped).
             return Err(match sent {
                 Some(Err(e)) => ssh_error(e),
+                _ if conn.handle.is_closed() => Error::Ssh {
+                    target,
+                    cause: "the connection closed before the command finished".to_owned(),
+                },
                 _ => Error::NoExitStatus { target },
             });
         };
