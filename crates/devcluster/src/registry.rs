@@ -301,11 +301,6 @@ impl Registry {
             .cloned()
     }
 
-    /// Any resource type using the given storage (for hooks that only know the storage key).
-    pub fn by_storage(&self, storage: &str) -> Option<Arc<ResourceType>> {
-        self.types.values().find(|rt| rt.storage == storage).cloned()
-    }
-
     /// The preferred resource type of a group and kind.
     pub fn by_kind(&self, group: &str, version: &str, kind: &str) -> Option<Arc<ResourceType>> {
         self.types

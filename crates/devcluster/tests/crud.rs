@@ -441,3 +441,35 @@ async fn rbac_names_may_contain_colons() {
             .contains("system:cks:reader")
     );
 }
+
+#[tokio::test]
+async fn dry_run_writes_validate_without_persisting() {
+    let cluster = common::start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(cluster.client().await.unwrap());
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let shown = api.create(&dry, &cm("dry", json!({}))).await.unwrap();
+    assert_eq!(shown.metadata.name.as_deref(), Some("dry"));
+    assert!(api.get_opt("dry").await.unwrap().is_none());
+    api.create(&PostParams::default(), &cm("real", json!({})))
+        .await
+        .unwrap();
+    let pp = PatchParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let patched = api
+        .patch("real", &pp, &Patch::Merge(json!({"data": {"k": "dry"}})))
+        .await
+        .unwrap();
+    assert_eq!(patched.data.unwrap()["k"], "dry");
+    assert_eq!(api.get("real").await.unwrap().data.unwrap()["k"], "v");
+    let dp = DeleteParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    api.delete("real", &dp).await.unwrap();
+    assert!(api.get_opt("real").await.unwrap().is_some());
+}
