@@ -307,7 +307,7 @@ impl DevCluster {
                 if rt.namespaced && st.get(&ns_rt, None, &ns).is_err() {
                     // Manifests for a fresh cluster may assume their namespace exists; create it.
                     let obj = serde_json::json!({"metadata": {"name": ns}});
-                    st.create(&ns_rt, None, obj, false)
+                    st.create(&ns_rt, None, obj, state::WriteOpts::default())
                         .map_err(|e| apply::ApplyError::Apply {
                             path: m.path.clone(),
                             kind: "Namespace".into(),
@@ -325,7 +325,7 @@ impl DevCluster {
                     false,
                     Some("cks-devcluster"),
                     true,
-                    false,
+                    state::WriteOpts::default(),
                 )
                 .map_err(|e| apply::ApplyError::Apply {
                     path: m.path.clone(),

@@ -128,12 +128,13 @@ impl CrdSchema {
         })
     }
 
-    /// Prune unknown fields, apply defaults, then validate; returns the causes of any failure.
-    pub fn admit(&self, obj: &mut Value, old: Option<&Value>) -> Vec<Cause> {
+    /// Prune unknown fields (their paths go to `pruned`), apply defaults, then validate;
+    /// returns the causes of any failure.
+    pub fn admit(&self, obj: &mut Value, old: Option<&Value>, pruned: &mut Vec<String>) -> Vec<Cause> {
         let Some(schema) = &self.schema else {
             return Vec::new();
         };
-        prune_and_default(schema, obj, true);
+        prune_and_default(schema, obj, "", pruned);
         let mut causes = Vec::new();
         validate_value(schema, obj, "", &mut causes, true);
         if causes.is_empty()
@@ -170,19 +171,33 @@ fn is_true(schema: &Value, key: &str) -> bool {
     schema.get(key).and_then(Value::as_bool).unwrap_or(false)
 }
 
-/// Drop fields the schema does not declare and fill declared defaults, recursively.
-pub fn prune_and_default(schema: &Value, v: &mut Value, root: bool) {
+/// Drop fields the schema does not declare and fill declared defaults, recursively; the paths
+/// of dropped fields go to `pruned` (for `fieldValidation=Strict`).
+pub fn prune_and_default(schema: &Value, v: &mut Value, path: &str, pruned: &mut Vec<String>) {
+    let root = path.is_empty();
+    let keep_at_root = |k: &str| root && matches!(k, "apiVersion" | "kind" | "metadata");
     match v {
         Value::Object(map) => {
             let preserve = is_true(schema, "x-kubernetes-preserve-unknown-fields")
                 || is_true(schema, "x-kubernetes-embedded-resource");
-            if let Some(props) = schema.get("properties").and_then(Value::as_object) {
-                if !preserve {
-                    map.retain(|k, _| {
-                        props.contains_key(k)
-                            || (root && matches!(k.as_str(), "apiVersion" | "kind" | "metadata"))
-                    });
-                }
+            let props = schema.get("properties").and_then(Value::as_object);
+            let additional = schema.get("additionalProperties");
+            let declared = |k: &str| match (props, additional) {
+                (Some(p), _) => p.contains_key(k),
+                (None, Some(Value::Object(_) | Value::Bool(true))) => true,
+                // An object schema without properties declares nothing.
+                (None, _) => schema.get("type").and_then(Value::as_str) != Some("object"),
+            };
+            if !preserve {
+                map.retain(|k, _| {
+                    let keep = declared(k) || keep_at_root(k);
+                    if !keep {
+                        pruned.push(join(path, k));
+                    }
+                    keep
+                });
+            }
+            if let Some(props) = props {
                 for (k, ps) in props {
                     if root && k == "metadata" {
                         continue;
@@ -193,27 +208,19 @@ pub fn prune_and_default(schema: &Value, v: &mut Value, root: bool) {
                         map.insert(k.clone(), d.clone());
                     }
                     if let Some(child) = map.get_mut(k) {
-                        prune_and_default(ps, child, false);
+                        prune_and_default(ps, child, &join(path, k), pruned);
                     }
                 }
-            } else if let Some(ap) = schema.get("additionalProperties").filter(|a| a.is_object()) {
-                for child in map.values_mut() {
-                    prune_and_default(ap, child, false);
-                }
-            } else if !preserve && schema.get("type").and_then(Value::as_str) == Some("object") {
-                let allow_any = schema
-                    .get("additionalProperties")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false);
-                if !allow_any {
-                    map.retain(|k, _| root && matches!(k.as_str(), "apiVersion" | "kind" | "metadata"));
+            } else if let Some(ap) = additional.filter(|a| a.is_object()) {
+                for (k, child) in map.iter_mut() {
+                    prune_and_default(ap, child, &format!("{path}[{k}]"), pruned);
                 }
             }
         }
         Value::Array(items) => {
             if let Some(is) = schema.get("items") {
-                for item in items {
-                    prune_and_default(is, item, false);
+                for (i, item) in items.iter_mut().enumerate() {
+                    prune_and_default(is, item, &format!("{path}[{i}]"), pruned);
                 }
             }
         }
@@ -635,8 +642,10 @@ mod tests {
     fn unknown_fields_are_pruned_and_defaults_applied() {
         let mut obj = json!({"apiVersion": "x/v1", "kind": "X", "metadata": {"name": "a"},
             "spec": {"size": 2, "extra": 1, "free": {"anything": [1]}}, "junk": true});
-        let causes = crd_schema().admit(&mut obj, None);
+        let mut pruned = Vec::new();
+        let causes = crd_schema().admit(&mut obj, None, &mut pruned);
         assert!(causes.is_empty(), "{causes:?}");
+        assert_eq!(pruned, vec!["junk", "spec.extra"]);
         assert_eq!(
             obj["spec"],
             json!({"size": 2, "mode": "a", "free": {"anything": [1]}})
@@ -648,11 +657,11 @@ mod tests {
     #[test]
     fn value_violations_name_their_fields() {
         let mut obj = json!({"spec": {"size": 9, "mode": "c", "name": "A1", "port": true}});
-        let causes = crd_schema().admit(&mut obj, None);
+        let causes = crd_schema().admit(&mut obj, None, &mut Vec::new());
         let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
         assert_eq!(fields, vec!["spec.mode", "spec.name", "spec.port", "spec.size"]);
         let mut missing = json!({"spec": {}});
-        let causes = crd_schema().admit(&mut missing, None);
+        let causes = crd_schema().admit(&mut missing, None, &mut Vec::new());
         assert_eq!(causes[0].reason, "FieldValueRequired");
         assert_eq!(causes[0].field, "spec.size");
     }
@@ -660,7 +669,7 @@ mod tests {
     #[test]
     fn cel_rules_are_evaluated() {
         let mut obj = json!({"spec": {"size": 3}});
-        let causes = crd_schema().admit(&mut obj, None);
+        let causes = crd_schema().admit(&mut obj, None, &mut Vec::new());
         assert_eq!(causes.len(), 1, "{causes:?}");
         assert!(causes[0].message.contains("size must not be 3"), "{causes:?}");
     }

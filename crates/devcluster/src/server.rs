@@ -25,7 +25,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::patch::PatchType;
 use crate::registry::ResourceType;
 use crate::selector::{FieldSelector, LabelSelector};
-use crate::state::{Change, DeleteOpts, EventType, ListOpts, Propagation, present};
+use crate::state::{Change, DeleteOpts, EventType, ListOpts, Propagation, WriteOpts, present};
 use crate::table;
 
 /// Accept TLS connections and serve them until shutdown; open connections are closed then.
@@ -227,6 +227,10 @@ async fn route(shared: &Arc<Shared>, req: Request, path: &str) -> ApiResult<Resp
     };
     let q = query(&req);
     let dry_run = q.get("dryRun").is_some_and(|d| d == "All");
+    let write = WriteOpts {
+        dry_run,
+        strict: q.get("fieldValidation").is_some_and(|v| v == "Strict"),
+    };
     let accept = req
         .headers()
         .get(header::ACCEPT)
@@ -289,7 +293,7 @@ async fn route(shared: &Arc<Shared>, req: Request, path: &str) -> ApiResult<Resp
             let obj = parse_body(&content_type, &body)?;
             let (created, gc) = {
                 let mut st = shared.lock();
-                let r = st.create(&rt, ns, obj, dry_run)?;
+                let r = st.create(&rt, ns, obj, write)?;
                 (r, st.gc_needed)
             };
             shared.after_write(gc);
@@ -299,7 +303,7 @@ async fn route(shared: &Arc<Shared>, req: Request, path: &str) -> ApiResult<Resp
             let obj = parse_body(&content_type, &body)?;
             let (updated, gc) = {
                 let mut st = shared.lock();
-                let r = st.update(&rt, ns, n, obj, status, dry_run)?;
+                let r = st.update(&rt, ns, n, obj, status, write)?;
                 (r, st.gc_needed)
             };
             shared.after_write(gc);
@@ -318,7 +322,7 @@ async fn route(shared: &Arc<Shared>, req: Request, path: &str) -> ApiResult<Resp
                 let before = st.rv();
                 let existed = st.get(&rt, ns, n).is_ok();
                 let force = q.get("force").is_some_and(|f| f == "true");
-                let r = st.patch(&rt, ns, n, ptype, patch, status, manager, force, dry_run)?;
+                let r = st.patch(&rt, ns, n, ptype, patch, status, manager, force, write)?;
                 (r, st.gc_needed, !existed && st.rv() > before)
             };
             shared.after_write(gc);

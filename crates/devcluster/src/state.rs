@@ -74,6 +74,16 @@ impl Propagation {
     }
 }
 
+/// Options of create, update and patch.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteOpts {
+    /// `dryRun=All`: validate and return the result without storing it.
+    pub dry_run: bool,
+    /// `fieldValidation=Strict`: unknown fields of custom resources fail the write instead of
+    /// being pruned.
+    pub strict: bool,
+}
+
 /// Parameters of a delete.
 #[derive(Debug, Clone, Default)]
 pub struct DeleteOpts {
@@ -220,6 +230,20 @@ fn dns_label(name: &str) -> bool {
     name.len() <= 63 && !name.contains('.') && dns_subdomain(name)
 }
 
+/// `fieldValidation=Strict` turns pruned unknown fields into a 400, as the real server does.
+fn strict_check(rt: &ResourceType, opts: WriteOpts, pruned: &[String]) -> ApiResult<()> {
+    if !opts.strict || pruned.is_empty() {
+        return Ok(());
+    }
+    let fields: Vec<String> = pruned.iter().map(|p| format!("unknown field \"{p}\"")).collect();
+    Err(ApiError::bad_request(format!(
+        "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
+        fields.join(", "),
+        kind = rt.kind,
+        version = rt.version,
+    )))
+}
+
 /// Secrets store `stringData` as base64 `data` and default their type to `Opaque`, like the
 /// real server's Secret strategy.
 fn normalize_secret(rt: &ResourceType, obj: &mut Value) {
@@ -333,7 +357,7 @@ impl State {
                 .registry
                 .get("", "v1", "namespaces")
                 .expect("namespaces are built in");
-            s.create(&rt, None, json!({"metadata": {"name": ns}}), false)
+            s.create(&rt, None, json!({"metadata": {"name": ns}}), WriteOpts::default())
                 .expect("default namespace");
         }
         s
@@ -431,7 +455,7 @@ impl State {
         rt: &Arc<ResourceType>,
         ns: Option<&str>,
         mut obj: Value,
-        dry_run: bool,
+        opts: WriteOpts,
     ) -> ApiResult<Arc<Value>> {
         if !obj.is_object() {
             return Err(ApiError::bad_request("the request body must be a JSON object"));
@@ -535,7 +559,9 @@ impl State {
             }
         }
         if let Some(crd) = &rt.crd {
-            let causes = crd.admit(&mut obj, None);
+            let mut pruned = Vec::new();
+            let causes = crd.admit(&mut obj, None, &mut pruned);
+            strict_check(rt, opts, &pruned)?;
             if !causes.is_empty() {
                 return Err(Self::invalid(rt, &name, causes));
             }
@@ -546,7 +572,7 @@ impl State {
             crd_types = Some(self.check_crd(rt, &name, &obj)?);
             obj["status"] = schema::crd_status(&obj, &now());
         }
-        if dry_run {
+        if opts.dry_run {
             return Ok(Arc::new(obj));
         }
         let stored = self.commit(&rt.storage, &key, obj, EventType::Added);
@@ -609,7 +635,7 @@ impl State {
         name: &str,
         new: Value,
         status: bool,
-        dry_run: bool,
+        opts: WriteOpts,
     ) -> ApiResult<Arc<Value>> {
         let ns = ns.filter(|_| rt.namespaced);
         let key = object_key(ns, name);
@@ -682,7 +708,9 @@ impl State {
         }
         normalize_secret(rt, &mut next);
         if let Some(crd) = &rt.crd {
-            let causes = crd.admit(&mut next, Some(&old));
+            let mut pruned = Vec::new();
+            let causes = crd.admit(&mut next, Some(&old), &mut pruned);
+            strict_check(rt, opts, &pruned)?;
             if !causes.is_empty() {
                 return Err(Self::invalid(rt, name, causes));
             }
@@ -702,7 +730,7 @@ impl State {
         if same_ignoring_rv(&old, &next) {
             return Ok(present(rt, &old));
         }
-        if dry_run {
+        if opts.dry_run {
             return Ok(Arc::new(next));
         }
         if meta(&next).get("deletionTimestamp").is_some()
@@ -732,8 +760,9 @@ impl State {
         status: bool,
         field_manager: Option<&str>,
         force: bool,
-        dry_run: bool,
+        opts: WriteOpts,
     ) -> ApiResult<Arc<Value>> {
+        let dry_run = opts.dry_run;
         let key = object_key(ns.filter(|_| rt.namespaced), name);
         let current = self.lookup(&rt.storage, &key).map(|o| present(rt, &o));
         if ptype == PatchType::Strategic && rt.crd.is_some() {
@@ -762,7 +791,7 @@ impl State {
                 }
                 let mut obj = body.clone();
                 meta_mut(&mut obj).insert("name".into(), Value::String(name.to_string()));
-                let created = self.create(rt, ns, obj, dry_run)?;
+                let created = self.create(rt, ns, obj, opts)?;
                 if let Some(uid) = meta_str(&created, "uid").filter(|_| !dry_run) {
                     self.applied
                         .entry(uid.to_string())
@@ -798,7 +827,7 @@ impl State {
                     old["metadata"]["resourceVersion"].clone(),
                 );
             }
-            let result = self.update(rt, ns, name, next, status, dry_run)?;
+            let result = self.update(rt, ns, name, next, status, opts)?;
             if !dry_run {
                 self.applied.entry(uid).or_default().insert(manager, body);
             }
@@ -815,7 +844,7 @@ impl State {
         if !next.is_object() {
             return Err(ApiError::bad_request("the patched object is not a JSON object"));
         }
-        self.update(rt, ns, name, next, status, dry_run)
+        self.update(rt, ns, name, next, status, opts)
     }
 
     /// Field-ownership conflicts of an apply: leaf fields another manager applied with a

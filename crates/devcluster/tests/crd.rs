@@ -143,6 +143,27 @@ async fn custom_objects_are_defaulted_and_pruned() {
 }
 
 #[tokio::test]
+async fn strict_field_validation_rejects_unknown_fields_instead_of_pruning() {
+    let (_cluster, _client, api) = with_widgets().await;
+    api.create(&PostParams::default(), &widget("typo", json!({"size": 1})))
+        .await
+        .unwrap();
+    let typo = Patch::Merge(json!({"spec": {"sizee": 2}}));
+    let strict = PatchParams::default().validation_strict();
+    let s = status_of(api.patch("typo", &strict, &typo).await.unwrap_err());
+    assert_eq!((s.code, s.reason.as_str()), (400, "BadRequest"));
+    assert!(
+        s.message
+            .contains("strict decoding error: unknown field \"spec.sizee\""),
+        "{}",
+        s.message
+    );
+    // Without Strict the field is pruned, as before.
+    let patched = api.patch("typo", &PatchParams::default(), &typo).await.unwrap();
+    assert!(patched.data["spec"].get("sizee").is_none());
+}
+
+#[tokio::test]
 async fn schema_violations_are_invalid_with_field_causes() {
     let (_cluster, _client, api) = with_widgets().await;
     let w = widget(

@@ -337,6 +337,24 @@ spec:
         err.contains("is invalid") && err.contains("Required value"),
         "{err}"
     );
+    // A typo is reported, not silently dropped: older kubectl validates against /openapi/v2,
+    // newer kubectl asks the server for strict field validation.
+    let typo = "apiVersion: cks.io/v1alpha1
+kind: Session
+metadata:
+  name: typo
+  namespace: cks-lab
+spec:
+  scenario: x
+  user: u
+  pool: p
+  durationMinuts: 30
+";
+    let err = env.fails(&["apply", "-f", "-"], Some(typo)).await;
+    assert!(
+        err.contains("unknown field") && err.contains("durationMinuts"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
