@@ -1,15 +1,17 @@
 //! Reading objects from the practice cluster for `resource_exists` and `resource_property`
-//! rules: kind → resource through API discovery (run once per validation run), then a get of
+//! rules: kind → resource through API discovery (cached for one validation run), then a get of
 //! the named object or a list of the kind, as JSON.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use cks_scenarios::ResourceRef;
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, join_all};
 use kube::Client;
 use kube::api::{Api, DynamicObject, ListParams};
-use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope};
+use kube::core::GroupVersion;
+use kube::discovery::{ApiCapabilities, ApiGroup, ApiResource, Scope, pinned_group};
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
@@ -35,19 +37,27 @@ pub trait ClusterApi: Send + Sync {
     fn find<'a>(&'a self, resource: &'a ResourceRef) -> BoxFuture<'a, Result<Found, Error>>;
 }
 
-/// [`ClusterApi`] over a practice cluster's API server. Discovery is cached for the life of
-/// the value, which the engine keeps for one validation run.
+/// [`ClusterApi`] over a practice cluster's API server. What discovery finds is cached for the
+/// life of the value, which the engine keeps for one validation run.
+///
+/// Kinds resolve lazily and cheaply: the core group first (one request, and most rules name
+/// core kinds), then every other group's preferred version, queried concurrently. A group
+/// that fails discovery (an aggregated API whose backend is down, common on a student's
+/// cluster) is skipped rather than failing every rule. `apiVersion` pins one group version.
 pub struct KubeCluster {
     client: Client,
     default_namespace: String,
-    discovery: OnceCell<Result<Arc<Discovery>, Error>>,
+    core: OnceCell<Result<Arc<ApiGroup>, Error>>,
+    groups: OnceCell<Result<Arc<Vec<ApiGroup>>, Error>>,
+    pinned: Mutex<HashMap<String, Option<Arc<ApiGroup>>>>,
 }
 
 impl fmt::Debug for KubeCluster {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KubeCluster")
             .field("default_namespace", &self.default_namespace)
-            .field("discovered", &self.discovery.initialized())
+            .field("core_discovered", &self.core.initialized())
+            .field("groups_discovered", &self.groups.initialized())
             .finish_non_exhaustive()
     }
 }
@@ -57,15 +67,16 @@ impl KubeCluster {
         Self {
             client,
             default_namespace: default_namespace.into(),
-            discovery: OnceCell::new(),
+            core: OnceCell::new(),
+            groups: OnceCell::new(),
+            pinned: Mutex::default(),
         }
     }
 
-    async fn discovery(&self) -> Result<Arc<Discovery>, Error> {
-        self.discovery
+    async fn core(&self) -> Result<Arc<ApiGroup>, Error> {
+        self.core
             .get_or_init(|| async {
-                Discovery::new(self.client.clone())
-                    .run()
+                pinned_group(&self.client, &GroupVersion::gv("", "v1"))
                     .await
                     .map(Arc::new)
                     .map_err(|e| Error::Discovery(e.to_string()))
@@ -74,38 +85,88 @@ impl KubeCluster {
             .clone()
     }
 
+    async fn groups(&self) -> Result<Arc<Vec<ApiGroup>>, Error> {
+        self.groups
+            .get_or_init(|| async {
+                let list = self
+                    .client
+                    .list_api_groups()
+                    .await
+                    .map_err(|e| Error::Discovery(e.to_string()))?;
+                let mut wanted: Vec<GroupVersion> = list
+                    .groups
+                    .iter()
+                    .filter_map(|g| {
+                        let v = g.preferred_version.as_ref().or(g.versions.first())?;
+                        Some(GroupVersion::gv(&g.name, &v.version))
+                    })
+                    .collect();
+                wanted.sort_by(|a, b| a.group.cmp(&b.group));
+                let found = join_all(wanted.iter().map(|gv| pinned_group(&self.client, gv))).await;
+                let mut groups = Vec::with_capacity(found.len());
+                for (gv, result) in wanted.iter().zip(found) {
+                    match result {
+                        Ok(group) => groups.push(group),
+                        Err(e) => tracing::warn!(
+                            api_version = %gv.api_version(),
+                            error = %e,
+                            "skipping an API group that failed discovery"
+                        ),
+                    }
+                }
+                Ok(Arc::new(groups))
+            })
+            .await
+            .clone()
+    }
+
+    /// The group version `api_version`, or `None` when the server does not serve it.
+    async fn pinned(&self, api_version: &str) -> Result<Option<Arc<ApiGroup>>, Error> {
+        if let Some(known) = self
+            .pinned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(api_version)
+        {
+            return Ok(known.clone());
+        }
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let group = match pinned_group(&self.client, &GroupVersion::gv(group, version)).await {
+            Ok(g) => Some(Arc::new(g)),
+            Err(kube::Error::Api(status)) if status.is_not_found() => None,
+            Err(e) => return Err(Error::Discovery(format!("{api_version}: {e}"))),
+        };
+        self.pinned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(api_version.to_owned(), group.clone());
+        Ok(group)
+    }
+
     /// The resource serving `kind` (case-insensitive), in `api_version` when given; otherwise
-    /// the preferred version, with the core group winning over others (`Event`).
+    /// the core group's, else the first other group's (by name) in its preferred version.
     async fn resolve(
         &self,
         kind: &str,
         api_version: Option<&str>,
     ) -> Result<(ApiResource, ApiCapabilities), Error> {
-        let discovery = self.discovery().await?;
         let unknown = || Error::UnknownKind {
             kind: kind.to_owned(),
             api_version: api_version.map(str::to_owned),
         };
-        let same_kind = |ar: &ApiResource| ar.kind.eq_ignore_ascii_case(kind);
-        if let Some(av) = api_version {
-            let (group, version) = av.split_once('/').unwrap_or(("", av));
-            let group = discovery.get(group).ok_or_else(unknown)?;
-            return group
-                .versioned_resources(version)
+        let find = |group: &ApiGroup| {
+            group
+                .recommended_resources()
                 .into_iter()
-                .find(|(ar, _)| same_kind(ar))
-                .ok_or_else(unknown);
+                .find(|(ar, _)| ar.kind.eq_ignore_ascii_case(kind))
+        };
+        if let Some(av) = api_version {
+            return self.pinned(av).await?.and_then(|g| find(&g)).ok_or_else(unknown);
         }
-        let mut groups: Vec<_> = discovery.groups().collect();
-        groups.sort_by_key(|g| (!g.name().is_empty(), g.name().to_owned()));
-        groups
-            .into_iter()
-            .find_map(|g| {
-                g.recommended_resources()
-                    .into_iter()
-                    .find(|(ar, _)| same_kind(ar))
-            })
-            .ok_or_else(unknown)
+        if let Some(found) = find(&*self.core().await?) {
+            return Ok(found);
+        }
+        self.groups().await?.iter().find_map(find).ok_or_else(unknown)
     }
 }
 

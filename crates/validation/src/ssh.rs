@@ -388,7 +388,8 @@ impl SshExecutor {
             .await
             .map_err(ssh_error)?;
         let (mut rx, tx) = channel.split();
-        // Dropped early (rule timeout), the guard closes the channel so the VM ends the command.
+        // Left early (rule timeout, refused exec), the guard closes the channel so the VM's sshd
+        // tears the session down.
         let tx = CloseOnDrop(Some(Arc::new(tx)));
         let writer = tx.0.clone().expect("set above");
 
@@ -404,8 +405,14 @@ impl SshExecutor {
         let receive = async {
             let (mut stdout, mut stderr) = (OutputBuffer::new(limit), OutputBuffer::new(limit));
             let mut status = None;
+            let mut refused = false;
             while let Some(msg) = rx.wait().await {
                 match msg {
+                    // The only request on this channel that wants a reply is the exec.
+                    ChannelMsg::Failure => {
+                        refused = true;
+                        break;
+                    }
                     ChannelMsg::Data { data } => stdout.push(&data),
                     ChannelMsg::ExtendedData { data, ext: 1 } => stderr.push(&data),
                     ChannelMsg::ExitStatus { exit_status } => status = Some(ExitStatus::Code(exit_status)),
@@ -416,20 +423,23 @@ impl SshExecutor {
                     _ => {}
                 }
             }
-            (stdout.finish(), stderr.finish(), status)
+            (stdout.finish(), stderr.finish(), status, refused)
         };
         // Once the channel closes, a write still waiting for window space is moot.
         tokio::pin!(send, receive);
         let mut sent = None;
-        let (stdout, stderr, status) = loop {
+        let (stdout, stderr, status, refused) = loop {
             tokio::select! {
                 r = &mut send, if sent.is_none() => sent = Some(r),
                 out = &mut receive => break out,
             }
         };
-        // Finished normally: the server closes the channel; nothing to do on drop.
-        let mut tx = tx;
-        tx.0 = None;
+        if refused {
+            return Err(Error::Ssh {
+                target,
+                cause: "the VM refused the exec request".to_owned(),
+            });
+        }
         let Some(status) = status else {
             // A failed write explains a missing status better (the connection dropped).
             return Err(match sent {
@@ -441,6 +451,9 @@ impl SshExecutor {
                 _ => Error::NoExitStatus { target },
             });
         };
+        // Finished normally: the server has closed the channel already.
+        let mut tx = tx;
+        tx.0 = None;
         Ok(ExecOutput {
             stdout,
             stderr,

@@ -47,6 +47,8 @@ nCC38PFFfeoBKXvU5tW2AAAAE2Nrcy12YWxpZGF0aW9uLXRlc3QBAg==
 
 /// Exec command on which the fake VM drops the whole connection.
 const DROP_CONNECTION: &str = "__drop_connection__";
+/// Exec command the fake VM refuses (as sshd refuses when it cannot start a session).
+const REFUSE_EXEC: &str = "__refuse_exec__";
 
 fn key(pem: &str) -> PrivateKey {
     decode_secret_key(pem, None).expect("test key decodes")
@@ -146,6 +148,9 @@ impl server::Handler for VmSession {
         let Some(channel) = self.channels.remove(&id) else {
             return session.channel_failure(id);
         };
+        if data == REFUSE_EXEC.as_bytes() {
+            return session.channel_failure(id);
+        }
         session.channel_success(id)?;
         let command = String::from_utf8_lossy(data).into_owned();
         tokio::spawn(run(channel, command, self.dir.clone()));
@@ -469,6 +474,24 @@ async fn a_vm_that_drops_the_connection_mid_rule_gives_an_error_and_later_rules_
     );
     assert_passed(&report, "later");
     assert_eq!(vm.connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn an_exec_request_the_vm_refuses_is_an_error() {
+    let vm = FakeVm::start().await;
+    let s = scenario(&[&format!(
+        "- id: refused\n  type: command\n  command: {REFUSE_EXEC}\n"
+    )]);
+    let report = vm
+        .engine(CLIENT_KEY)
+        .validate(&s, TaskSelector::All)
+        .await
+        .unwrap();
+    let o = assert_error(&report, "refused", "ssh");
+    assert_eq!(
+        o.message,
+        "SSH session with control-plane: the VM refused the exec request"
+    );
 }
 
 #[tokio::test]
