@@ -473,3 +473,72 @@ async fn every_served_version_reads_the_same_objects() {
     let crd = crds.get("widgets.example.com").await.unwrap();
     assert_eq!(crd.status.unwrap().stored_versions, Some(vec!["v1".to_string()]));
 }
+
+async fn with_repo_crds() -> (cks_devcluster::DevCluster, kube::Client) {
+    let cluster = common::start().await;
+    let mut manifests = cks_devcluster::apply::read_manifests(&repo_root().join("crds")).unwrap();
+    manifests.extend(cks_devcluster::apply::read_manifests(&repo_root().join("config/samples")).unwrap());
+    cks_devcluster::apply::order(&mut manifests);
+    cluster.apply(&manifests).unwrap();
+    let client = cluster.client().await.unwrap();
+    (cluster, client)
+}
+
+fn cks_api(client: &kube::Client, kind: &str, plural: &str) -> Api<DynamicObject> {
+    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("cks.io", "v1alpha1", kind), plural);
+    Api::namespaced_with(client.clone(), "cks-lab", &ar)
+}
+
+#[tokio::test]
+async fn repository_crd_rules_guard_pools() {
+    let (_cluster, client) = with_repo_crds().await;
+    let pools = cks_api(&client, "ClusterPool", "clusterpools");
+    let mut pool = pools.get("cks-standard").await.unwrap();
+    pool.metadata.resource_version = None;
+    pool.metadata.uid = None;
+    pool.metadata.creation_timestamp = None;
+    // Cross-field rule on the spec.
+    let mut bad = pool.clone();
+    bad.metadata.name = Some("too-small".into());
+    bad.data["spec"]["minAvailable"] = json!(10);
+    let s = status_of(pools.create(&PostParams::default(), &bad).await.unwrap_err());
+    assert_eq!(s.code, 422);
+    assert!(s.message.contains("spec"), "{}", s.message);
+    // Root rule over metadata.name.
+    let mut long = pool.clone();
+    long.metadata.name = Some("a".repeat(41));
+    let s = status_of(pools.create(&PostParams::default(), &long).await.unwrap_err());
+    assert!(s.message.contains("at most 40 characters"), "{}", s.message);
+    let mut ok = pool.clone();
+    ok.metadata.name = Some("a".repeat(40));
+    pools.create(&PostParams::default(), &ok).await.unwrap();
+}
+
+#[tokio::test]
+async fn repository_crd_transition_rules_keep_session_fields_immutable() {
+    let (_cluster, client) = with_repo_crds().await;
+    let sessions = cks_api(&client, "Session", "sessions");
+    let patch = Patch::Merge(json!({"spec": {"user": "mallory@example.com"}}));
+    let s = status_of(
+        sessions
+            .patch("alice-pod-security", &PatchParams::default(), &patch)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(s.code, 422);
+    assert!(s.message.contains("user is immutable"), "{}", s.message);
+    // Extending is allowed; shortening is not.
+    let longer = Patch::Merge(json!({"spec": {"durationMinutes": 90}}));
+    sessions
+        .patch("alice-pod-security", &PatchParams::default(), &longer)
+        .await
+        .unwrap();
+    let shorter = Patch::Merge(json!({"spec": {"durationMinutes": 30}}));
+    let s = status_of(
+        sessions
+            .patch("alice-pod-security", &PatchParams::default(), &shorter)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(s.code, 422, "{}", s.message);
+}
