@@ -10,8 +10,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cks_api::validation_run::ValidationRunPhase;
 use cks_kubevirt::naming::VmId;
-use cks_validation::{Endpoint, Engine, EngineOptions, SshConfig, TargetResolver, TaskSelector};
+use cks_validation::{
+    Endpoint, Engine, EngineOptions, SshConfig, SshStream, TargetResolver, TaskSelector, Transport,
+};
 use common::{assert_error, assert_failed, assert_passed, scenario};
+use futures::future::BoxFuture;
 use russh::keys::{HashAlg, PrivateKey, PublicKey, decode_secret_key};
 use russh::server::{self, Auth, ChannelOpenHandle, Msg, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelMsg};
@@ -59,6 +62,14 @@ struct FakeVm {
     endpoint: Endpoint,
     dir: tempfile::TempDir,
     connections: Arc<AtomicUsize>,
+    load: Arc<Load>,
+}
+
+/// Commands running now, and the most that ever ran at once.
+#[derive(Default)]
+struct Load {
+    running: AtomicUsize,
+    max: AtomicUsize,
 }
 
 impl FakeVm {
@@ -73,7 +84,8 @@ impl FakeVm {
             ..Default::default()
         });
         let connections = Arc::new(AtomicUsize::new(0));
-        let (accepted, work_dir) = (connections.clone(), dir.path().to_path_buf());
+        let load = Arc::new(Load::default());
+        let (accepted, work_dir, server_load) = (connections.clone(), dir.path().to_path_buf(), load.clone());
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
                 accepted.fetch_add(1, Ordering::SeqCst);
@@ -81,6 +93,7 @@ impl FakeVm {
                     dir: work_dir.clone(),
                     allowed: key(CLIENT_KEY).public_key().clone(),
                     channels: HashMap::new(),
+                    load: server_load.clone(),
                 };
                 let config = config.clone();
                 tokio::spawn(async move {
@@ -94,6 +107,7 @@ impl FakeVm {
             endpoint: Endpoint::new("lab-cp", "127.0.0.1", port),
             dir,
             connections,
+            load,
         }
     }
 
@@ -112,6 +126,7 @@ struct VmSession {
     dir: PathBuf,
     allowed: PublicKey,
     channels: HashMap<ChannelId, Channel<Msg>>,
+    load: Arc<Load>,
 }
 
 impl server::Handler for VmSession {
@@ -153,7 +168,14 @@ impl server::Handler for VmSession {
         }
         session.channel_success(id)?;
         let command = String::from_utf8_lossy(data).into_owned();
-        tokio::spawn(run(channel, command, self.dir.clone()));
+        let load = self.load.clone();
+        let now = load.running.fetch_add(1, Ordering::SeqCst) + 1;
+        load.max.fetch_max(now, Ordering::SeqCst);
+        let dir = self.dir.clone();
+        tokio::spawn(async move {
+            run(channel, command, dir).await;
+            load.running.fetch_sub(1, Ordering::SeqCst);
+        });
         Ok(())
     }
 }
@@ -474,6 +496,76 @@ async fn a_vm_that_drops_the_connection_mid_rule_gives_an_error_and_later_rules_
     );
     assert_passed(&report, "later");
     assert_eq!(vm.connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn channels_per_vm_bound_the_commands_running_at_once() {
+    let vm = FakeVm::start().await;
+    let rules: String = (0..6)
+        .map(|i| format!("- id: r{i}\n  type: command\n  command: \"sleep 0.2\"\n"))
+        .collect();
+    let s = scenario(&[&rules]);
+    let targets = TargetResolver::new().with(VmId::ControlPlane, vm.endpoint.clone());
+    let ssh = SshConfig {
+        channels_per_vm: 2,
+        ..SshConfig::from_openssh("root", CLIENT_KEY).unwrap()
+    };
+    let report = Engine::new(targets, None, ssh)
+        .validate(&s, TaskSelector::All)
+        .await
+        .unwrap();
+    assert!(report.passed(), "{report:#?}");
+    let max = vm.load.max.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&max), "{max} commands ran at once");
+}
+
+/// A stand-in for a tunnel (such as the KubeVirt port-forward): finds the VM by name, not by
+/// host, and hands the SSH client one end of an in-memory pipe it relays to the VM.
+#[derive(Debug)]
+struct Tunnel {
+    ports: HashMap<String, u16>,
+    opened: AtomicUsize,
+}
+
+impl Transport for Tunnel {
+    fn connect<'a>(&'a self, endpoint: &'a Endpoint) -> BoxFuture<'a, std::io::Result<Box<dyn SshStream>>> {
+        Box::pin(async move {
+            let port = self.ports.get(&endpoint.vm).ok_or(std::io::ErrorKind::NotFound)?;
+            let mut vm = tokio::net::TcpStream::connect(("127.0.0.1", *port)).await?;
+            let (client_end, mut relay_end) = tokio::io::duplex(64 * 1024);
+            tokio::spawn(async move {
+                let _ = tokio::io::copy_bidirectional(&mut relay_end, &mut vm).await;
+            });
+            self.opened.fetch_add(1, Ordering::SeqCst);
+            Ok(Box::new(client_end) as Box<dyn SshStream>)
+        })
+    }
+}
+
+#[tokio::test]
+async fn the_ssh_session_runs_over_any_transport_stream() {
+    let vm = FakeVm::start().await;
+    let tunnel = Arc::new(Tunnel {
+        ports: HashMap::from([("lab-cp".to_owned(), vm.endpoint.port)]),
+        opened: AtomicUsize::new(0),
+    });
+    // The host is deliberately unusable: only the tunnel knows how to reach the VM.
+    let targets = TargetResolver::new().with(
+        VmId::ControlPlane,
+        Endpoint::new("lab-cp", "unreachable.invalid", 22),
+    );
+    let ssh = SshConfig::from_openssh("root", CLIENT_KEY)
+        .unwrap()
+        .with_transport(tunnel.clone());
+    let s = scenario(&[
+        "- id: hi\n  type: script\n  script: \"echo hi\"\n  condition: output_equals\n  value: hi\n",
+    ]);
+    let report = Engine::new(targets, None, ssh)
+        .validate(&s, TaskSelector::All)
+        .await
+        .unwrap();
+    assert_passed(&report, "hi");
+    assert_eq!(tunnel.opened.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
