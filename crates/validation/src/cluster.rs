@@ -232,8 +232,8 @@ pub(crate) fn describe(resource: &ResourceRef, scope: &Scope, default_ns: &str) 
     }
 }
 
-/// [`describe`] without knowing the scope (for fakes): a namespace is mentioned only when the
-/// rule names one.
+/// How a reference is named in messages when its scope is unknown (for fakes implementing
+/// [`ClusterApi`]): a namespace is mentioned only when the rule names one.
 pub fn describe_unscoped(resource: &ResourceRef) -> String {
     let scope = if resource.namespace.is_some() {
         Scope::Namespaced
