@@ -4,8 +4,8 @@
 //! - `equals`, `output_equals`: both sides are compared with surrounding whitespace (including
 //!   trailing newlines) trimmed; numbers compare numerically (`1` equals `1.0`);
 //! - `contains`, `output_contains`: the raw text, nothing trimmed;
-//! - `matches_regex`: the text with trailing line breaks removed, so `$` matches at the end of
-//!   the last line;
+//! - `matches_regex`: the text as it is or with trailing line breaks removed (either matching
+//!   passes), so `$` matches at the end of the last line and `\n` after it still matches;
 //! - `greater_than`, `less_than`: the trimmed text parsed as a number;
 //! - `exists` / `not_exists` on output: the trimmed output is non-empty / empty.
 
@@ -139,9 +139,12 @@ pub(crate) fn judge(condition: &Condition, observed: &Observed) -> Result<Verdic
                 pattern: pattern.as_str().to_owned(),
                 cause: e.to_string(),
             })?;
-            subjects
-                .iter()
-                .all(|v| re.is_match(text_of(v).trim_end_matches(['\n', '\r'])))
+            // Either reading of the text counts: `^v1\.33$` needs the trailing newline gone,
+            // `ca\.crt\s*\n` (written against files) needs it kept.
+            subjects.iter().all(|v| {
+                let text = text_of(v);
+                re.is_match(&text) || re.is_match(text.trim_end_matches(['\n', '\r']))
+            })
         }
         Condition::Exists | Condition::NotExists => unreachable!("handled above"),
     };
@@ -361,8 +364,16 @@ mod tests {
     }
 
     #[test]
-    fn regex_ignores_trailing_newlines_but_not_leading_text() {
+    fn regex_matches_with_or_without_trailing_newlines_but_not_leading_text() {
         assert!(passes(&regex("^v1\\.33\\.\\d+$"), &text("v1.33.0\n")));
+        assert!(passes(
+            &regex("ca\\.crt\\s*\\n"),
+            &text("clientCAFile: /pki/ca.crt\n")
+        ));
+        assert!(!passes(
+            &regex("ca\\.crt\\s*\\n"),
+            &text("clientCAFile: /pki/ca.crt")
+        ));
         assert!(!passes(&regex("^v1"), &text(" v1.33.0\n")));
         assert!(passes(
             &regex("(?m)^level: Metadata$"),
