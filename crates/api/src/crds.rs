@@ -7,12 +7,44 @@ use crate::{ClusterPool, PracticeCluster, Session, ValidationRun};
 
 /// Every CRD of cks-lab, in the order an installer should apply them.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![
+    [
         ClusterPool::crd(),
         PracticeCluster::crd(),
         Session::crd(),
         ValidationRun::crd(),
     ]
+    .into_iter()
+    .map(reflow_descriptions)
+    .collect()
+}
+
+/// Doc comments are wrapped at the source's line width; `kubectl explain` re-wraps text
+/// itself, so single line breaks become spaces and only paragraph breaks stay.
+fn reflow_descriptions(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, child) in map.iter_mut() {
+                    match child {
+                        serde_json::Value::String(text) if key == "description" => *text = reflow(text),
+                        _ => walk(child),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut json = serde_json::to_value(&crd).expect("a CRD serializes to JSON");
+    walk(&mut json);
+    serde_json::from_value(json).expect("reflowing descriptions keeps a valid CRD")
+}
+
+fn reflow(text: &str) -> String {
+    text.split("\n\n")
+        .map(|paragraph| paragraph.split('\n').map(str::trim).collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n\n")
 }
 
 /// File name a CRD is written to: `<plural>.<group>.yaml`, its own object name.
@@ -64,6 +96,24 @@ mod tests {
                 "{name} lacks an Age column"
             );
         }
+    }
+
+    #[test]
+    fn reflow_joins_wrapped_lines_and_keeps_paragraphs() {
+        assert_eq!(
+            reflow("a wrapped\nline\n\nnext paragraph"),
+            "a wrapped line\n\nnext paragraph"
+        );
+    }
+
+    #[test]
+    fn generated_descriptions_have_no_hard_wraps() {
+        let json = serde_json::to_string(&all()).unwrap();
+        assert!(
+            !json.contains("cluster is\\nFailed"),
+            "descriptions still carry source line breaks"
+        );
+        assert!(json.contains("before the cluster is Failed and replaced"));
     }
 
     #[test]
