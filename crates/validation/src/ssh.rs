@@ -537,6 +537,29 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_key_is_an_error_and_debug_output_shows_only_the_fingerprint() {
+        let e = SshConfig::from_openssh("root", "not a key").unwrap_err();
+        assert_eq!(e.category(), "ssh-key");
+        let pem = "-----BEGIN OPENSSH PRIVATE KEY-----
+b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW
+QyNTUxOQAAACAByd2wjXTXadeChMxZs1twxfYzdTc0nfRTyoerlkWD/wAAAJhZbzKjWW8y
+owAAAAtzc2gtZWQyNTUxOQAAACAByd2wjXTXadeChMxZs1twxfYzdTc0nfRTyoerlkWD/w
+AAAEDll0Foox1Y4E8nSXnsXdEjqgfXgU1g7nY6CJlc6mEqIAHJ3bCNdNdp14KEzFmzW3DF
+9jN1NzSd9FPKh6uWRYP/AAAAE2Nrcy12YWxpZGF0aW9uLXRlc3QBAg==
+-----END OPENSSH PRIVATE KEY-----
+";
+        let config = SshConfig::from_openssh("root", pem).unwrap();
+        let shown = format!("{config:?}");
+        assert!(shown.contains("SHA256:"), "{shown}");
+        // Neither the private half nor the encoded key file appears.
+        assert!(
+            !shown.contains("AAAAEDll0Foox1Y4E8nSXnsXdEjqgfXgU1g7nY6CJlc6mEq"),
+            "{shown}"
+        );
+        assert!(!shown.contains("private"), "{shown}");
+    }
+
+    #[test]
     fn targets_map_to_vms() {
         assert_eq!(vm_of(Target::ControlPlane), VmId::ControlPlane);
         assert_eq!(vm_of(Target::Worker), VmId::Worker(1));
