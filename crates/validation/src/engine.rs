@@ -152,16 +152,19 @@ impl Engine {
         let started = Instant::now();
         let deadline = started + self.options.run_deadline;
         let span = tracing::info_span!("validate", scenario = %scenario.id(), tasks = ?tasks);
-        let results: Vec<RuleOutcome> = futures::stream::iter(
-            selected
-                .iter()
-                .flat_map(|task| task.rules.iter().map(move |rule| (*task, rule))),
-        )
-        .map(|(task, rule)| self.evaluate(task, rule, &run, deadline))
-        .buffered(self.options.max_concurrent_rules.max(1))
-        .collect()
-        .instrument(span)
-        .await;
+        // The evaluations are built before the stream so that no closure over borrowed tasks
+        // lives across an await: that keeps the returned future provably `Send`.
+        let mut evaluations = Vec::new();
+        for task in &selected {
+            for rule in &task.rules {
+                evaluations.push(self.evaluate(task, rule, &run, deadline));
+            }
+        }
+        let results: Vec<RuleOutcome> = futures::stream::iter(evaluations)
+            .buffered(self.options.max_concurrent_rules.max(1))
+            .collect()
+            .instrument(span)
+            .await;
         let host_keys = run.vms.as_ref().map(|v| v.host_keys()).unwrap_or_default();
         Ok(ValidationReport {
             scenario: scenario.id().to_owned(),

@@ -458,3 +458,19 @@ async fn long_actual_values_are_shortened_in_rule_results_only() {
         "{actual}"
     );
 }
+
+#[tokio::test]
+async fn validation_runs_can_be_spawned_on_the_runtime() {
+    let s = Arc::new(scenario(&[COMMAND_RULES]));
+    let e = Arc::new(engine(
+        FakeCluster::default(),
+        FakeVms::new(|_, _| Reply::Exit(0, "31", "")),
+    ));
+    // The controller runs validations as tasks: the future must be Send and 'static-able.
+    let task = tokio::spawn({
+        let (s, e) = (s.clone(), e.clone());
+        async move { e.validate(&s, TaskSelector::All).await }
+    });
+    let report = task.await.unwrap().unwrap();
+    assert!(report.passed(), "{report:#?}");
+}
