@@ -1,0 +1,1109 @@
+//! The PracticeCluster controller: builds a practice cluster's namespace, secrets, Service
+//! and VMs, waits for them, checks the practice cluster's API, takes baseline snapshots,
+//! follows claims, resets from the snapshots, and tears everything down on deletion.
+//!
+//! Each reconcile reads the cluster and the objects in its namespace, asks
+//! [`crate::cluster_machine`] what the current phase needs, does that, and writes the status
+//! (server-side apply, one field manager). Nothing is kept in memory between reconciles.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cks_api::cluster_pool::ResetStrategy;
+use cks_api::conditions::{ConditionStatus, new_condition, set_condition};
+use cks_api::names::{FIELD_MANAGER, annotations, condition_types, finalizers, labels};
+use cks_api::practice_cluster::{PracticeCluster, PracticeClusterPhase, PracticeClusterStatus};
+use cks_kubevirt::cdi::DataVolume;
+use cks_kubevirt::kubevirt::{RunStrategy, VirtualMachine, VirtualMachineInstance};
+use cks_kubevirt::naming::{self, VmId};
+use cks_kubevirt::objects::{Bootstrap, ClusterLayout, Observed};
+use cks_kubevirt::pki::ClusterPki;
+use cks_kubevirt::snapshot::{VirtualMachineRestore, VirtualMachineSnapshot};
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::cluster_machine::{self as machine, Progress, ResetStep, SnapshotStep, VmObs};
+use crate::config::PracticeApiAccess;
+use crate::context::Context;
+use crate::error::{Error, Result, kube_err};
+use crate::isolation;
+use crate::probe::ProbeTarget;
+
+/// Controller name in metrics and events.
+pub const CONTROLLER: &str = "practicecluster";
+
+/// Key of the SSH public key in the pool's SSH key Secret.
+pub const SSH_PUBLIC_KEY: &str = "ssh-publickey";
+
+fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let clusters: Api<DeserializeGuard<PracticeCluster>> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let managed =
+        watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE));
+    let controller = Controller::new(clusters, watcher::Config::default());
+    let store = controller.store();
+    // Children live in the cluster's own namespace, so they cannot carry an owner reference
+    // to the PracticeCluster; they are mapped back through the `cks.io/cluster` label.
+    let map = move |store: Store<DeserializeGuard<PracticeCluster>>| {
+        move |obj: &dyn HasLabels| -> Vec<ObjectRef<DeserializeGuard<PracticeCluster>>> {
+            let Some(cluster) = obj.cluster_label() else {
+                return Vec::new();
+            };
+            store
+                .state()
+                .iter()
+                .filter(|pc| pc.meta().name.as_deref() == Some(cluster.as_str()))
+                .map(|pc| ObjectRef::from_obj(pc.as_ref()))
+                .collect()
+        }
+    };
+    let (m1, m2, m3, m4, m5) = (
+        map(store.clone()),
+        map(store.clone()),
+        map(store.clone()),
+        map(store.clone()),
+        map(store.clone()),
+    );
+    controller
+        .watches(
+            Api::<DeserializeGuard<VirtualMachine>>::all(client.clone()),
+            managed.clone(),
+            move |o| m1(&o),
+        )
+        .watches(
+            Api::<DeserializeGuard<VirtualMachineInstance>>::all(client.clone()),
+            managed.clone(),
+            move |o| m2(&o),
+        )
+        .watches(
+            Api::<DeserializeGuard<DataVolume>>::all(client.clone()),
+            managed.clone(),
+            move |o| m3(&o),
+        )
+        .watches(
+            Api::<DeserializeGuard<VirtualMachineSnapshot>>::all(client.clone()),
+            managed.clone(),
+            move |o| m4(&o),
+        )
+        .watches(
+            Api::<DeserializeGuard<VirtualMachineRestore>>::all(client.clone()),
+            managed,
+            move |o| m5(&o),
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "practicecluster controller event");
+            }
+        })
+        .await;
+}
+
+/// Objects whose `cks.io/cluster` label names their PracticeCluster.
+trait HasLabels {
+    fn cluster_label(&self) -> Option<String>;
+}
+
+impl<K: Resource> HasLabels for DeserializeGuard<K> {
+    fn cluster_label(&self) -> Option<String> {
+        self.meta().labels.as_ref()?.get(labels::CLUSTER).cloned()
+    }
+}
+
+/// Requeue by kind of error: a spec that cannot work waits for a change; anything else
+/// retries soon.
+pub fn error_policy(
+    guard: Arc<DeserializeGuard<PracticeCluster>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    ctx.metrics.reconcile_failed(CONTROLLER, error.category());
+    warn!(cluster = %guard.name_any(), error = %error, reason = error.category(), "reconcile failed");
+    if error.needs_spec_change() {
+        Action::await_change()
+    } else {
+        Action::requeue(ctx.config.retry_base.max(Duration::from_millis(200)))
+    }
+}
+
+/// Reconciles one PracticeCluster.
+pub async fn reconcile(guard: Arc<DeserializeGuard<PracticeCluster>>, ctx: Arc<Context>) -> Result<Action> {
+    let name = guard.name_any();
+    let namespace = guard.namespace().unwrap_or_default();
+    let span = info_span!("reconcile", controller = CONTROLLER, cluster = %name, namespace = %namespace);
+    async move {
+        ctx.metrics.reconciled(CONTROLLER);
+        let pc = match &guard.0 {
+            Ok(pc) => pc,
+            Err(invalid) => {
+                let err = Error::InvalidObject {
+                    kind: "PracticeCluster",
+                    name: format!("{namespace}/{name}"),
+                    message: invalid.error.clone(),
+                };
+                ctx.event(
+                    guard.as_ref(),
+                    EventType::Warning,
+                    "InvalidObject",
+                    "Reconcile",
+                    err.to_string(),
+                )
+                .await;
+                return Err(err);
+            }
+        };
+        if pc.meta().deletion_timestamp.is_some() {
+            return cleanup(pc, &ctx).await;
+        }
+        if !pc.finalizers().iter().any(|f| f == finalizers::CLUSTER_CLEANUP) {
+            let mut list = pc.finalizers().to_vec();
+            list.push(finalizers::CLUSTER_CLEANUP.to_owned());
+            set_finalizers(pc, &ctx, list).await?;
+            // The write triggers the next reconcile.
+            return Ok(Action::await_change());
+        }
+        Reconciler::new(pc, &ctx)?.reconcile().await
+    }
+    .instrument(span)
+    .await
+}
+
+/// Writes the finalizer list guarded by the resourceVersion read, so a concurrent change
+/// is a conflict (retried) rather than lost.
+async fn set_finalizers(pc: &PracticeCluster, ctx: &Context, list: Vec<String>) -> Result<()> {
+    let api: Api<PracticeCluster> = Api::namespaced(ctx.client.clone(), &pc.namespace().unwrap_or_default());
+    let patch = json!({"metadata": {"finalizers": list, "resourceVersion": pc.resource_version()}});
+    api.patch(&pc.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(kube_err("patch finalizers of", "PracticeCluster", pc.name_any()))?;
+    Ok(())
+}
+
+/// Deletes the cluster's namespace (and with it every VM, disk, snapshot and Secret) and
+/// releases the finalizer once the namespace is gone.
+async fn cleanup(pc: &PracticeCluster, ctx: &Context) -> Result<Action> {
+    if !pc.finalizers().iter().any(|f| f == finalizers::CLUSTER_CLEANUP) {
+        return Ok(Action::await_change());
+    }
+    let ns_name = pc.name_any();
+    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
+    match namespaces
+        .get_opt(&ns_name)
+        .await
+        .map_err(kube_err("get", "Namespace", &ns_name))?
+    {
+        Some(ns) => {
+            if ns.metadata.deletion_timestamp.is_none() {
+                info!(namespace = %ns_name, "deleting the cluster's namespace");
+                match namespaces.delete(&ns_name, &DeleteParams::background()).await {
+                    Ok(_) => {}
+                    Err(e) if is_status(&e, 404) => {}
+                    Err(e) => return Err(kube_err("delete", "Namespace", &ns_name)(e)),
+                }
+                ctx.event(
+                    pc,
+                    EventType::Normal,
+                    "TearingDown",
+                    "Delete",
+                    format!("deleting namespace {ns_name} with the cluster's VMs and disks"),
+                )
+                .await;
+            }
+            Ok(Action::requeue(ctx.config.poll))
+        }
+        None => {
+            let list: Vec<String> = pc
+                .finalizers()
+                .iter()
+                .filter(|f| *f != finalizers::CLUSTER_CLEANUP)
+                .cloned()
+                .collect();
+            set_finalizers(pc, ctx, list).await?;
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// One reconcile of one cluster.
+struct Reconciler<'a> {
+    pc: &'a PracticeCluster,
+    ctx: &'a Context,
+    layout: ClusterLayout,
+    /// Namespace holding the cluster's VMs (named like the cluster).
+    vm_ns: String,
+    now: Timestamp,
+    status: PracticeClusterStatus,
+}
+
+/// What a phase handler decided.
+enum Outcome {
+    /// Stay in the phase; look again after this long.
+    Wait(Duration),
+    /// Move to the phase (attempts reset, phase clock restarted).
+    Enter(PracticeClusterPhase),
+    /// The step failed.
+    Fail(&'static str, String),
+}
+
+impl<'a> Reconciler<'a> {
+    fn new(pc: &'a PracticeCluster, ctx: &'a Context) -> Result<Self> {
+        let vm_ns = pc.name_any();
+        let layout = ClusterLayout::from_practice_cluster(pc, &vm_ns)
+            .map_err(|source| Error::Layout {
+                cluster: pc.name_any(),
+                source,
+            })?
+            .with_host_cluster_domain(&ctx.config.host_cluster_domain);
+        Ok(Self {
+            pc,
+            ctx,
+            layout,
+            vm_ns,
+            now: Timestamp::now(),
+            status: pc.status.clone().unwrap_or_default(),
+        })
+    }
+
+    fn name(&self) -> String {
+        self.pc.name_any()
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.ctx.client.clone(), &self.vm_ns)
+    }
+
+    async fn reconcile(mut self) -> Result<Action> {
+        use PracticeClusterPhase::*;
+        let phase = self.status.phase;
+        let outcome = match phase {
+            Pending => Outcome::Enter(Provisioning),
+            Provisioning => self.provisioning().await?,
+            Bootstrapping => self.bootstrapping().await?,
+            Snapshotting => self.snapshotting().await?,
+            Available | Assigned => self.settled().await?,
+            Resetting => self.resetting().await?,
+            Failed => Outcome::Wait(self.ctx.config.resync),
+        };
+        let action = match outcome {
+            Outcome::Wait(after) => {
+                let timeout = match phase {
+                    Resetting => Some(self.pc.spec.reset.timeout_seconds),
+                    Provisioning | Bootstrapping | Snapshotting => {
+                        Some(self.pc.spec.provisioning.timeout_seconds)
+                    }
+                    _ => None,
+                };
+                if let Some(timeout) = timeout
+                    && machine::timed_out(&self.status, timeout, self.ctx.config.retry_base, self.now)
+                {
+                    let waiting = self
+                        .status
+                        .conditions
+                        .iter()
+                        .find(|c| c.type_ == condition_types::READY);
+                    let detail = waiting.map(|c| c.message.clone()).unwrap_or_default();
+                    self.fail(
+                        "Timeout",
+                        format!("{phase:?} did not finish within {timeout}s: {detail}"),
+                    )
+                    .await?
+                } else {
+                    Action::requeue(after)
+                }
+            }
+            Outcome::Enter(next) => self.enter(next).await,
+            Outcome::Fail(reason, message) => self.fail(reason, message).await?,
+        };
+        self.write_status().await?;
+        Ok(action)
+    }
+
+    async fn enter(&mut self, next: PracticeClusterPhase) -> Action {
+        let from = self.status.phase;
+        info!(from = ?from, to = ?next, "phase change");
+        self.status.phase = next;
+        self.status.phase_since = Some(Time(self.now));
+        self.status.attempts = 0;
+        self.status.failure_reason = None;
+        self.status.failure_message = None;
+        self.ctx
+            .event(
+                self.pc,
+                EventType::Normal,
+                &format!("{next:?}"),
+                "PhaseChange",
+                format!("{from:?} -> {next:?}"),
+            )
+            .await;
+        Action::requeue(Duration::ZERO)
+    }
+
+    async fn fail(&mut self, reason: &'static str, message: String) -> Result<Action> {
+        let phase = self.status.phase;
+        self.ctx
+            .metrics
+            .step_failures
+            .get_or_create(&crate::metrics::FailureLabels {
+                phase: format!("{phase:?}"),
+                reason: reason.to_owned(),
+            })
+            .inc();
+        let retry_max = if phase == PracticeClusterPhase::Resetting {
+            self.pc.spec.reset.max_retries
+        } else {
+            self.pc.spec.provisioning.max_retries
+        };
+        let next = machine::after_failure(&self.status, retry_max, reason, &message, self.now);
+        warn!(reason, message = %message, attempts = next.attempts, next = ?next.phase, "step failed");
+        self.ctx
+            .event(
+                self.pc,
+                EventType::Warning,
+                reason,
+                if next.phase == PracticeClusterPhase::Failed {
+                    "GiveUp"
+                } else {
+                    "Retry"
+                },
+                next.failure_message.clone().unwrap_or_default(),
+            )
+            .await;
+        // Start the retry from a clean slate: rebuild VMs, or retake the snapshots. A reset
+        // retry needs nothing here: the next attempt's restores have new names, and the
+        // failed ones are deleted as leftovers.
+        match (phase, next.phase) {
+            (_, PracticeClusterPhase::Failed) => self.halt_all().await?,
+            (_, PracticeClusterPhase::Provisioning) => {
+                self.delete_all::<VirtualMachine>().await?;
+                self.delete_all::<VirtualMachineSnapshot>().await?;
+            }
+            (_, PracticeClusterPhase::Snapshotting) => self.delete_all::<VirtualMachineSnapshot>().await?,
+            _ => {}
+        }
+        self.status = next;
+        Ok(Action::requeue(machine::backoff(
+            self.ctx.config.retry_base,
+            self.status.attempts,
+        )))
+    }
+
+    /// Stops every VM of a Failed cluster: kept for inspection, it should not burn CPU.
+    async fn halt_all(&self) -> Result<()> {
+        let vms: Api<VirtualMachine> = self.api();
+        for id in self.layout.vms() {
+            match self
+                .set_run_strategy(&vms, &self.layout.vm_name(id), RunStrategy::Halted)
+                .await
+            {
+                Err(Error::Kube { source, .. }) if is_status(&source, 404) => {}
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete_all<K>(&self) -> Result<()>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api: Api<K> = self.api();
+        let lp = ListParams::default().labels(&format!("{}={}", labels::CLUSTER, self.name()));
+        api.delete_collection(&DeleteParams::background(), &lp)
+            .await
+            .map_err(kube_err("delete", K::kind(&()).into_owned(), &self.vm_ns))?;
+        Ok(())
+    }
+
+    fn waiting(&mut self, why: String) -> Outcome {
+        self.set_ready(false, "Waiting", why);
+        Outcome::Wait(self.ctx.config.poll)
+    }
+
+    fn set_ready(&mut self, ready: bool, reason: &str, message: String) {
+        let generation = self.pc.meta().generation;
+        set_condition(
+            &mut self.status.conditions,
+            new_condition(
+                condition_types::READY,
+                ConditionStatus::from(ready),
+                reason,
+                message,
+                generation,
+                self.now,
+            ),
+        );
+    }
+
+    // ---- observation ----------------------------------------------------------------------
+
+    async fn list<K>(&self) -> Result<Vec<K>>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api: Api<K> = self.api();
+        let lp = ListParams::default().labels(&format!("{}={}", labels::CLUSTER, self.name()));
+        match api.list(&lp).await {
+            Ok(list) => Ok(list.items),
+            Err(e) if is_status(&e, 404) => Ok(Vec::new()),
+            Err(e) => Err(kube_err("list", "objects of", &self.vm_ns)(e)),
+        }
+    }
+
+    async fn observe(&mut self) -> Result<Vec<VmObs>> {
+        let (vms, vmis, dvs, snapshots, restores) = futures::try_join!(
+            self.list::<VirtualMachine>(),
+            self.list::<VirtualMachineInstance>(),
+            self.list::<DataVolume>(),
+            self.list::<VirtualMachineSnapshot>(),
+            self.list::<VirtualMachineRestore>(),
+        )?;
+        let cluster = self.name();
+        let named = |n: &Option<String>, want: &str| n.as_deref() == Some(want);
+        let obs: Vec<VmObs> = self
+            .layout
+            .vms()
+            .into_iter()
+            .map(|id| {
+                let mut o = VmObs::new(id, &cluster);
+                o.vm = vms.iter().find(|v| named(&v.metadata.name, &o.name)).cloned();
+                o.vmi = vmis.iter().find(|v| named(&v.metadata.name, &o.name)).cloned();
+                let dv_name = naming::root_disk_name(&o.name);
+                o.dv = dvs.iter().find(|d| named(&d.metadata.name, &dv_name)).cloned();
+                let snap = naming::snapshot_name(&o.name);
+                o.snapshot = snapshots.iter().find(|s| named(&s.metadata.name, &snap)).cloned();
+                o.restores = restores
+                    .iter()
+                    .filter(|r| r.spec.target.name == o.name)
+                    .cloned()
+                    .collect();
+                o
+            })
+            .collect();
+        self.status.vms = obs
+            .iter()
+            .map(|o| {
+                self.layout.vm_status(
+                    o.id,
+                    &Observed {
+                        vm: o.vm.as_ref(),
+                        vmi: o.vmi.as_ref(),
+                        snapshot: o.snapshot.as_ref(),
+                    },
+                )
+            })
+            .collect();
+        let snapshots_ready = !self.status.vms.is_empty() && self.status.vms.iter().all(|v| v.snapshot_ready);
+        let generation = self.pc.meta().generation;
+        set_condition(
+            &mut self.status.conditions,
+            new_condition(
+                condition_types::SNAPSHOTS_READY,
+                ConditionStatus::from(snapshots_ready),
+                if snapshots_ready {
+                    "SnapshotsReady"
+                } else {
+                    "NoBaseline"
+                },
+                if snapshots_ready {
+                    "every VM has a baseline snapshot ready to restore"
+                } else {
+                    "baseline snapshots are missing or not ready"
+                },
+                generation,
+                self.now,
+            ),
+        );
+        Ok(obs)
+    }
+
+    // ---- phases ---------------------------------------------------------------------------
+
+    async fn provisioning(&mut self) -> Result<Outcome> {
+        if let Some(wait) = machine::backoff_remaining(&self.status, self.ctx.config.retry_base, self.now) {
+            return Ok(Outcome::Wait(wait));
+        }
+        let Some((pki, api_ip)) = self.ensure_foundation().await? else {
+            return Ok(self.waiting("control plane Service has no ClusterIP yet".to_owned()));
+        };
+        let obs = self.observe().await?;
+        let going: Vec<&str> = obs
+            .iter()
+            .filter(|o| {
+                o.vm.as_ref()
+                    .is_some_and(|v| v.metadata.deletion_timestamp.is_some())
+            })
+            .map(|o| o.name.as_str())
+            .collect();
+        if !going.is_empty() {
+            return Ok(self.waiting(format!(
+                "VMs of the previous attempt to go away: {}",
+                going.join(", ")
+            )));
+        }
+        self.ensure_vm_secrets(&pki, &api_ip).await?;
+        let vms: Api<VirtualMachine> = self.api();
+        for o in obs.iter().filter(|o| o.vm.is_none()) {
+            let vm = self.layout.virtual_machine(o.id, RunStrategy::Always);
+            match vms.create(&PostParams::default(), &vm).await {
+                Ok(_) => info!(vm = %o.name, "created VirtualMachine"),
+                Err(e) if is_status(&e, 409) => {}
+                Err(e) => {
+                    return Err(kube_err(
+                        "create",
+                        "VirtualMachine",
+                        format!("{}/{}", self.vm_ns, o.name),
+                    )(e));
+                }
+            }
+        }
+        Ok(match machine::provisioning(&obs) {
+            Progress::Done => Outcome::Enter(PracticeClusterPhase::Bootstrapping),
+            Progress::Wait(why) => self.waiting(why),
+            Progress::Fail { reason, message } => Outcome::Fail(reason, message),
+        })
+    }
+
+    async fn bootstrapping(&mut self) -> Result<Outcome> {
+        let obs = self.observe().await?;
+        Ok(match machine::vms_running(&obs) {
+            Progress::Done => match self.probe().await? {
+                None => Outcome::Enter(PracticeClusterPhase::Snapshotting),
+                Some(why) => self.waiting(why),
+            },
+            Progress::Wait(why) => self.waiting(why),
+            Progress::Fail { reason, message } => Outcome::Fail(reason, message),
+        })
+    }
+
+    async fn snapshotting(&mut self) -> Result<Outcome> {
+        if let Some(wait) = machine::backoff_remaining(&self.status, self.ctx.config.retry_base, self.now) {
+            return Ok(Outcome::Wait(wait));
+        }
+        let obs = self.observe().await?;
+        let vms: Api<VirtualMachine> = self.api();
+        Ok(match machine::snapshot_step(&obs) {
+            SnapshotStep::Stop(names) => {
+                for name in &names {
+                    self.set_run_strategy(&vms, name, RunStrategy::Halted).await?;
+                }
+                self.waiting(format!(
+                    "stopping VMs for their baseline snapshots: {}",
+                    names.join(", ")
+                ))
+            }
+            SnapshotStep::WaitStopped(names) => self.waiting(format!("VMs to stop: {}", names.join(", "))),
+            SnapshotStep::Create(ids) => {
+                let snapshots: Api<VirtualMachineSnapshot> = self.api();
+                for id in &ids {
+                    match snapshots
+                        .create(&PostParams::default(), &self.layout.snapshot(*id))
+                        .await
+                    {
+                        Ok(_) => {}
+                        Err(e) if is_status(&e, 409) => {}
+                        Err(e) => {
+                            return Err(kube_err(
+                                "create",
+                                "VirtualMachineSnapshot",
+                                self.layout.vm_name(*id),
+                            )(e));
+                        }
+                    }
+                }
+                self.waiting("baseline snapshots being taken".to_owned())
+            }
+            SnapshotStep::WaitSnapshots(names) => self.waiting(format!("snapshots of: {}", names.join(", "))),
+            SnapshotStep::Start(names) => {
+                for name in &names {
+                    self.set_run_strategy(&vms, name, RunStrategy::Always).await?;
+                }
+                self.waiting(format!(
+                    "starting VMs after their snapshots: {}",
+                    names.join(", ")
+                ))
+            }
+            SnapshotStep::WaitReady(names) => self.waiting(format!("VMs to be ready: {}", names.join(", "))),
+            SnapshotStep::Done => match self.probe().await? {
+                None => {
+                    self.became_available(false);
+                    Outcome::Enter(PracticeClusterPhase::Available)
+                }
+                Some(why) => self.waiting(why),
+            },
+            SnapshotStep::Fail(message) => Outcome::Fail("SnapshotFailed", message),
+        })
+    }
+
+    /// Available or Assigned: follow the claim and reset requests.
+    async fn settled(&mut self) -> Result<Outcome> {
+        self.observe().await?;
+        let claimed = self.pc.spec.claim_ref.is_some();
+        let reset_requested = self.pc.annotations().contains_key(annotations::RESET_REQUESTED);
+        let available = self.status.phase == PracticeClusterPhase::Available;
+        self.set_ready(
+            available && !claimed,
+            if available { "Available" } else { "Assigned" },
+            match &self.pc.spec.claim_ref {
+                Some(c) => format!("claimed by Session {}", c.name),
+                None => "ready to be claimed".to_owned(),
+            },
+        );
+        let Some(next) = machine::claim_transition(self.status.phase, claimed, reset_requested) else {
+            return Ok(Outcome::Wait(self.ctx.config.resync));
+        };
+        if next == PracticeClusterPhase::Resetting {
+            if self.pc.spec.reset.strategy == ResetStrategy::Recreate {
+                // The pool builds a fresh cluster in its place.
+                let api: Api<PracticeCluster> =
+                    Api::namespaced(self.ctx.client.clone(), &self.pc.namespace().unwrap_or_default());
+                api.delete(&self.name(), &DeleteParams::background())
+                    .await
+                    .map_err(kube_err("delete", "PracticeCluster", self.name()))?;
+                self.ctx
+                    .event(
+                        self.pc,
+                        EventType::Normal,
+                        "Recreating",
+                        "Delete",
+                        "released; reset strategy Recreate deletes the cluster".to_owned(),
+                    )
+                    .await;
+                return Ok(Outcome::Wait(self.ctx.config.resync));
+            }
+            if reset_requested {
+                let api: Api<PracticeCluster> =
+                    Api::namespaced(self.ctx.client.clone(), &self.pc.namespace().unwrap_or_default());
+                let patch = json!({"metadata": {"annotations": {annotations::RESET_REQUESTED: null}}});
+                api.patch(&self.name(), &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map_err(kube_err("patch", "PracticeCluster", self.name()))?;
+            }
+        }
+        Ok(Outcome::Enter(next))
+    }
+
+    async fn resetting(&mut self) -> Result<Outcome> {
+        if let Some(wait) = machine::backoff_remaining(&self.status, self.ctx.config.retry_base, self.now) {
+            return Ok(Outcome::Wait(wait));
+        }
+        self.set_ready(false, "Resetting", "restoring the baseline snapshots".to_owned());
+        let obs = self.observe().await?;
+        let number = machine::restore_number(&self.status);
+        let vms: Api<VirtualMachine> = self.api();
+        let restores: Api<VirtualMachineRestore> = self.api();
+        let mut waiting = Vec::new();
+        let mut done = 0;
+        for o in &obs {
+            let current = naming::restore_name(&o.name, number);
+            match machine::reset_step(o, &current) {
+                ResetStep::Stop => {
+                    self.set_run_strategy(&vms, &o.name, RunStrategy::Halted).await?;
+                    waiting.push(format!("{} stopping", o.name));
+                }
+                ResetStep::WaitStopped => waiting.push(format!("{} stopping", o.name)),
+                ResetStep::DeleteRestores(names) => {
+                    for name in names {
+                        match restores.delete(&name, &DeleteParams::background()).await {
+                            Ok(_) => {}
+                            Err(e) if is_status(&e, 404) => {}
+                            Err(e) => return Err(kube_err("delete", "VirtualMachineRestore", name)(e)),
+                        }
+                    }
+                    waiting.push(format!("{} old restores going", o.name));
+                }
+                ResetStep::WaitRestoresGone => waiting.push(format!("{} old restores going", o.name)),
+                ResetStep::CreateRestore => {
+                    // The default volume policy (new PVC names) works on every KubeVirt
+                    // version; the PVCs it leaves are cleaned up below.
+                    let restore = self.layout.restore(o.id, number, None);
+                    match restores.create(&PostParams::default(), &restore).await {
+                        Ok(_) => info!(restore = %current, "created VirtualMachineRestore"),
+                        Err(e) if is_status(&e, 409) => {}
+                        Err(e) => return Err(kube_err("create", "VirtualMachineRestore", current)(e)),
+                    }
+                    waiting.push(format!("{} restoring", o.name));
+                }
+                ResetStep::WaitRestore => waiting.push(format!("{} restoring", o.name)),
+                ResetStep::Start => {
+                    self.set_run_strategy(&vms, &o.name, RunStrategy::Always).await?;
+                    waiting.push(format!("{} starting", o.name));
+                }
+                ResetStep::WaitReady => waiting.push(format!("{} starting", o.name)),
+                ResetStep::Done => done += 1,
+                ResetStep::Fail(reason, message) => return Ok(Outcome::Fail(reason, message)),
+            }
+        }
+        if done < obs.len() {
+            return Ok(self.waiting(format!("reset: {}", waiting.join(", "))));
+        }
+        self.delete_leftover_pvcs(&obs).await?;
+        if let Some(why) = self.probe().await? {
+            return Ok(self.waiting(why));
+        }
+        self.became_available(true);
+        Ok(Outcome::Enter(PracticeClusterPhase::Available))
+    }
+
+    fn became_available(&mut self, after_reset: bool) {
+        let started = self.status.phase_since.as_ref().map(|t| t.0).unwrap_or(self.now);
+        if after_reset {
+            let seconds = self.now.duration_since(started).as_secs_f64().max(0.0);
+            self.status.sessions_served += 1;
+            self.status.last_reset_time = Some(Time(self.now));
+            self.status.last_reset_duration_seconds = Some(seconds);
+            self.ctx.metrics.reset_duration.observe(seconds);
+        } else {
+            let created = self
+                .pc
+                .meta()
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0)
+                .unwrap_or(started);
+            let seconds = self.now.duration_since(created).as_secs_f64().max(0.0);
+            self.status.available_since = Some(Time(self.now));
+            self.status.provision_duration_seconds = Some(seconds);
+            self.ctx.metrics.provision_duration.observe(seconds);
+        }
+        self.set_ready(true, "Available", "ready to be claimed".to_owned());
+    }
+
+    // ---- actions --------------------------------------------------------------------------
+
+    async fn set_run_strategy(
+        &self,
+        vms: &Api<VirtualMachine>,
+        name: &str,
+        strategy: RunStrategy,
+    ) -> Result<()> {
+        // VMs are created once and afterwards only their runStrategy changes: a restore
+        // repoints their volumes, which re-applying the whole VM would undo.
+        let patch = json!({"spec": {"runStrategy": strategy}});
+        vms.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(kube_err(
+                "patch runStrategy of",
+                "VirtualMachine",
+                format!("{}/{name}", self.vm_ns),
+            ))?;
+        Ok(())
+    }
+
+    async fn apply<K>(&self, obj: &K) -> Result<K>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+        K::Scope: ApiScope,
+    {
+        let name = obj.meta().name.clone().unwrap_or_default();
+        let api: Api<K> = K::Scope::api(self.ctx.client.clone(), obj.meta().namespace.as_deref());
+        api.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(obj),
+        )
+        .await
+        .map_err(kube_err("apply", K::kind(&()).into_owned(), name))
+    }
+
+    /// Namespace, quota, NetworkPolicies, PKI Secret and control plane Service. Returns the
+    /// PKI and the Service's ClusterIP, or `None` while the Service has no ClusterIP.
+    async fn ensure_foundation(&mut self) -> Result<Option<(ClusterPki, String)>> {
+        let labels = self.layout.labels(None);
+        self.apply(&isolation::namespace(&self.vm_ns, &labels)).await?;
+        self.status.namespace = Some(self.vm_ns.clone());
+        let isolation = &self.pc.spec.isolation;
+        if let Some(quota) = isolation::resource_quota(&self.vm_ns, &labels, isolation) {
+            self.apply(&quota).await?;
+        }
+        let policies: Vec<NetworkPolicy> = isolation::network_policies(
+            &self.vm_ns,
+            &labels,
+            isolation,
+            &self.ctx.config.operator_namespace,
+        );
+        for policy in &policies {
+            self.apply(policy).await?;
+        }
+        let pki = self.ensure_pki().await?;
+        let services: Api<Service> = self.api();
+        let svc_name = naming::control_plane_service_name(&self.name());
+        // Keep an allocated ClusterIP: it is baked into the VMs' cloud-init.
+        let existing_ip = services
+            .get_opt(&svc_name)
+            .await
+            .map_err(kube_err("get", "Service", &svc_name))?
+            .and_then(|s| s.spec?.cluster_ip)
+            .filter(|ip| !ip.is_empty() && ip != "None");
+        let svc = self
+            .apply(&self.layout.control_plane_service(existing_ip.as_deref()))
+            .await?;
+        let ip = svc
+            .spec
+            .and_then(|s| s.cluster_ip)
+            .filter(|ip| !ip.is_empty() && ip != "None");
+        self.status.api_endpoint = Some(self.layout.api_server_url());
+        Ok(ip.map(|ip| (pki, ip)))
+    }
+
+    /// The cluster's PKI: generated once, then always read back from its Secret.
+    async fn ensure_pki(&mut self) -> Result<ClusterPki> {
+        let secrets: Api<Secret> = self.api();
+        let name = naming::pki_secret_name(&self.name());
+        if let Some(secret) = secrets
+            .get_opt(&name)
+            .await
+            .map_err(kube_err("get", "Secret", &name))?
+        {
+            return ClusterPki::from_secret_data(&secret.data.unwrap_or_default()).map_err(|source| {
+                Error::Layout {
+                    cluster: self.name(),
+                    source,
+                }
+            });
+        }
+        let pki = ClusterPki::generate().map_err(|source| Error::Layout {
+            cluster: self.name(),
+            source,
+        })?;
+        match secrets
+            .create(&PostParams::default(), &self.layout.pki_secret(&pki))
+            .await
+        {
+            Ok(_) => Ok(pki),
+            // Another writer got there first (a previous leader): use theirs.
+            Err(e) if is_status(&e, 409) => {
+                let secret = secrets
+                    .get(&name)
+                    .await
+                    .map_err(kube_err("get", "Secret", &name))?;
+                ClusterPki::from_secret_data(&secret.data.unwrap_or_default()).map_err(|source| {
+                    Error::Layout {
+                        cluster: self.name(),
+                        source,
+                    }
+                })
+            }
+            Err(e) => Err(kube_err("create", "Secret", name)(e)),
+        }
+    }
+
+    async fn read_pki(&self) -> Result<ClusterPki> {
+        let secrets: Api<Secret> = self.api();
+        let name = naming::pki_secret_name(&self.name());
+        let secret = secrets
+            .get(&name)
+            .await
+            .map_err(kube_err("get", "Secret", &name))?;
+        ClusterPki::from_secret_data(&secret.data.unwrap_or_default()).map_err(|source| Error::Layout {
+            cluster: self.name(),
+            source,
+        })
+    }
+
+    async fn ssh_public_key(&self) -> Result<String> {
+        let ns = self.pc.namespace().unwrap_or_default();
+        let name = self.pc.spec.template.ssh_key_secret_ref.name.clone();
+        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &ns);
+        let secret = secrets
+            .get_opt(&name)
+            .await
+            .map_err(kube_err("get", "Secret", &name))?;
+        let err = |reason: &str| Error::SshKey {
+            namespace: ns.clone(),
+            name: name.clone(),
+            reason: reason.to_owned(),
+        };
+        let secret = secret.ok_or_else(|| err("not found"))?;
+        let key = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(SSH_PUBLIC_KEY))
+            .map(|b| String::from_utf8_lossy(&b.0).trim().to_owned())
+            .or_else(|| {
+                secret
+                    .string_data
+                    .as_ref()
+                    .and_then(|d| d.get(SSH_PUBLIC_KEY))
+                    .cloned()
+            })
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| err(&format!("no {SSH_PUBLIC_KEY:?} key")))?;
+        Ok(key)
+    }
+
+    /// Cloud-init Secrets of every VM and the admin kubeconfig Secret.
+    async fn ensure_vm_secrets(&mut self, pki: &ClusterPki, api_ip: &str) -> Result<()> {
+        let key = self.ssh_public_key().await?;
+        let layout_err = |source| Error::Layout {
+            cluster: self.name(),
+            source,
+        };
+        let bootstrap = Bootstrap::new(pki, &key, api_ip).map_err(layout_err)?;
+        for id in self.layout.vms() {
+            let secret = self
+                .layout
+                .cloud_init_secret(id, &bootstrap)
+                .map_err(|source| Error::Layout {
+                    cluster: self.name(),
+                    source,
+                })?;
+            self.apply(&secret).await?;
+        }
+        let kubeconfig = self
+            .layout
+            .admin_kubeconfig_secret(pki)
+            .map_err(|source| Error::Layout {
+                cluster: self.name(),
+                source,
+            })?;
+        self.apply(&kubeconfig).await?;
+        self.status.admin_kubeconfig_secret = Some(naming::admin_kubeconfig_secret_name(&self.name()));
+        Ok(())
+    }
+
+    async fn delete_leftover_pvcs(&self, obs: &[VmObs]) -> Result<()> {
+        let pvcs: Api<PersistentVolumeClaim> = self.api();
+        let names: Vec<String> = match pvcs.list(&ListParams::default()).await {
+            Ok(list) => list
+                .items
+                .into_iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .filter_map(|p| p.metadata.name)
+                .collect(),
+            Err(e) => return Err(kube_err("list", "PersistentVolumeClaim", &self.vm_ns)(e)),
+        };
+        for name in machine::leftover_restore_pvcs(&names, obs) {
+            info!(pvc = %name, "deleting a restore PVC left by an earlier reset");
+            match pvcs.delete(&name, &DeleteParams::background()).await {
+                Ok(_) => {}
+                Err(e) if is_status(&e, 404) => {}
+                Err(e) => return Err(kube_err("delete", "PersistentVolumeClaim", name)(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// `None` when the practice cluster's API is ready with every node; else why not.
+    async fn probe(&self) -> Result<Option<String>> {
+        let pki = self.read_pki().await?;
+        let kubeconfig = pki
+            .admin_kubeconfig(&self.name(), &self.layout.api_server_url())
+            .map_err(|source| Error::Layout {
+                cluster: self.name(),
+                source,
+            })?;
+        let (url, tls_server_name) = match self.ctx.config.practice_api {
+            PracticeApiAccess::Service => (self.layout.api_server_url(), None),
+            PracticeApiAccess::VmiIp => {
+                let cp = self.layout.vm_name(VmId::ControlPlane);
+                let ip = self
+                    .status
+                    .vms
+                    .iter()
+                    .find(|v| v.name == cp)
+                    .and_then(|v| v.ip.clone());
+                let Some(ip) = ip else {
+                    return Ok(Some("control plane VM has no IP yet".to_owned()));
+                };
+                let host = if ip.contains(':') { format!("[{ip}]") } else { ip };
+                (
+                    format!("https://{host}:{}", naming::API_SERVER_PORT),
+                    Some(self.layout.control_plane_dns_name()),
+                )
+            }
+        };
+        let target = ProbeTarget {
+            kubeconfig,
+            url,
+            tls_server_name,
+            nodes: self.layout.vms().into_iter().map(VmId::target).collect(),
+        };
+        Ok(match self.ctx.probe.check(&target).await {
+            Ok(verdict) => verdict.map(|why| format!("practice cluster API: {why}")),
+            Err(e) => Some(format!("practice cluster API not reachable: {e}")),
+        })
+    }
+
+    async fn write_status(&mut self) -> Result<()> {
+        self.status.observed_generation = self.pc.meta().generation;
+        if self.pc.status.as_ref() == Some(&self.status) {
+            return Ok(());
+        }
+        let api: Api<PracticeCluster> =
+            Api::namespaced(self.ctx.client.clone(), &self.pc.namespace().unwrap_or_default());
+        let patch = json!({
+            "apiVersion": PracticeCluster::api_version(&()),
+            "kind": PracticeCluster::kind(&()),
+            "status": self.status,
+        });
+        api.patch_status(
+            &self.name(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(kube_err("apply status of", "PracticeCluster", self.name()))?;
+        Ok(())
+    }
+}
+
+/// Builds an `Api` for a namespaced or cluster-scoped kind.
+trait ApiScope {
+    fn api<K>(client: kube::Client, namespace: Option<&str>) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = Self>;
+}
+
+impl ApiScope for k8s_openapi::NamespaceResourceScope {
+    fn api<K>(client: kube::Client, namespace: Option<&str>) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = Self>,
+    {
+        Api::namespaced(client, namespace.unwrap_or("default"))
+    }
+}
+
+impl ApiScope for k8s_openapi::ClusterResourceScope {
+    fn api<K>(client: kube::Client, _namespace: Option<&str>) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = Self>,
+    {
+        Api::all(client)
+    }
+}

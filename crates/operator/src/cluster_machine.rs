@@ -1,0 +1,783 @@
+//! The PracticeCluster state machine as pure functions of what was observed: whether a step
+//! is done, must wait, or failed; what each VM needs next while snapshotting and resetting;
+//! timeouts, backoff and the retry-or-fail decision. The controller only executes what these
+//! return, so every step is re-derived from the world after a restart.
+
+use std::time::Duration;
+
+use cks_api::practice_cluster::{PracticeClusterPhase, PracticeClusterStatus};
+use cks_kubevirt::cdi::{DataVolume, DataVolumePhase};
+use cks_kubevirt::common::find_condition;
+use cks_kubevirt::kubevirt::{RunStrategy, VirtualMachine, VirtualMachineInstance, VmiPhase};
+use cks_kubevirt::naming::VmId;
+use cks_kubevirt::snapshot::{VirtualMachineRestore, VirtualMachineSnapshot};
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+/// Everything observed of one VM of the cluster.
+#[derive(Clone, Debug)]
+pub struct VmObs {
+    /// Which VM.
+    pub id: VmId,
+    /// Its VirtualMachine name.
+    pub name: String,
+    /// The VirtualMachine.
+    pub vm: Option<VirtualMachine>,
+    /// Its instance, while one exists.
+    pub vmi: Option<VirtualMachineInstance>,
+    /// Its root-disk DataVolume.
+    pub dv: Option<DataVolume>,
+    /// Its baseline snapshot.
+    pub snapshot: Option<VirtualMachineSnapshot>,
+    /// Restores targeting it.
+    pub restores: Vec<VirtualMachineRestore>,
+}
+
+impl VmObs {
+    /// An unobserved VM.
+    pub fn new(id: VmId, cluster: &str) -> Self {
+        Self {
+            id,
+            name: id.vm_name(cluster),
+            vm: None,
+            vmi: None,
+            dv: None,
+            snapshot: None,
+            restores: Vec::new(),
+        }
+    }
+
+    fn run_strategy(&self) -> Option<RunStrategy> {
+        self.vm.as_ref().and_then(|vm| vm.spec.run_strategy)
+    }
+
+    fn ready(&self) -> bool {
+        self.vm
+            .as_ref()
+            .and_then(|vm| vm.status.as_ref())
+            .is_some_and(|s| s.ready)
+            && self
+                .vmi
+                .as_ref()
+                .and_then(|vmi| vmi.status.as_ref())
+                .is_some_and(|s| s.is_ready())
+    }
+
+    /// Why the VM cannot run, when KubeVirt says so.
+    fn error(&self) -> Option<(&'static str, String)> {
+        if let Some(dv) = &self.dv
+            && let Some(status) = &dv.status
+            && status.phase == Some(DataVolumePhase::Failed)
+        {
+            let detail = ["Running", "Ready"]
+                .iter()
+                .filter_map(|t| find_condition(&status.conditions, t))
+                .find_map(|c| c.message.clone().filter(|m| !m.is_empty()))
+                .unwrap_or_else(|| "clone failed".to_owned());
+            return Some(("CloneFailed", format!("DataVolume of {}: {detail}", self.name)));
+        }
+        if let Some(status) = self.vm.as_ref().and_then(|vm| vm.status.as_ref())
+            && let Some(printable) = status.printable_status
+            && printable.is_error()
+        {
+            let detail = find_condition(&status.conditions, "Failure")
+                .and_then(|c| c.message.clone())
+                .unwrap_or_default();
+            return Some((
+                "VmError",
+                format!("VM {} is {printable:?} {detail}", self.name)
+                    .trim()
+                    .to_owned(),
+            ));
+        }
+        if let Some(status) = self.vmi.as_ref().and_then(|vmi| vmi.status.as_ref())
+            && status.phase == Some(VmiPhase::Failed)
+        {
+            return Some(("VmFailed", format!("VM {} stopped with phase Failed", self.name)));
+        }
+        None
+    }
+}
+
+/// Outcome of looking at a step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// The step is complete.
+    Done,
+    /// Still waiting, for the reason given.
+    Wait(String),
+    /// The step failed.
+    Fail {
+        /// Short stable reason (`CloneFailed`, `VmError`, ...).
+        reason: &'static str,
+        /// What failed.
+        message: String,
+    },
+}
+
+fn first_error(vms: &[VmObs]) -> Option<Progress> {
+    vms.iter()
+        .find_map(VmObs::error)
+        .map(|(reason, message)| Progress::Fail { reason, message })
+}
+
+fn waiting_for(what: &str, names: &[&str]) -> Progress {
+    Progress::Wait(format!("{what}: {}", names.join(", ")))
+}
+
+/// Provisioning is done once every VM exists and its disk clone succeeded.
+pub fn provisioning(vms: &[VmObs]) -> Progress {
+    if let Some(fail) = first_error(vms) {
+        return fail;
+    }
+    let missing: Vec<&str> = vms
+        .iter()
+        .filter(|v| v.vm.is_none())
+        .map(|v| v.name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return waiting_for("VMs to be created", &missing);
+    }
+    let cloning: Vec<&str> = vms
+        .iter()
+        .filter(|v| {
+            !v.dv
+                .as_ref()
+                .and_then(|d| d.status.as_ref())
+                .is_some_and(|s| s.is_ready())
+        })
+        .map(|v| v.name.as_str())
+        .collect();
+    if cloning.is_empty() {
+        Progress::Done
+    } else {
+        waiting_for("disk clones of", &cloning)
+    }
+}
+
+/// Bootstrapping (as far as KubeVirt can tell) is done once every VM runs and is ready;
+/// the practice cluster's own API is checked after that.
+pub fn vms_running(vms: &[VmObs]) -> Progress {
+    if let Some(fail) = first_error(vms) {
+        return fail;
+    }
+    let booting: Vec<&str> = vms
+        .iter()
+        .filter(|v| !v.ready())
+        .map(|v| v.name.as_str())
+        .collect();
+    if booting.is_empty() {
+        Progress::Done
+    } else {
+        waiting_for("VMs to be ready", &booting)
+    }
+}
+
+/// What the baseline snapshot step needs next.
+///
+/// Snapshots are taken of stopped VMs: every reset boots from the baseline disks anyway
+/// (a restore needs the VM stopped), so a clean shutdown before the snapshot gives
+/// filesystem-consistent disks (etcd, containerd) without depending on a guest agent, at the
+/// price of one extra reboot per cluster lifetime, off the session's critical path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SnapshotStep {
+    /// Halt these VMs.
+    Stop(Vec<String>),
+    /// Wait for the VMIs to go away.
+    WaitStopped(Vec<String>),
+    /// Create the baseline snapshots of these VMs.
+    Create(Vec<VmId>),
+    /// Wait for the snapshots to be ready.
+    WaitSnapshots(Vec<String>),
+    /// Start these VMs again.
+    Start(Vec<String>),
+    /// Wait for the VMs to be ready again.
+    WaitReady(Vec<String>),
+    /// Snapshots ready and VMs running: check the practice API, then Available.
+    Done,
+    /// A snapshot failed.
+    Fail(String),
+}
+
+/// The next snapshot step.
+pub fn snapshot_step(vms: &[VmObs]) -> SnapshotStep {
+    let names = |f: &dyn Fn(&VmObs) -> bool| -> Vec<String> {
+        vms.iter().filter(|v| f(v)).map(|v| v.name.clone()).collect()
+    };
+    if let Some((vm, status)) = vms.iter().find_map(|v| {
+        v.snapshot
+            .as_ref()?
+            .status
+            .as_ref()
+            .filter(|s| s.is_failed())
+            .map(|s| (v, s))
+    }) {
+        let detail = status
+            .error
+            .as_ref()
+            .and_then(|e| e.message.clone())
+            .unwrap_or_else(|| "snapshot failed".to_owned());
+        return SnapshotStep::Fail(format!("snapshot of {}: {detail}", vm.name));
+    }
+    let snapshot_ready = |v: &VmObs| {
+        v.snapshot
+            .as_ref()
+            .and_then(|s| s.status.as_ref())
+            .is_some_and(|s| s.ready_to_use)
+    };
+    if vms.iter().all(snapshot_ready) {
+        let halted = names(&|v| v.run_strategy() != Some(RunStrategy::Always));
+        if !halted.is_empty() {
+            return SnapshotStep::Start(halted);
+        }
+        let booting = names(&|v| !v.ready());
+        return if booting.is_empty() {
+            SnapshotStep::Done
+        } else {
+            SnapshotStep::WaitReady(booting)
+        };
+    }
+    let running = names(&|v| v.snapshot.is_none() && v.run_strategy() != Some(RunStrategy::Halted));
+    if !running.is_empty() {
+        return SnapshotStep::Stop(running);
+    }
+    let stopping = names(&|v| v.snapshot.is_none() && v.vmi.is_some());
+    if !stopping.is_empty() {
+        return SnapshotStep::WaitStopped(stopping);
+    }
+    let missing: Vec<VmId> = vms
+        .iter()
+        .filter(|v| v.snapshot.is_none())
+        .map(|v| v.id)
+        .collect();
+    if !missing.is_empty() {
+        return SnapshotStep::Create(missing);
+    }
+    SnapshotStep::WaitSnapshots(names(&|v| !snapshot_ready(v)))
+}
+
+/// What one VM needs next during a reset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResetStep {
+    /// Halt the VM (a restore needs it stopped).
+    Stop,
+    /// Wait for its VMI to go away.
+    WaitStopped,
+    /// Delete restores of earlier resets or failed attempts (one incomplete restore per VM).
+    DeleteRestores(Vec<String>),
+    /// Wait for those deletions to finish.
+    WaitRestoresGone,
+    /// Create the restore of this reset.
+    CreateRestore,
+    /// Wait for the restore to complete.
+    WaitRestore,
+    /// Restored: start the VM.
+    Start,
+    /// Wait for the VM to be ready.
+    WaitReady,
+    /// Restored and ready.
+    Done,
+    /// The restore or the VM failed.
+    Fail(&'static str, String),
+}
+
+/// The next reset step of one VM; `current` names the restore of this reset attempt.
+pub fn reset_step(vm: &VmObs, current: &str) -> ResetStep {
+    let restore = vm
+        .restores
+        .iter()
+        .find(|r| r.metadata.name.as_deref() == Some(current));
+    let status = restore.and_then(|r| r.status.as_ref());
+    if status.is_some_and(|s| s.complete) {
+        if vm.run_strategy() != Some(RunStrategy::Always) {
+            return ResetStep::Start;
+        }
+        if let Some((reason, message)) = vm.error() {
+            return ResetStep::Fail(reason, message);
+        }
+        return if vm.ready() {
+            ResetStep::Done
+        } else {
+            ResetStep::WaitReady
+        };
+    }
+    if let Some(failure) = status.and_then(|s| s.failure()) {
+        return ResetStep::Fail(
+            "RestoreFailed",
+            format!("restore {current} of {}: {failure}", vm.name),
+        );
+    }
+    if vm.run_strategy() != Some(RunStrategy::Halted) {
+        return ResetStep::Stop;
+    }
+    if vm.vmi.is_some() {
+        return ResetStep::WaitStopped;
+    }
+    let old: Vec<&VirtualMachineRestore> = vm
+        .restores
+        .iter()
+        .filter(|r| r.metadata.name.as_deref() != Some(current))
+        .collect();
+    if !old.is_empty() {
+        let live: Vec<String> = old
+            .iter()
+            .filter(|r| r.metadata.deletion_timestamp.is_none())
+            .filter_map(|r| r.metadata.name.clone())
+            .collect();
+        return if live.is_empty() {
+            ResetStep::WaitRestoresGone
+        } else {
+            ResetStep::DeleteRestores(live)
+        };
+    }
+    if restore.is_none() {
+        ResetStep::CreateRestore
+    } else {
+        ResetStep::WaitRestore
+    }
+}
+
+/// Restore PVCs (`restore-…`) no VM uses any more: left by earlier resets. Only call once
+/// every restore of the current reset is complete, since a restore in progress creates PVCs
+/// its VM does not reference yet.
+pub fn leftover_restore_pvcs(pvcs: &[String], vms: &[VmObs]) -> Vec<String> {
+    let used: Vec<&str> = vms
+        .iter()
+        .filter_map(|v| v.vm.as_ref())
+        .flat_map(VirtualMachine::claim_names)
+        .collect();
+    pvcs.iter()
+        .filter(|p| p.starts_with("restore-") && !used.contains(&p.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// Number used in restore names for this reset attempt: a new one per reset and per retry,
+/// so an attempt never meets a restore of an earlier one under its own name.
+pub fn restore_number(status: &PracticeClusterStatus) -> u32 {
+    u32::try_from(status.sessions_served.max(0) + 1).unwrap_or(1) * 100
+        + u32::try_from(status.attempts.max(0)).unwrap_or(0)
+}
+
+/// Delay before retry number `attempts` (counted from 1): `base`, doubling, at most 5 min.
+pub fn backoff(base: Duration, attempts: i32) -> Duration {
+    let exp = u32::try_from(attempts.saturating_sub(1).clamp(0, 16)).unwrap_or(0);
+    base.saturating_mul(2u32.saturating_pow(exp))
+        .min(Duration::from_secs(300))
+}
+
+fn since(status: &PracticeClusterStatus) -> Option<Timestamp> {
+    status.phase_since.as_ref().map(|t| t.0)
+}
+
+/// How long to wait before acting on a retried step, if its backoff has not passed.
+pub fn backoff_remaining(status: &PracticeClusterStatus, base: Duration, now: Timestamp) -> Option<Duration> {
+    if status.attempts <= 0 {
+        return None;
+    }
+    let start = since(status)?;
+    let due = start + backoff(base, status.attempts);
+    let left = due.duration_since(now);
+    (left.is_positive()).then(|| Duration::try_from(left).unwrap_or_default())
+}
+
+/// True when the current phase has lasted longer than `timeout_seconds` plus its backoff.
+pub fn timed_out(
+    status: &PracticeClusterStatus,
+    timeout_seconds: i32,
+    base: Duration,
+    now: Timestamp,
+) -> bool {
+    let Some(start) = since(status) else {
+        return false;
+    };
+    let pause = if status.attempts > 0 {
+        backoff(base, status.attempts)
+    } else {
+        Duration::ZERO
+    };
+    let limit = Duration::from_secs(u64::try_from(timeout_seconds.max(1)).unwrap_or(1)) + pause;
+    now.duration_since(start).as_secs_f64() > limit.as_secs_f64()
+}
+
+/// The phase a failed step retries from: a provisioning failure rebuilds the VMs, a
+/// snapshot or reset failure repeats that step.
+pub fn retry_phase(phase: PracticeClusterPhase) -> PracticeClusterPhase {
+    match phase {
+        PracticeClusterPhase::Pending
+        | PracticeClusterPhase::Provisioning
+        | PracticeClusterPhase::Bootstrapping => PracticeClusterPhase::Provisioning,
+        other => other,
+    }
+}
+
+/// The status after a failed step: the same step again with one more attempt, or Failed
+/// once `max_retries` retries are used up.
+pub fn after_failure(
+    status: &PracticeClusterStatus,
+    max_retries: i32,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) -> PracticeClusterStatus {
+    let mut next = status.clone();
+    next.attempts = status.attempts + 1;
+    next.phase_since = Some(Time(now));
+    if next.attempts > max_retries {
+        next.phase = PracticeClusterPhase::Failed;
+        next.failure_reason = Some(reason.to_owned());
+        next.failure_message = Some(format!("{message} (gave up after {} attempts)", next.attempts));
+    } else {
+        next.phase = retry_phase(status.phase);
+        next.failure_reason = Some(reason.to_owned());
+        next.failure_message = Some(format!("attempt {} failed: {message}", next.attempts));
+    }
+    next
+}
+
+/// The phase a settled cluster moves to because of its claim or a reset request.
+pub fn claim_transition(
+    phase: PracticeClusterPhase,
+    claimed: bool,
+    reset_requested: bool,
+) -> Option<PracticeClusterPhase> {
+    use PracticeClusterPhase::*;
+    match phase {
+        Available if claimed => Some(Assigned),
+        Available if reset_requested => Some(Resetting),
+        Assigned if !claimed => Some(Resetting),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn vm(name: &str, strategy: &str, ready: bool, printable: &str) -> VirtualMachine {
+        serde_json::from_value(json!({
+            "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+            "metadata": {"name": name},
+            "spec": {"runStrategy": strategy, "template": {"spec": {"volumes": [
+                {"name": "rootdisk", "persistentVolumeClaim": {"claimName": "restore-1-rootdisk"}}
+            ]}}},
+            "status": {"ready": ready, "printableStatus": printable},
+        }))
+        .unwrap()
+    }
+
+    fn vmi(name: &str, phase: &str, ready: bool) -> VirtualMachineInstance {
+        serde_json::from_value(json!({
+            "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+            "metadata": {"name": name},
+            "spec": {"domain": {"devices": {}}},
+            "status": {"phase": phase, "conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]},
+        }))
+        .unwrap()
+    }
+
+    fn dv(name: &str, status: Value) -> DataVolume {
+        serde_json::from_value(json!({
+            "apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
+            "metadata": {"name": name}, "spec": {}, "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn snapshot(name: &str, status: Value) -> VirtualMachineSnapshot {
+        serde_json::from_value(json!({
+            "apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineSnapshot",
+            "metadata": {"name": name},
+            "spec": {"source": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "x"}},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn restore(name: &str, status: Value, deleting: bool) -> VirtualMachineRestore {
+        let mut meta = json!({"name": name});
+        if deleting {
+            meta["deletionTimestamp"] = json!("2026-11-21T10:00:00Z");
+        }
+        serde_json::from_value(json!({
+            "apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineRestore",
+            "metadata": meta,
+            "spec": {"target": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "x"},
+                     "virtualMachineSnapshotName": "x-baseline"},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn running(id: VmId) -> VmObs {
+        let mut o = VmObs::new(id, "c1");
+        o.vm = Some(vm(&o.name, "Always", true, "Running"));
+        o.vmi = Some(vmi(&o.name, "Running", true));
+        o.dv = Some(dv("d", json!({"phase": "Succeeded"})));
+        o
+    }
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    #[test]
+    fn provisioning_waits_for_vms_and_clones_then_is_done() {
+        let mut a = VmObs::new(VmId::ControlPlane, "c1");
+        let b = running(VmId::Worker(1));
+        assert_eq!(
+            provisioning(&[a.clone(), b.clone()]),
+            Progress::Wait("VMs to be created: c1-cp".into())
+        );
+        a.vm = Some(vm("c1-cp", "Always", false, "Provisioning"));
+        a.dv = Some(dv(
+            "c1-cp-root",
+            json!({"phase": "CloneInProgress", "progress": "40%"}),
+        ));
+        assert_eq!(
+            provisioning(&[a.clone(), b.clone()]),
+            Progress::Wait("disk clones of: c1-cp".into())
+        );
+        a.dv = Some(dv("c1-cp-root", json!({"phase": "Succeeded"})));
+        assert_eq!(provisioning(&[a, b]), Progress::Done);
+    }
+
+    #[test]
+    fn failed_clone_fails_provisioning_with_cdi_message() {
+        let mut a = running(VmId::ControlPlane);
+        a.dv = Some(dv(
+            "c1-cp-root",
+            json!({"phase": "Failed", "conditions": [
+                {"type": "Running", "status": "False", "message": "source PVC vm-templates/img not found"}
+            ]}),
+        ));
+        let Progress::Fail { reason, message } = provisioning(&[a]) else {
+            panic!("expected failure")
+        };
+        assert_eq!(reason, "CloneFailed");
+        assert!(
+            message.contains("source PVC vm-templates/img not found"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn vms_running_needs_every_vm_ready_and_reports_errors() {
+        let mut a = running(VmId::ControlPlane);
+        let b = running(VmId::Worker(1));
+        assert_eq!(vms_running(&[a.clone(), b.clone()]), Progress::Done);
+        a.vmi = Some(vmi("c1-cp", "Running", false));
+        assert_eq!(
+            vms_running(&[a.clone(), b.clone()]),
+            Progress::Wait("VMs to be ready: c1-cp".into())
+        );
+        a.vm = Some(vm("c1-cp", "Always", false, "CrashLoopBackOff"));
+        assert!(matches!(
+            vms_running(&[a, b]),
+            Progress::Fail {
+                reason: "VmError",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn snapshot_step_stops_snapshots_and_restarts_in_order() {
+        let a = running(VmId::ControlPlane);
+        assert_eq!(
+            snapshot_step(&[a.clone()]),
+            SnapshotStep::Stop(vec!["c1-cp".into()])
+        );
+
+        let mut halted = a.clone();
+        halted.vm = Some(vm("c1-cp", "Halted", false, "Stopping"));
+        assert_eq!(
+            snapshot_step(&[halted.clone()]),
+            SnapshotStep::WaitStopped(vec!["c1-cp".into()])
+        );
+
+        halted.vmi = None;
+        assert_eq!(
+            snapshot_step(&[halted.clone()]),
+            SnapshotStep::Create(vec![VmId::ControlPlane])
+        );
+
+        halted.snapshot = Some(snapshot("c1-cp-baseline", json!({"phase": "InProgress"})));
+        assert_eq!(
+            snapshot_step(&[halted.clone()]),
+            SnapshotStep::WaitSnapshots(vec!["c1-cp".into()])
+        );
+
+        halted.snapshot = Some(snapshot(
+            "c1-cp-baseline",
+            json!({"phase": "Succeeded", "readyToUse": true}),
+        ));
+        assert_eq!(
+            snapshot_step(&[halted.clone()]),
+            SnapshotStep::Start(vec!["c1-cp".into()])
+        );
+
+        let mut started = halted.clone();
+        started.vm = Some(vm("c1-cp", "Always", false, "Starting"));
+        assert_eq!(
+            snapshot_step(&[started.clone()]),
+            SnapshotStep::WaitReady(vec!["c1-cp".into()])
+        );
+
+        started.vm = Some(vm("c1-cp", "Always", true, "Running"));
+        started.vmi = Some(vmi("c1-cp", "Running", true));
+        assert_eq!(snapshot_step(&[started]), SnapshotStep::Done);
+
+        halted.snapshot = Some(snapshot(
+            "c1-cp-baseline",
+            json!({"phase": "Failed", "error": {"message": "VolumeSnapshotClass missing"}}),
+        ));
+        let SnapshotStep::Fail(msg) = snapshot_step(&[halted]) else {
+            panic!("expected failure")
+        };
+        assert!(msg.contains("VolumeSnapshotClass missing"), "{msg}");
+    }
+
+    #[test]
+    fn reset_step_walks_stop_cleanup_restore_start_ready() {
+        let current = "c1-cp-reset-201";
+        let mut o = running(VmId::ControlPlane);
+        o.restores = vec![restore("c1-cp-reset-100", json!({"complete": true}), false)];
+        assert_eq!(reset_step(&o, current), ResetStep::Stop);
+
+        o.vm = Some(vm("c1-cp", "Halted", false, "Stopping"));
+        assert_eq!(reset_step(&o, current), ResetStep::WaitStopped);
+
+        o.vmi = None;
+        assert_eq!(
+            reset_step(&o, current),
+            ResetStep::DeleteRestores(vec!["c1-cp-reset-100".into()])
+        );
+        o.restores = vec![restore("c1-cp-reset-100", json!({"complete": true}), true)];
+        assert_eq!(reset_step(&o, current), ResetStep::WaitRestoresGone);
+
+        o.restores.clear();
+        assert_eq!(reset_step(&o, current), ResetStep::CreateRestore);
+
+        o.restores = vec![restore(current, json!({"complete": false}), false)];
+        assert_eq!(reset_step(&o, current), ResetStep::WaitRestore);
+
+        o.restores = vec![restore(current, json!({"complete": true}), false)];
+        assert_eq!(reset_step(&o, current), ResetStep::Start);
+
+        o.vm = Some(vm("c1-cp", "Always", false, "Starting"));
+        assert_eq!(reset_step(&o, current), ResetStep::WaitReady);
+
+        o.vm = Some(vm("c1-cp", "Always", true, "Running"));
+        o.vmi = Some(vmi("c1-cp", "Running", true));
+        assert_eq!(reset_step(&o, current), ResetStep::Done);
+    }
+
+    #[test]
+    fn failed_restore_fails_the_reset_step() {
+        let current = "c1-cp-reset-201";
+        let mut o = VmObs::new(VmId::ControlPlane, "c1");
+        o.vm = Some(vm("c1-cp", "Halted", false, "Stopped"));
+        o.restores = vec![restore(
+            current,
+            json!({"complete": false, "conditions": [{"type": "Failure", "status": "True", "message": "volume snapshot gone"}]}),
+            false,
+        )];
+        let ResetStep::Fail(reason, msg) = reset_step(&o, current) else {
+            panic!("expected failure")
+        };
+        assert_eq!(reason, "RestoreFailed");
+        assert!(msg.contains("volume snapshot gone"), "{msg}");
+    }
+
+    #[test]
+    fn leftover_restore_pvcs_are_those_no_vm_uses() {
+        let o = running(VmId::ControlPlane);
+        let pvcs = vec![
+            "restore-1-rootdisk".to_owned(),
+            "restore-0-rootdisk".to_owned(),
+            "c1-cp-root".to_owned(),
+        ];
+        assert_eq!(leftover_restore_pvcs(&pvcs, &[o]), ["restore-0-rootdisk"]);
+    }
+
+    #[test]
+    fn restore_numbers_differ_per_reset_and_per_attempt() {
+        let mut s = PracticeClusterStatus::default();
+        let first = restore_number(&s);
+        s.attempts = 1;
+        let retry = restore_number(&s);
+        s.attempts = 0;
+        s.sessions_served = 1;
+        let next = restore_number(&s);
+        assert!(first != retry && retry != next && first != next);
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let base = Duration::from_secs(5);
+        assert_eq!(backoff(base, 1), Duration::from_secs(5));
+        assert_eq!(backoff(base, 3), Duration::from_secs(20));
+        assert_eq!(backoff(base, 30), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn timeouts_and_backoff_count_from_phase_start() {
+        let base = Duration::from_secs(10);
+        let mut s = PracticeClusterStatus {
+            phase_since: Some(Time(at(0))),
+            ..PracticeClusterStatus::default()
+        };
+        assert!(!timed_out(&s, 60, base, at(60)));
+        assert!(timed_out(&s, 60, base, at(61)));
+        assert_eq!(backoff_remaining(&s, base, at(1)), None);
+        s.attempts = 2;
+        assert_eq!(backoff_remaining(&s, base, at(5)), Some(Duration::from_secs(15)));
+        assert_eq!(backoff_remaining(&s, base, at(20)), None);
+        assert!(
+            !timed_out(&s, 60, base, at(80)),
+            "the backoff pause does not count"
+        );
+    }
+
+    #[test]
+    fn failures_retry_until_max_retries_then_fail_with_reason() {
+        let s = PracticeClusterStatus {
+            phase: PracticeClusterPhase::Bootstrapping,
+            ..PracticeClusterStatus::default()
+        };
+        let once = after_failure(&s, 1, "VmError", "boom", at(5));
+        assert_eq!(once.phase, PracticeClusterPhase::Provisioning);
+        assert_eq!(once.attempts, 1);
+        assert_eq!(once.phase_since, Some(Time(at(5))));
+        let twice = after_failure(&once, 1, "CloneFailed", "no source", at(9));
+        assert_eq!(twice.phase, PracticeClusterPhase::Failed);
+        assert_eq!(twice.failure_reason.as_deref(), Some("CloneFailed"));
+        assert!(twice.failure_message.unwrap().contains("no source"));
+
+        let resetting = PracticeClusterStatus {
+            phase: PracticeClusterPhase::Resetting,
+            ..PracticeClusterStatus::default()
+        };
+        assert_eq!(
+            after_failure(&resetting, 3, "RestoreFailed", "x", at(1)).phase,
+            PracticeClusterPhase::Resetting
+        );
+    }
+
+    #[test]
+    fn claims_and_reset_requests_move_settled_clusters() {
+        use PracticeClusterPhase::*;
+        assert_eq!(claim_transition(Available, true, false), Some(Assigned));
+        assert_eq!(claim_transition(Available, false, true), Some(Resetting));
+        assert_eq!(claim_transition(Available, false, false), None);
+        assert_eq!(claim_transition(Assigned, false, false), Some(Resetting));
+        assert_eq!(
+            claim_transition(Assigned, true, true),
+            None,
+            "reset waits for release"
+        );
+        assert_eq!(claim_transition(Provisioning, true, false), None);
+    }
+}

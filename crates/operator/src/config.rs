@@ -1,0 +1,141 @@
+//! Operator configuration: command-line flags, each also settable from the environment.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How the operator reaches a practice cluster's API server.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PracticeApiAccess {
+    /// Through the control plane's Service DNS name (the operator runs in the host cluster).
+    #[default]
+    Service,
+    /// Straight to the control-plane VMI's IP, verifying the certificate for the Service's
+    /// DNS name (the operator runs outside the host cluster but can route to VM IPs, as on
+    /// the development control plane).
+    VmiIp,
+}
+
+/// Log output format.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line (containers).
+    Json,
+    /// Human-readable lines (terminals).
+    Human,
+}
+
+/// Flags of `cks-operator`.
+#[derive(clap::Parser, Clone, Debug)]
+#[command(
+    name = "cks-operator",
+    version,
+    about = "Controllers of cks-lab: warm pools of practice clusters on KubeVirt"
+)]
+pub struct Args {
+    /// Namespace whose ClusterPools and PracticeClusters are managed; all namespaces if unset.
+    #[arg(long, env = "CKS_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Address of the HTTP server for /metrics, /healthz and /readyz.
+    #[arg(long, env = "CKS_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+
+    /// Log format; `human` when unset and stderr is a terminal, else `json`.
+    #[arg(long, env = "CKS_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log: String,
+
+    /// How to reach practice clusters' API servers for readiness checks.
+    #[arg(long, env = "CKS_PRACTICE_API", value_enum, default_value = "service")]
+    pub practice_api: PracticeApiAccess,
+
+    /// DNS domain of the host cluster (names of the control-plane Services).
+    #[arg(long, env = "CKS_HOST_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub host_cluster_domain: String,
+
+    /// Namespace of the operator and gateway, allowed through the clusters' NetworkPolicies
+    /// to reach the VMs' API server (6443) and SSH (22).
+    #[arg(long, env = "CKS_OPERATOR_NAMESPACE", default_value = "cks-lab")]
+    pub operator_namespace: String,
+
+    /// First retry delay of a failed step, in seconds; doubles per attempt up to 5 minutes.
+    #[arg(long, env = "CKS_RETRY_BASE_SECONDS", default_value_t = 5.0)]
+    pub retry_base_seconds: f64,
+
+    /// How often a step that waits on something (a clone, a boot) is looked at again even
+    /// without a watch event, in seconds.
+    #[arg(long, env = "CKS_POLL_SECONDS", default_value_t = 5.0)]
+    pub poll_seconds: f64,
+
+    /// Safety-net resync interval of settled objects, in seconds.
+    #[arg(long, env = "CKS_RESYNC_SECONDS", default_value_t = 300)]
+    pub resync_seconds: u64,
+
+    /// Run controllers only while holding the leader Lease.
+    #[arg(long, env = "CKS_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+
+    /// Name of the leader Lease.
+    #[arg(long, env = "CKS_LEASE_NAME", default_value = "cks-operator")]
+    pub lease_name: String,
+
+    /// Namespace of the leader Lease; `--namespace`, else `default`.
+    #[arg(long, env = "CKS_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// Lease duration in seconds; a standby takes over this long after the leader stops
+    /// renewing.
+    #[arg(long, env = "CKS_LEASE_SECONDS", default_value_t = 15)]
+    pub lease_seconds: u64,
+
+    /// Identity written into the Lease; the pod name in a cluster.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+}
+
+/// What the controllers read from the configuration.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// See [`Args::practice_api`].
+    pub practice_api: PracticeApiAccess,
+    /// See [`Args::host_cluster_domain`].
+    pub host_cluster_domain: String,
+    /// See [`Args::operator_namespace`].
+    pub operator_namespace: String,
+    /// First retry delay.
+    pub retry_base: Duration,
+    /// Re-check interval while waiting.
+    pub poll: Duration,
+    /// Safety-net resync interval.
+    pub resync: Duration,
+}
+
+impl ControllerConfig {
+    /// Settings for tests: short delays.
+    pub fn test() -> Self {
+        Self {
+            practice_api: PracticeApiAccess::Service,
+            host_cluster_domain: "cluster.local".to_owned(),
+            operator_namespace: "cks-lab".to_owned(),
+            retry_base: Duration::from_millis(50),
+            poll: Duration::from_millis(100),
+            resync: Duration::from_secs(30),
+        }
+    }
+}
+
+impl From<&Args> for ControllerConfig {
+    fn from(args: &Args) -> Self {
+        Self {
+            practice_api: args.practice_api,
+            host_cluster_domain: args.host_cluster_domain.clone(),
+            operator_namespace: args.operator_namespace.clone(),
+            retry_base: Duration::from_secs_f64(args.retry_base_seconds.max(0.001)),
+            poll: Duration::from_secs_f64(args.poll_seconds.max(0.01)),
+            resync: Duration::from_secs(args.resync_seconds.max(1)),
+        }
+    }
+}

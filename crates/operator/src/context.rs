@@ -1,0 +1,94 @@
+//! What a controller's reconciles share: the client, an event recorder, metrics, settings and
+//! the practice-cluster probe. One per controller.
+
+use std::sync::Arc;
+
+use kube::Client;
+use kube::Resource;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+
+use crate::config::ControllerConfig;
+use crate::metrics::Metrics;
+use crate::probe::{AlwaysReady, ClusterProbe, KubeProbe};
+
+/// Shared state of one controller's reconciles.
+#[derive(Clone)]
+pub struct Context {
+    /// Client of the host cluster.
+    pub client: Client,
+    /// Publishes Kubernetes Events on the reconciled objects.
+    pub recorder: Recorder,
+    /// The operator's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Settings.
+    pub config: Arc<ControllerConfig>,
+    /// Checks practice clusters' readiness through their own API.
+    pub probe: Arc<dyn ClusterProbe>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("config", &self.config)
+            .field("probe", &self.probe)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// A context for `controller`, publishing events as `cks-operator` from `instance`.
+    pub fn new(
+        client: Client,
+        controller: &str,
+        instance: &str,
+        metrics: Arc<Metrics>,
+        config: Arc<ControllerConfig>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: format!("cks-operator/{controller}"),
+            instance: Some(instance.to_owned()),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            config,
+            probe: Arc::new(KubeProbe),
+        }
+    }
+
+    /// A context for tests: short delays and a probe that finds every cluster ready.
+    pub fn test(client: Client) -> Self {
+        Self {
+            probe: Arc::new(AlwaysReady),
+            ..Self::new(
+                client,
+                "test",
+                "test",
+                Arc::new(Metrics::default()),
+                Arc::new(ControllerConfig::test()),
+            )
+        }
+    }
+
+    /// Publishes an event on `obj`; failures are logged, never fatal.
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "publishing an event failed");
+        }
+    }
+}

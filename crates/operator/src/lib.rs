@@ -1,0 +1,19 @@
+//! The cks-lab operator: the ClusterPool and PracticeCluster controllers, their metrics,
+//! health endpoints and leader election. `main.rs` only parses flags and calls
+//! [`runtime::run`].
+
+pub mod cluster;
+pub mod cluster_machine;
+pub mod config;
+pub mod context;
+pub mod error;
+pub mod http;
+pub mod isolation;
+pub mod lease;
+pub mod metrics;
+pub mod pool;
+pub mod pool_plan;
+pub mod probe;
+pub mod runtime;
+
+pub use error::{Error, Result};
