@@ -586,7 +586,7 @@ mod tests {
     fn snapshot_step_stops_snapshots_and_restarts_in_order() {
         let a = running(VmId::ControlPlane);
         assert_eq!(
-            snapshot_step(&[a.clone()]),
+            snapshot_step(std::slice::from_ref(&a)),
             SnapshotStep::Stop(vec!["c1-cp".into()])
         );
 

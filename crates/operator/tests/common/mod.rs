@@ -1,0 +1,87 @@
+//! Shared helpers of the operator's integration tests: a fresh development control plane
+//! with the cks-lab CRDs, object builders, and waiting on conditions with a deadline.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cks_api::{ClusterPool, PracticeCluster};
+use cks_devcluster::{DevCluster, Options};
+use kube::Client;
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::json;
+
+pub const NS: &str = "cks";
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A fresh server with the cks-lab CRDs and the namespace [`NS`].
+pub async fn start() -> (DevCluster, Client) {
+    let cluster = DevCluster::start(Options::default())
+        .await
+        .expect("devcluster starts");
+    let mut manifests = cks_devcluster::apply::read_manifests(&repo_root().join("crds")).unwrap();
+    cks_devcluster::apply::order(&mut manifests);
+    cluster.apply(&manifests).expect("CRDs apply");
+    let client = cluster.client().await.expect("client");
+    let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let _ = ns
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap(),
+        )
+        .await;
+    (cluster, client)
+}
+
+/// Polls `check` until it returns `Some`, failing the test after a generous deadline.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+pub fn template(workers: i32) -> serde_json::Value {
+    json!({
+        "kubernetesVersion": "1.33.0",
+        "controlPlane": {"cpu": 2, "memory": "4Gi", "diskSize": "20Gi"},
+        "workers": {"count": workers, "cpu": 2, "memory": "2Gi", "diskSize": "20Gi"},
+        "goldenImage": {"namespace": "vm-templates", "name": "golden"},
+        "sshKeySecretRef": {"name": "ssh-key"},
+    })
+}
+
+pub fn pool(name: &str, min: i32, max: i32, in_flight: i32) -> ClusterPool {
+    serde_json::from_value(json!({
+        "apiVersion": "cks.io/v1alpha1", "kind": "ClusterPool",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "minAvailable": min, "maxClusters": max, "maxConcurrentProvisioning": in_flight,
+            "template": template(1),
+        },
+    }))
+    .unwrap()
+}
+
+pub async fn clusters(client: &Client, pool: &str) -> Vec<PracticeCluster> {
+    let api: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
+    api.list(&ListParams::default().labels(&format!("cks.io/pool={pool}")))
+        .await
+        .unwrap()
+        .items
+}

@@ -1,0 +1,308 @@
+//! The ClusterPool controller against the development control plane. No PracticeCluster
+//! controller runs: a fake backend moves the clusters' phases the way it would, so these
+//! tests exercise the pool arithmetic through real writes and watches.
+
+mod common;
+
+use std::sync::Arc;
+
+use cks_api::practice_cluster::PracticeClusterPhase;
+use cks_api::{ClusterPool, PracticeCluster};
+use cks_operator::context::Context;
+use cks_operator::pool;
+use common::{NS, clusters, eventually, start};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use tokio::sync::watch;
+
+fn phase(pc: &PracticeCluster) -> PracticeClusterPhase {
+    pc.status.as_ref().map(|s| s.phase).unwrap_or_default()
+}
+
+async fn set_phase(client: &Client, name: &str, phase: PracticeClusterPhase) {
+    let api: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
+    let patch = json!({"status": {"phase": phase}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+/// Runs the pool controller until the returned sender is dropped or set.
+fn run_pool_controller(client: &Client) -> watch::Sender<bool> {
+    let (tx, mut rx) = watch::channel(false);
+    let ctx = Arc::new(Context::test(client.clone()));
+    tokio::spawn(async move {
+        pool::run(ctx, Some(NS), async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        })
+        .await;
+    });
+    tx
+}
+
+/// Fake backend: every new cluster starts Provisioning.
+async fn start_new_clusters(client: &Client, pool: &str) {
+    for pc in clusters(client, pool).await {
+        if pc.status.is_none() {
+            set_phase(client, &pc.name_any(), PracticeClusterPhase::Provisioning).await;
+        }
+    }
+}
+
+async fn finish_provisioning(client: &Client, pool: &str) {
+    for pc in clusters(client, pool).await {
+        if phase(&pc).is_provisioning() {
+            set_phase(client, &pc.name_any(), PracticeClusterPhase::Available).await;
+        }
+    }
+}
+
+async fn wait_phases(client: &Client, pool: &str, want: &[(PracticeClusterPhase, usize)], total: usize) {
+    eventually(&format!("pool {pool}: {want:?}, {total} in all"), || async {
+        start_new_clusters(client, pool).await;
+        let list = clusters(client, pool).await;
+        let ok = list.len() == total
+            && want
+                .iter()
+                .all(|(p, n)| list.iter().filter(|c| phase(c) == *p).count() == *n);
+        ok.then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn pool_of_three_becomes_three_available_building_at_most_two_at_once() {
+    let (_server, client) = start().await;
+    let _stop = run_pool_controller(&client);
+    let pools: Api<ClusterPool> = Api::namespaced(client.clone(), NS);
+    pools
+        .create(&PostParams::default(), &common::pool("intro", 3, 5, 2))
+        .await
+        .unwrap();
+
+    // Two in flight fill the concurrency limit; the third waits.
+    wait_phases(&client, "intro", &[(PracticeClusterPhase::Provisioning, 2)], 2).await;
+    let list = clusters(&client, "intro").await;
+    for pc in &list {
+        assert!(pc.name_any().starts_with("intro-"));
+        let owner = &pc.owner_references()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str()),
+            ("ClusterPool", "intro")
+        );
+        assert_eq!(pc.labels()["cks.io/template-hash"], pc.spec.template_hash);
+    }
+
+    finish_provisioning(&client, "intro").await;
+    wait_phases(
+        &client,
+        "intro",
+        &[
+            (PracticeClusterPhase::Available, 2),
+            (PracticeClusterPhase::Provisioning, 1),
+        ],
+        3,
+    )
+    .await;
+    finish_provisioning(&client, "intro").await;
+    wait_phases(&client, "intro", &[(PracticeClusterPhase::Available, 3)], 3).await;
+
+    let status = eventually("pool status counts 3 Available and Ready", || async {
+        let p = pools.get("intro").await.unwrap();
+        let s = p.status?;
+        let ready = s
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        (s.available == 3 && ready).then_some(s)
+    })
+    .await;
+    assert_eq!((status.total, status.updated, status.failed), (3, 3, 0));
+    assert!(status.last_scale_event.unwrap().contains("created cluster"));
+}
+
+#[tokio::test]
+async fn scaling_min_available_up_and_down_follows_the_spec_and_spares_assigned_clusters() {
+    let (_server, client) = start().await;
+    let _stop = run_pool_controller(&client);
+    let pools: Api<ClusterPool> = Api::namespaced(client.clone(), NS);
+    pools
+        .create(&PostParams::default(), &common::pool("scale", 2, 6, 3))
+        .await
+        .unwrap();
+    wait_phases(&client, "scale", &[(PracticeClusterPhase::Provisioning, 2)], 2).await;
+    finish_provisioning(&client, "scale").await;
+    wait_phases(&client, "scale", &[(PracticeClusterPhase::Available, 2)], 2).await;
+
+    // A session claims one: the buffer is short by one, so a third is built.
+    let claimed = clusters(&client, "scale").await[0].name_any();
+    let api: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
+    api.patch(
+        &claimed,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"claimRef": {"name": "alice"}}})),
+    )
+    .await
+    .unwrap();
+    set_phase(&client, &claimed, PracticeClusterPhase::Assigned).await;
+    wait_phases(&client, "scale", &[(PracticeClusterPhase::Provisioning, 1)], 3).await;
+    finish_provisioning(&client, "scale").await;
+
+    // Up to 4: two more.
+    let patch = Patch::Merge(json!({"spec": {"minAvailable": 4}}));
+    pools
+        .patch("scale", &PatchParams::default(), &patch)
+        .await
+        .unwrap();
+    wait_phases(&client, "scale", &[(PracticeClusterPhase::Provisioning, 2)], 5).await;
+    finish_provisioning(&client, "scale").await;
+    wait_phases(&client, "scale", &[(PracticeClusterPhase::Available, 4)], 5).await;
+
+    // Down to 1: three idle clusters go, the assigned one stays.
+    let patch = Patch::Merge(json!({"spec": {"minAvailable": 1}}));
+    pools
+        .patch("scale", &PatchParams::default(), &patch)
+        .await
+        .unwrap();
+    wait_phases(
+        &client,
+        "scale",
+        &[
+            (PracticeClusterPhase::Available, 1),
+            (PracticeClusterPhase::Assigned, 1),
+        ],
+        2,
+    )
+    .await;
+    assert!(
+        clusters(&client, "scale")
+            .await
+            .iter()
+            .any(|c| c.name_any() == claimed)
+    );
+}
+
+#[tokio::test]
+async fn failed_clusters_are_replaced_keeping_one_for_inspection() {
+    let (_server, client) = start().await;
+    let _stop = run_pool_controller(&client);
+    let pools: Api<ClusterPool> = Api::namespaced(client.clone(), NS);
+    let mut p = common::pool("flaky", 1, 4, 2);
+    p.spec.keep_failed = 1;
+    pools.create(&PostParams::default(), &p).await.unwrap();
+    wait_phases(&client, "flaky", &[(PracticeClusterPhase::Provisioning, 1)], 1).await;
+    let first = clusters(&client, "flaky").await[0].name_any();
+    set_phase(&client, &first, PracticeClusterPhase::Failed).await;
+
+    // Kept (keepFailed 1) and replaced.
+    wait_phases(
+        &client,
+        "flaky",
+        &[
+            (PracticeClusterPhase::Failed, 1),
+            (PracticeClusterPhase::Provisioning, 1),
+        ],
+        2,
+    )
+    .await;
+    let degraded = eventually("Degraded condition", || async {
+        let s = pools.get("flaky").await.unwrap().status?;
+        s.conditions
+            .into_iter()
+            .find(|c| c.type_ == "Degraded" && c.status == "True")
+    })
+    .await;
+    assert_eq!(degraded.reason, "ClustersFailed");
+
+    // A second failure: the older failed cluster is deleted, the newer kept.
+    let second = clusters(&client, "flaky")
+        .await
+        .into_iter()
+        .find(|c| c.name_any() != first)
+        .unwrap()
+        .name_any();
+    set_phase(&client, &second, PracticeClusterPhase::Failed).await;
+    wait_phases(
+        &client,
+        "flaky",
+        &[
+            (PracticeClusterPhase::Failed, 1),
+            (PracticeClusterPhase::Provisioning, 1),
+        ],
+        2,
+    )
+    .await;
+    let names: Vec<String> = clusters(&client, "flaky")
+        .await
+        .iter()
+        .map(|c| c.name_any())
+        .collect();
+    assert!(!names.contains(&first), "{names:?}");
+    assert!(names.contains(&second), "{names:?}");
+}
+
+#[tokio::test]
+async fn template_change_rolls_only_unassigned_clusters() {
+    let (_server, client) = start().await;
+    let _stop = run_pool_controller(&client);
+    let pools: Api<ClusterPool> = Api::namespaced(client.clone(), NS);
+    pools
+        .create(&PostParams::default(), &common::pool("roll", 2, 5, 2))
+        .await
+        .unwrap();
+    wait_phases(&client, "roll", &[(PracticeClusterPhase::Provisioning, 2)], 2).await;
+    finish_provisioning(&client, "roll").await;
+    wait_phases(&client, "roll", &[(PracticeClusterPhase::Available, 2)], 2).await;
+    let api: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
+    let busy = clusters(&client, "roll").await[0].clone();
+    let old_hash = busy.spec.template_hash.clone();
+    api.patch(
+        &busy.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"claimRef": {"name": "bob"}}})),
+    )
+    .await
+    .unwrap();
+    set_phase(&client, &busy.name_any(), PracticeClusterPhase::Assigned).await;
+
+    let patch = Patch::Merge(json!({"spec": {"template": common::template(2)}}));
+    pools
+        .patch("roll", &PatchParams::default(), &patch)
+        .await
+        .unwrap();
+
+    // Keep finishing builds until every unassigned cluster runs the new template.
+    let new_hash = eventually("every unassigned cluster on the new template", || async {
+        start_new_clusters(&client, "roll").await;
+        finish_provisioning(&client, "roll").await;
+        let list = clusters(&client, "roll").await;
+        let idle: Vec<&PracticeCluster> = list.iter().filter(|c| c.spec.claim_ref.is_none()).collect();
+        let hash = idle.first()?.spec.template_hash.clone();
+        let done = hash != old_hash
+            && idle.len() == 2
+            && idle
+                .iter()
+                .all(|c| c.spec.template_hash == hash && phase(c) == PracticeClusterPhase::Available);
+        done.then_some(hash)
+    })
+    .await;
+    let list = clusters(&client, "roll").await;
+    let kept = list
+        .iter()
+        .find(|c| c.name_any() == busy.name_any())
+        .expect("assigned cluster kept");
+    assert_eq!(kept.spec.template_hash, old_hash);
+    assert_eq!(kept.spec.template.workers.count, 1);
+    assert!(
+        list.iter()
+            .filter(|c| c.spec.template_hash == new_hash)
+            .all(|c| c.spec.template.workers.count == 2)
+    );
+    let status = eventually("pool status with the new hash", || async {
+        let s = pools.get("roll").await.unwrap().status?;
+        (s.template_hash.as_deref() == Some(new_hash.as_str()) && s.updated == 2).then_some(s)
+    })
+    .await;
+    assert_eq!((status.total, status.assigned), (3, 1));
+}
