@@ -2,6 +2,8 @@
 //! with the cks-lab CRDs, object builders, and waiting on conditions with a deadline.
 #![allow(dead_code)]
 
+pub mod fake_kubevirt;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,0 +1,256 @@
+//! The PracticeCluster controller against the development control plane with a small fake
+//! KubeVirt (see `common/fake_kubevirt.rs`): provisioning to Available, claim and reset,
+//! retries ending in Failed, restart in the middle of a reset, and finalizer teardown.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use cks_api::PracticeCluster;
+use cks_api::practice_cluster::PracticeClusterPhase;
+use cks_operator::cluster;
+use cks_operator::context::Context;
+use common::fake_kubevirt::{self, Faults};
+use common::{NS, eventually, start};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use tokio::sync::watch;
+
+fn run_cluster_controller(client: &Client) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = watch::channel(false);
+    let ctx = Arc::new(Context::test(client.clone()));
+    let handle = tokio::spawn(async move {
+        cluster::run(ctx, Some(NS), async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        })
+        .await;
+    });
+    (tx, handle)
+}
+
+async fn setup() -> (
+    cks_devcluster::DevCluster,
+    Client,
+    Arc<Faults>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (server, client) = start().await;
+    fake_kubevirt::install_crds(&server);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let key: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "ssh-key"},
+        "stringData": {"ssh-publickey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOa5c2Pf0b6y6k3c cks@lab"},
+    }))
+    .unwrap();
+    secrets.create(&PostParams::default(), &key).await.unwrap();
+    let faults = Arc::new(Faults::default());
+    let fake = fake_kubevirt::run(client.clone(), faults.clone());
+    (server, client, faults, fake)
+}
+
+fn practice_cluster(name: &str, max_retries: i32) -> PracticeCluster {
+    serde_json::from_value(json!({
+        "apiVersion": "cks.io/v1alpha1", "kind": "PracticeCluster",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "pool": "lab", "templateHash": "h1", "template": common::template(1),
+            "provisioning": {"timeoutSeconds": 600, "maxRetries": max_retries},
+            "reset": {"timeoutSeconds": 600, "maxRetries": max_retries},
+            "isolation": {"egress": [{"cidr": "0.0.0.0/0", "ports": [443]}], "resourceQuota": {"pods": 10}},
+        },
+    }))
+    .unwrap()
+}
+
+async fn wait_phase(client: &Client, name: &str, phase: PracticeClusterPhase) -> PracticeCluster {
+    let api: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
+    eventually(&format!("{name} to be {phase:?}"), || async {
+        let pc = api.get(name).await.ok()?;
+        (pc.status.as_ref()?.phase == phase).then_some(pc)
+    })
+    .await
+}
+
+fn restores(client: &Client, ns: &str) -> Api<DynamicObject> {
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("snapshot.kubevirt.io", "v1beta1", "VirtualMachineRestore"),
+        "virtualmachinerestores",
+    );
+    Api::namespaced_with(client.clone(), ns, &ar)
+}
+
+#[tokio::test]
+async fn cluster_provisions_serves_resets_and_tears_down_its_namespace() {
+    let (_server, client, _faults, fake) = setup().await;
+    let (_stop, _controller) = run_cluster_controller(&client);
+    let api: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
+    api.create(&PostParams::default(), &practice_cluster("lab-a1b2c", 2))
+        .await
+        .unwrap();
+
+    let pc = wait_phase(&client, "lab-a1b2c", PracticeClusterPhase::Available).await;
+    let status = pc.status.unwrap();
+    assert!(
+        pc.metadata
+            .finalizers
+            .unwrap()
+            .contains(&"cks.io/cluster-cleanup".to_owned())
+    );
+    assert_eq!(status.namespace.as_deref(), Some("lab-a1b2c"));
+    assert_eq!(status.vms.len(), 2);
+    assert!(
+        status
+            .vms
+            .iter()
+            .all(|v| v.ready && v.snapshot_ready && v.ip.is_some())
+    );
+    assert_eq!(status.attempts, 0);
+    assert!(status.provision_duration_seconds.is_some());
+    assert_eq!(
+        status.admin_kubeconfig_secret.as_deref(),
+        Some("lab-a1b2c-admin-kubeconfig")
+    );
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    );
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "SnapshotsReady" && c.status == "True")
+    );
+
+    // The namespace holds the isolation objects and the cluster's Secrets.
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), "lab-a1b2c");
+    assert_eq!(
+        policies.list(&ListParams::default()).await.unwrap().items.len(),
+        2
+    );
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "lab-a1b2c");
+    let names: Vec<String> = secrets
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.name_any())
+        .collect();
+    for want in [
+        "lab-a1b2c-pki",
+        "lab-a1b2c-cp-cloudinit",
+        "lab-a1b2c-w1-cloudinit",
+    ] {
+        assert!(names.contains(&want.to_owned()), "{want} in {names:?}");
+    }
+
+    // Claim, then release: the cluster is restored from its snapshots and served again.
+    let claim = Patch::Merge(json!({"spec": {"claimRef": {"name": "alice"}}}));
+    api.patch("lab-a1b2c", &PatchParams::default(), &claim)
+        .await
+        .unwrap();
+    wait_phase(&client, "lab-a1b2c", PracticeClusterPhase::Assigned).await;
+    let release = Patch::Merge(json!({"spec": {"claimRef": null}}));
+    api.patch("lab-a1b2c", &PatchParams::default(), &release)
+        .await
+        .unwrap();
+    let pc = eventually("the reset to finish", || async {
+        let pc = api.get("lab-a1b2c").await.ok()?;
+        let s = pc.status.as_ref()?;
+        (s.phase == PracticeClusterPhase::Available && s.sessions_served == 1).then_some(pc)
+    })
+    .await;
+    let status = pc.status.unwrap();
+    assert!(status.last_reset_time.is_some() && status.last_reset_duration_seconds.is_some());
+    let names: Vec<String> = restores(&client, "lab-a1b2c")
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.name_any())
+        .collect();
+    assert_eq!(names.len(), 2, "one restore per VM: {names:?}");
+    assert!(names.iter().all(|n| n.ends_with("-reset-100")), "{names:?}");
+
+    // Deleting the cluster deletes its namespace first, then lets the object go.
+    api.delete("lab-a1b2c", &DeleteParams::default()).await.unwrap();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    eventually("the cluster and its namespace to be gone", || async {
+        let ns_gone = namespaces.get_opt("lab-a1b2c").await.unwrap().is_none();
+        let pc_gone = api.get_opt("lab-a1b2c").await.unwrap().is_none();
+        (ns_gone && pc_gone).then_some(())
+    })
+    .await;
+    fake.abort();
+}
+
+#[tokio::test]
+async fn failing_clones_are_retried_then_the_cluster_fails_with_the_reason() {
+    let (_server, client, faults, fake) = setup().await;
+    faults.clone_fails.store(true, Ordering::Relaxed);
+    let (_stop, _controller) = run_cluster_controller(&client);
+    let api: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
+    api.create(&PostParams::default(), &practice_cluster("lab-f4il0", 1))
+        .await
+        .unwrap();
+    let pc = wait_phase(&client, "lab-f4il0", PracticeClusterPhase::Failed).await;
+    let status = pc.status.unwrap();
+    assert_eq!(status.failure_reason.as_deref(), Some("CloneFailed"));
+    let message = status.failure_message.unwrap();
+    assert!(
+        message.contains("source PVC vm-templates/golden not found"),
+        "{message}"
+    );
+    assert!(message.contains("gave up after 2 attempts"), "{message}");
+    fake.abort();
+}
+
+#[tokio::test]
+async fn a_new_operator_finishes_a_reset_the_old_one_started() {
+    let (_server, client, faults, fake) = setup().await;
+    let (stop, controller) = run_cluster_controller(&client);
+    let api: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
+    api.create(&PostParams::default(), &practice_cluster("lab-r3st4", 2))
+        .await
+        .unwrap();
+    wait_phase(&client, "lab-r3st4", PracticeClusterPhase::Available).await;
+    faults.hold_restores.store(true, Ordering::Relaxed);
+    let claim = Patch::Merge(json!({"spec": {"claimRef": {"name": "bob"}}}));
+    api.patch("lab-r3st4", &PatchParams::default(), &claim)
+        .await
+        .unwrap();
+    wait_phase(&client, "lab-r3st4", PracticeClusterPhase::Assigned).await;
+    let release = Patch::Merge(json!({"spec": {"claimRef": null}}));
+    api.patch("lab-r3st4", &PatchParams::default(), &release)
+        .await
+        .unwrap();
+    let restores = restores(&client, "lab-r3st4");
+    eventually("the restores to be created", || async {
+        (restores.list(&ListParams::default()).await.ok()?.items.len() == 2).then_some(())
+    })
+    .await;
+
+    // The operator goes away mid-reset; a fresh one picks the reset up from the world.
+    stop.send(true).unwrap();
+    controller.await.unwrap();
+    faults.hold_restores.store(false, Ordering::Relaxed);
+    let (_stop, _controller) = run_cluster_controller(&client);
+    let pc = eventually("the reset to finish", || async {
+        let pc = api.get("lab-r3st4").await.ok()?;
+        let s = pc.status.as_ref()?;
+        (s.phase == PracticeClusterPhase::Available && s.sessions_served == 1).then_some(pc)
+    })
+    .await;
+    assert_eq!(pc.status.unwrap().attempts, 0);
+    assert_eq!(
+        restores.list(&ListParams::default()).await.unwrap().items.len(),
+        2
+    );
+    fake.abort();
+}
