@@ -254,3 +254,40 @@ async fn a_new_operator_finishes_a_reset_the_old_one_started() {
     );
     fake.abort();
 }
+
+#[tokio::test]
+async fn a_failed_restore_is_retried_under_a_new_name_and_the_reset_completes() {
+    let (_server, client, faults, fake) = setup().await;
+    let (_stop, _controller) = run_cluster_controller(&client);
+    let api: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
+    api.create(&PostParams::default(), &practice_cluster("lab-rf4il", 2))
+        .await
+        .unwrap();
+    wait_phase(&client, "lab-rf4il", PracticeClusterPhase::Available).await;
+    faults.failing_restores.store(1, Ordering::Relaxed);
+    let request = Patch::Merge(json!({"metadata": {"annotations": {"cks.io/reset-requested": "true"}}}));
+    api.patch("lab-rf4il", &PatchParams::default(), &request)
+        .await
+        .unwrap();
+
+    let pc = eventually("the retried reset to finish", || async {
+        let pc = api.get("lab-rf4il").await.ok()?;
+        let s = pc.status.as_ref()?;
+        (s.phase == PracticeClusterPhase::Available && s.sessions_served == 1).then_some(pc)
+    })
+    .await;
+    assert!(!pc.annotations().contains_key("cks.io/reset-requested"));
+    let status = pc.status.unwrap();
+    assert_eq!((status.attempts, status.failure_reason), (0, None));
+    let mut names: Vec<String> = restores(&client, "lab-rf4il")
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.name_any())
+        .collect();
+    names.sort();
+    // The failed attempt's restore (-100) was deleted before the retry (-101) was created.
+    assert_eq!(names, ["lab-rf4il-cp-reset-101", "lab-rf4il-w1-reset-101"]);
+    fake.abort();
+}

@@ -5,7 +5,7 @@
 //! requires), and gives control-plane Services a ClusterIP.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cks_devcluster::DevCluster;
@@ -78,6 +78,8 @@ pub struct Faults {
     pub clone_fails: AtomicBool,
     /// Restores stay incomplete.
     pub hold_restores: AtomicBool,
+    /// This many restores fail (like KubeVirt: a `Failure` condition, never complete).
+    pub failing_restores: AtomicUsize,
 }
 
 /// Runs the fake until the returned handle is aborted.
@@ -240,9 +242,23 @@ async fn step(client: &Client, faults: &Faults) -> Result<(), kube::Error> {
             let stopped = !vmis_all
                 .iter()
                 .any(|v| v.namespace().as_deref() == Some(&ns) && v.name_any() == target);
-            if stopped && restore.data["status"]["complete"] != true {
+            let settled = restore.data["status"]["complete"] == true
+                || restore.data["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|c| !c.is_empty());
+            if stopped && !settled {
                 let restores = ns_api(client, "VirtualMachineRestore", &ns);
-                set_status(&restores, &restore.name_any(), json!({"complete": true})).await?;
+                let fail = faults
+                    .failing_restores
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                    .is_ok();
+                let status = if fail {
+                    json!({"complete": false, "conditions": [{"type": "Failure", "status": "True",
+                            "reason": "RestoreFailed", "message": "VolumeSnapshot content is gone"}]})
+                } else {
+                    json!({"complete": true})
+                };
+                set_status(&restores, &restore.name_any(), status).await?;
             }
         }
     }
