@@ -291,3 +291,31 @@ async fn a_failed_restore_is_retried_under_a_new_name_and_the_reset_completes() 
     assert_eq!(names, ["lab-rf4il-cp-reset-101", "lab-rf4il-w1-reset-101"]);
     fake.abort();
 }
+
+#[tokio::test]
+async fn recreate_strategy_deletes_a_released_cluster_with_its_namespace() {
+    let (_server, client, _faults, fake) = setup().await;
+    let (_stop, _controller) = run_cluster_controller(&client);
+    let api: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
+    let mut pc = practice_cluster("lab-rcr8t", 2);
+    pc.spec.reset.strategy = cks_api::cluster_pool::ResetStrategy::Recreate;
+    api.create(&PostParams::default(), &pc).await.unwrap();
+    wait_phase(&client, "lab-rcr8t", PracticeClusterPhase::Available).await;
+    let claim = Patch::Merge(json!({"spec": {"claimRef": {"name": "carol"}}}));
+    api.patch("lab-rcr8t", &PatchParams::default(), &claim)
+        .await
+        .unwrap();
+    wait_phase(&client, "lab-rcr8t", PracticeClusterPhase::Assigned).await;
+    let release = Patch::Merge(json!({"spec": {"claimRef": null}}));
+    api.patch("lab-rcr8t", &PatchParams::default(), &release)
+        .await
+        .unwrap();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    eventually("the released cluster and its namespace to be gone", || async {
+        let ns_gone = namespaces.get_opt("lab-rcr8t").await.unwrap().is_none();
+        let pc_gone = api.get_opt("lab-rcr8t").await.unwrap().is_none();
+        (ns_gone && pc_gone).then_some(())
+    })
+    .await;
+    fake.abort();
+}
