@@ -15,6 +15,7 @@
 
 pub mod apply;
 pub mod error;
+pub mod kubevirt;
 mod openapi;
 pub mod patch;
 mod protobuf;
@@ -56,6 +57,8 @@ pub enum Error {
     Client(String),
     #[error("rendering the kubeconfig: {0}")]
     RenderKubeconfig(String),
+    #[error("installing the KubeVirt simulator: {0}")]
+    Simulator(String),
 }
 
 /// How to start a development cluster.
@@ -75,6 +78,8 @@ pub struct Options {
     pub bookmark_interval: Duration,
     /// Watch duration when the client sets no `timeoutSeconds`.
     pub default_watch_timeout: Duration,
+    /// Run the KubeVirt/CDI simulator (CRDs, controller, subresources, simulated VMs).
+    pub kubevirt: Option<kubevirt::SimOptions>,
 }
 
 impl Default for Options {
@@ -87,6 +92,7 @@ impl Default for Options {
             watch_buffer: 4096,
             bookmark_interval: Duration::from_secs(30),
             default_watch_timeout: Duration::from_secs(1800),
+            kubevirt: None,
         }
     }
 }
@@ -130,6 +136,8 @@ pub struct DevCluster {
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Temporary directory of simulated disks, removed when the cluster stops.
+    temp_disks: Option<PathBuf>,
 }
 
 impl DevCluster {
@@ -225,6 +233,38 @@ impl DevCluster {
             shared.clone(),
         ))];
         tasks.push(tokio::spawn(gc_loop(shared.clone())));
+        let mut temp_disks = None;
+        if let Some(sim) = opts.kubevirt.clone() {
+            let root = match (&sim.disk_dir, &opts.data_dir) {
+                (Some(d), _) => d.clone(),
+                (None, Some(d)) => d.join("kubevirt"),
+                (None, None) => {
+                    let d = std::env::temp_dir()
+                        .join(format!("cks-devcluster-{}", uuid::Uuid::new_v4().simple()));
+                    temp_disks = Some(d.clone());
+                    d
+                }
+            };
+            std::fs::create_dir_all(&root)
+                .map_err(|e| Error::Simulator(format!("{}: {e}", root.display())))?;
+            {
+                let mut st = shared.lock();
+                let crd_rt = st
+                    .registry
+                    .get("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+                    .expect("CRDs are built in");
+                for crd in kubevirt::crds::all() {
+                    let name = crd["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                    if st.get(&crd_rt, None, &name).is_ok() {
+                        continue;
+                    }
+                    st.create(&crd_rt, None, crd, state::WriteOpts::default())
+                        .map_err(|e| Error::Simulator(format!("CRD {name}: {e}")))?;
+                }
+                kubevirt::install(&mut st, &sim, &root);
+            }
+            tasks.push(tokio::spawn(kubevirt::run(shared.clone(), sim, root)));
+        }
         if let Some(dir) = opts.data_dir.clone() {
             tasks.push(tokio::spawn(persist_loop(shared.clone(), dir)));
         }
@@ -237,6 +277,7 @@ impl DevCluster {
             shared,
             stop,
             tasks,
+            temp_disks,
         })
     }
 
@@ -363,6 +404,9 @@ impl DevCluster {
 impl Drop for DevCluster {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
+        if let Some(dir) = self.temp_disks.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

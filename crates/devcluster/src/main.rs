@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use cks_devcluster::kubevirt::{Fault, SimOptions, Timings};
 use cks_devcluster::{DevCluster, Options, apply};
 use clap::Parser;
 
@@ -23,9 +24,40 @@ struct Args {
     /// Apply the YAML manifests in this directory or file after start (repeatable; CRDs go first).
     #[arg(long = "apply", value_name = "PATH")]
     apply: Vec<PathBuf>,
+    /// Run the KubeVirt/CDI simulator: CRDs, controller, subresources and simulated VMs.
+    #[arg(long)]
+    simulate_kubevirt: bool,
+    /// Simulator step durations: `fast` (milliseconds, for tests) or `realistic` (seconds).
+    #[arg(long, default_value = "realistic", value_parser = ["fast", "realistic"])]
+    kubevirt_profile: String,
+    /// Inject a fault into this fraction of objects, e.g. `clone-fail=0.1` (repeatable).
+    #[arg(long = "kubevirt-fault-rate", value_name = "FAULT=P", value_parser = parse_fault_rate)]
+    fault_rates: Vec<(Fault, f64)>,
+    /// A golden-image PVC `NAMESPACE/NAME` created Bound at start (repeatable).
+    #[arg(long = "golden-image", value_name = "NAMESPACE/NAME")]
+    golden_images: Vec<String>,
+    /// Where simulated disks live (default: DATA_DIR/kubevirt, else a temporary directory).
+    #[arg(long)]
+    vm_disk_dir: Option<PathBuf>,
+    /// Port of the simulated VMs' SSH servers (on each VMI's loopback IP).
+    #[arg(long, default_value_t = 2222)]
+    vm_ssh_port: u16,
     /// Log filter, e.g. `info` or `cks_devcluster=debug` (default: RUST_LOG, else `info`).
     #[arg(long)]
     log: Option<String>,
+}
+
+fn parse_fault_rate(s: &str) -> Result<(Fault, f64), String> {
+    let (name, p) = s.split_once('=').ok_or("expected FAULT=PROBABILITY")?;
+    let fault = Fault::parse(name).ok_or_else(|| {
+        let names: Vec<_> = Fault::ALL.iter().map(|f| f.name()).collect();
+        format!("unknown fault {name:?}; one of {}", names.join(", "))
+    })?;
+    let p: f64 = p.parse().map_err(|e| format!("probability {p:?}: {e}"))?;
+    if !(0.0..=1.0).contains(&p) {
+        return Err(format!("probability {p} is not within 0..=1"));
+    }
+    Ok((fault, p))
 }
 
 #[tokio::main]
@@ -45,6 +77,13 @@ async fn main() -> anyhow::Result<()> {
         addr: args.addr,
         kubeconfig: Some(args.kubeconfig.clone()),
         data_dir: args.data_dir.clone(),
+        kubevirt: args.simulate_kubevirt.then(|| SimOptions {
+            timings: Timings::profile(&args.kubevirt_profile).unwrap_or_else(Timings::realistic),
+            fault_rates: args.fault_rates.iter().copied().collect(),
+            disk_dir: args.vm_disk_dir.clone(),
+            golden_images: args.golden_images.clone(),
+            ssh_port: args.vm_ssh_port,
+        }),
         ..Options::default()
     };
     let cluster = DevCluster::start(opts)

@@ -159,6 +159,11 @@ async fn route(shared: &Arc<Shared>, req: Request, path: &str) -> ApiResult<Resp
         .map(decode_segment)
         .collect();
     let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
+    if shared.opts.kubevirt.is_some()
+        && let ["apis", "subresources.kubevirt.io", rest @ ..] = segs.as_slice()
+    {
+        return crate::kubevirt::route(shared, req, rest).await;
+    }
     let (group, version, rest) = match segs.as_slice() {
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g] => {
@@ -293,6 +298,9 @@ async fn route(shared: &Arc<Shared>, req: Request, path: &str) -> ApiResult<Resp
             let obj = parse_body(&content_type, &body)?;
             let (created, gc) = {
                 let mut st = shared.lock();
+                if shared.opts.kubevirt.is_some() {
+                    crate::kubevirt::admit_create(&st, &rt, ns, &obj)?;
+                }
                 let r = st.create(&rt, ns, obj, write)?;
                 (r, st.gc_needed)
             };
@@ -321,6 +329,9 @@ async fn route(shared: &Arc<Shared>, req: Request, path: &str) -> ApiResult<Resp
                 let mut st = shared.lock();
                 let before = st.rv();
                 let existed = st.get(&rt, ns, n).is_ok();
+                if !existed && shared.opts.kubevirt.is_some() {
+                    crate::kubevirt::admit_create(&st, &rt, ns, &patch)?;
+                }
                 let force = q.get("force").is_some_and(|f| f == "true");
                 let r = st.patch(&rt, ns, n, ptype, patch, status, manager, force, write)?;
                 (r, st.gc_needed, !existed && st.rv() > before)

@@ -1139,7 +1139,12 @@ impl State {
         }
         // Dependents whose owners are all gone (background propagation).
         for (storage, key, owners) in with_owners {
-            if owners.iter().all(|u| !self.uids.contains_key(u)) && self.lookup(&storage, &key).is_some() {
+            // A dependent already being deleted waits for its own finalizers; deleting it again
+            // would change nothing and keep the collector spinning.
+            let pending = self
+                .lookup(&storage, &key)
+                .is_some_and(|o| meta(&o).get("deletionTimestamp").is_none());
+            if owners.iter().all(|u| !self.uids.contains_key(u)) && pending {
                 let (_, _) = self.delete_key(&storage, &key, Propagation::Background);
                 changed = true;
             }

@@ -1,0 +1,497 @@
+//! Simulated machines behind running VMIs. A machine "boots" from its root disk directory and
+//! its cloud-init user-data (first boot writes the `write_files` into the disk, as cloud-init
+//! would) and serves SSH on the VMI's loopback IP, accepting the users' `ssh_authorized_keys`.
+//! Commands and shells run in a bubblewrap sandbox whose `/` is the disk directory, with the
+//! host's `/usr` mounted read-only (see `docs/devcluster.md`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+
+use base64::Engine;
+use russh::keys::ssh_key::private::Ed25519Keypair;
+use russh::keys::{PrivateKey, PublicKey};
+use russh::server::{self, Auth, ChannelOpenHandle, Msg, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId, ChannelMsg};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+use tokio::task::JoinHandle;
+
+use crate::registry::ResourceType;
+use crate::state::State;
+
+/// Marker cloud-init leaves after the first boot; later boots keep the disk as it is.
+const BOOT_FINISHED: &str = "var/lib/cloud/instance/boot-finished";
+/// Where kubeadm leaves the admin kubeconfig; `KUBECONFIG` in sandboxes points here.
+pub(crate) const ADMIN_CONF: &str = "/etc/kubernetes/admin.conf";
+
+/// What a machine reads from its VMI and cloud-init.
+#[derive(Debug, Clone)]
+struct Boot {
+    hostname: String,
+    disk: PathBuf,
+    users: Vec<String>,
+    keys: Vec<PublicKey>,
+    write_files: Vec<(String, String, u32)>,
+}
+
+struct Machine {
+    ip: String,
+    ssh: JoinHandle<()>,
+}
+
+/// The machines of one simulator, by `namespace/name` of their VMI.
+pub(crate) struct Machines {
+    ssh_port: u16,
+    running: HashMap<String, Machine>,
+}
+
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or_default()
+}
+
+/// The cloud-init user-data of a VMI: inline, or from the referenced Secret.
+fn user_data(st: &State, ns: &str, vmi: &Value) -> Option<String> {
+    let vols = vmi["spec"]["volumes"].as_array()?;
+    let ci = vols.iter().find_map(|v| {
+        let c = &v["cloudInitNoCloud"];
+        c.is_object().then_some(c).or_else(|| {
+            let c = &v["cloudInitConfigDrive"];
+            c.is_object().then_some(c)
+        })
+    })?;
+    if let Some(inline) = ci["userData"].as_str() {
+        return Some(inline.to_string());
+    }
+    let secret = ci["secretRef"]["name"].as_str()?;
+    let rt = st.registry.get("", "v1", "secrets")?;
+    let obj = st.get(&rt, Some(ns), secret).ok()?;
+    let data = obj["data"]["userdata"]
+        .as_str()
+        .or(obj["data"]["userData"].as_str())?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(data).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+fn parse_boot(st: &State, root: &Path, ns: &str, vmi: &Value) -> Boot {
+    let claim = vmi["spec"]["volumes"].as_array().and_then(|vols| {
+        vols.iter().find_map(|v| {
+            v["dataVolume"]["name"]
+                .as_str()
+                .or(v["persistentVolumeClaim"]["claimName"].as_str())
+        })
+    });
+    let name = s(&vmi["metadata"]["name"]);
+    let disk = super::controller::Sim::disk(root, ns, claim.unwrap_or(name));
+    let cfg: Value = user_data(st, ns, vmi)
+        .and_then(|u| serde_saphyr::from_str(&u).ok())
+        .unwrap_or(Value::Null);
+    let mut users = Vec::new();
+    let mut keys = Vec::new();
+    for u in cfg["users"].as_array().cloned().unwrap_or_default() {
+        if let Some(n) = u["name"].as_str() {
+            users.push(n.to_string());
+        }
+        for k in u["ssh_authorized_keys"].as_array().cloned().unwrap_or_default() {
+            if let Ok(key) = PublicKey::from_openssh(s(&k)) {
+                keys.push(key);
+            }
+        }
+    }
+    for k in cfg["ssh_authorized_keys"].as_array().cloned().unwrap_or_default() {
+        if let Ok(key) = PublicKey::from_openssh(s(&k)) {
+            keys.push(key);
+        }
+    }
+    let write_files = cfg["write_files"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|f| {
+            let mode = u32::from_str_radix(
+                f["permissions"]
+                    .as_str()
+                    .unwrap_or("0644")
+                    .trim_start_matches("0o"),
+                8,
+            )
+            .unwrap_or(0o644);
+            Some((
+                f["path"].as_str()?.to_string(),
+                s(&f["content"]).to_string(),
+                mode,
+            ))
+        })
+        .collect();
+    let hostname = cfg["hostname"]
+        .as_str()
+        .or(vmi["spec"]["hostname"].as_str())
+        .unwrap_or(name)
+        .to_string();
+    Boot {
+        hostname,
+        disk,
+        users,
+        keys,
+        write_files,
+    }
+}
+
+/// First boot: what cloud-init does before `runcmd` (files, users' homes).
+fn first_boot(boot: &Boot) -> std::io::Result<()> {
+    std::fs::create_dir_all(&boot.disk)?;
+    if boot.disk.join(BOOT_FINISHED).exists() {
+        return Ok(());
+    }
+    for (path, content, mode) in &boot.write_files {
+        let target = boot.disk.join(path.trim_start_matches('/'));
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&target, content)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(*mode))?;
+    }
+    for u in &boot.users {
+        std::fs::create_dir_all(boot.disk.join("home").join(u))?;
+    }
+    std::fs::create_dir_all(boot.disk.join("root"))?;
+    std::fs::write(boot.disk.join("etc/hostname"), format!("{}\n", boot.hostname))?;
+    let marker = boot.disk.join(BOOT_FINISHED);
+    std::fs::create_dir_all(marker.parent().expect("has a parent"))?;
+    std::fs::write(marker, "cks-devcluster\n")
+}
+
+fn host_key() -> PrivateKey {
+    let mut seed = [0u8; 32];
+    seed[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    seed[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    PrivateKey::from(Ed25519Keypair::from_seed(&seed))
+}
+
+impl Machines {
+    pub(crate) fn new(ssh_port: u16) -> Self {
+        Self {
+            ssh_port,
+            running: HashMap::new(),
+        }
+    }
+
+    /// Stop the machine of VMI `ns/name` (its SSH server closes).
+    pub(crate) fn stop(&mut self, ns: &str, name: &str) {
+        if let Some(m) = self.running.remove(&format!("{ns}/{name}")) {
+            m.ssh.abort();
+        }
+    }
+
+    pub(crate) fn stop_all(&mut self) {
+        for (_, m) in self.running.drain() {
+            m.ssh.abort();
+        }
+    }
+
+    /// Start machines for running VMIs and stop those whose VMI no longer runs.
+    pub(crate) fn sync(&mut self, st: &State, vmi_rt: &Arc<ResourceType>, root: &Path) {
+        let items = st
+            .list(vmi_rt, None, &crate::state::ListOpts::default())
+            .map(|l| l.items)
+            .unwrap_or_default();
+        let mut want = HashMap::new();
+        for vmi in &items {
+            let ip = s(&vmi["status"]["interfaces"][0]["ipAddress"]);
+            if s(&vmi["status"]["phase"]) == "Running"
+                && vmi["metadata"]["deletionTimestamp"].is_null()
+                && !ip.is_empty()
+            {
+                let key = format!(
+                    "{}/{}",
+                    s(&vmi["metadata"]["namespace"]),
+                    s(&vmi["metadata"]["name"])
+                );
+                want.insert(key, (vmi.clone(), ip.to_string()));
+            }
+        }
+        self.running.retain(|key, m| {
+            let keep = want.get(key).is_some_and(|(_, ip)| *ip == m.ip);
+            if !keep {
+                m.ssh.abort();
+            }
+            keep
+        });
+        for (key, (vmi, ip)) in want {
+            if self.running.contains_key(&key) {
+                continue;
+            }
+            let ns = s(&vmi["metadata"]["namespace"]);
+            let boot = parse_boot(st, root, ns, &vmi);
+            if let Err(e) = first_boot(&boot) {
+                tracing::warn!(vmi = %key, error = %e, "simulated first boot");
+            }
+            let addr = format!("{ip}:{}", self.ssh_port);
+            let listener = match std::net::TcpListener::bind(&addr)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .and_then(tokio::net::TcpListener::from_std)
+            {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(vmi = %key, %addr, error = %e, "simulated VM cannot serve SSH");
+                    continue;
+                }
+            };
+            tracing::info!(vmi = %key, %addr, "simulated VM booted");
+            let ssh = tokio::spawn(serve_ssh(listener, Arc::new(boot)));
+            self.running.insert(key, Machine { ip, ssh });
+        }
+    }
+}
+
+async fn serve_ssh(listener: tokio::net::TcpListener, boot: Arc<Boot>) {
+    let config = Arc::new(server::Config {
+        keys: vec![host_key()],
+        auth_rejection_time: std::time::Duration::from_millis(100),
+        auth_rejection_time_initial: Some(std::time::Duration::ZERO),
+        ..Default::default()
+    });
+    let mut conns = tokio::task::JoinSet::new();
+    while let Ok((socket, _)) = listener.accept().await {
+        let handler = VmSession {
+            boot: boot.clone(),
+            user: String::new(),
+            channels: HashMap::new(),
+            ptys: HashMap::new(),
+        };
+        let config = config.clone();
+        // Connections live in the set, so stopping the machine drops them too.
+        conns.spawn(async move {
+            if let Ok(session) = server::run_stream(config, socket, handler).await {
+                let _ = session.await;
+            }
+        });
+    }
+}
+
+struct VmSession {
+    boot: Arc<Boot>,
+    user: String,
+    channels: HashMap<ChannelId, Channel<Msg>>,
+    ptys: HashMap<ChannelId, (String, u32, u32)>,
+}
+
+impl VmSession {
+    fn start(
+        &mut self,
+        id: ChannelId,
+        command: Option<String>,
+        session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        let Some(channel) = self.channels.remove(&id) else {
+            return session.channel_failure(id);
+        };
+        session.channel_success(id)?;
+        let cmd = sandbox(&self.boot, &self.user, command.as_deref(), self.ptys.get(&id));
+        tokio::spawn(run(channel, cmd));
+        Ok(())
+    }
+}
+
+impl server::Handler for VmSession {
+    type Error = russh::Error;
+
+    async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
+        if self.accepts(user, key.public_key) {
+            self.user = user.to_string();
+            Ok(Auth::Accept)
+        } else {
+            Ok(Auth::reject())
+        }
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.channels.insert(channel.id(), channel);
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn pty_request(
+        &mut self,
+        id: ChannelId,
+        term: &str,
+        cols: u32,
+        rows: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.ptys.insert(id, (term.to_string(), cols, rows));
+        session.channel_success(id)
+    }
+
+    async fn exec_request(
+        &mut self,
+        id: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let command = String::from_utf8_lossy(data).into_owned();
+        self.start(id, Some(command), session)
+    }
+
+    async fn shell_request(&mut self, id: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
+        self.start(id, None, session)
+    }
+}
+
+impl VmSession {
+    fn accepts(&self, user: &str, key: &PublicKey) -> bool {
+        (user == "root" || self.boot.users.iter().any(|u| u == user))
+            && self.boot.keys.iter().any(|k| k.key_data() == key.key_data())
+    }
+}
+
+/// The sandboxed command: bubblewrap with the disk as `/`, the host's `/usr` read-only, its own
+/// PID and UTS namespaces, and a login-like environment. With a PTY, `script` allocates one.
+fn sandbox(boot: &Boot, user: &str, command: Option<&str>, pty: Option<&(String, u32, u32)>) -> Command {
+    let home = if user == "root" || user.is_empty() {
+        "/root".to_string()
+    } else {
+        format!("/home/{user}")
+    };
+    let mut c = Command::new("bwrap");
+    c.arg("--bind").arg(&boot.disk).arg("/");
+    c.args(["--ro-bind", "/usr", "/usr"]);
+    for (link, target) in [
+        ("bin", "usr/bin"),
+        ("sbin", "usr/sbin"),
+        ("lib", "usr/lib"),
+        ("lib64", "usr/lib64"),
+    ] {
+        let host = Path::new("/").join(link);
+        let inside = boot.disk.join(link);
+        if host.is_symlink() {
+            // The symlink lives on the disk (bwrap's --symlink refuses an existing one).
+            if !inside.is_symlink() {
+                let _ = std::os::unix::fs::symlink(target, &inside);
+            }
+        } else if host.is_dir() {
+            c.arg("--ro-bind").arg(&host).arg(&host);
+        }
+    }
+    c.args([
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--unshare-pid",
+        "--unshare-uts",
+        "--die-with-parent",
+    ]);
+    c.args(["--hostname", &boot.hostname, "--chdir", &home]);
+    c.env_clear();
+    c.env("HOME", &home)
+        .env("USER", if user.is_empty() { "root" } else { user })
+        .env("LOGNAME", if user.is_empty() { "root" } else { user })
+        .env("KUBECONFIG", ADMIN_CONF)
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .env("SHELL", "/bin/bash")
+        .env("LANG", "C.UTF-8");
+    let shell = match command {
+        Some(cmd) => format!("exec bash -c {}", shell_quote(cmd)),
+        None => "exec bash -il".to_string(),
+    };
+    match pty {
+        Some((term, cols, rows)) => {
+            c.env("TERM", if term.is_empty() { "xterm" } else { term });
+            let inner = format!("stty rows {rows} cols {cols} 2>/dev/null; {shell}");
+            c.args(["script", "-qfec", &inner, "/dev/null"]);
+        }
+        None => {
+            c.args(["bash", "-c", &shell]);
+        }
+    }
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    c
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Run a command like sshd: stdin from the channel, stdout/stderr back, then the exit status.
+async fn run(channel: Channel<Msg>, mut cmd: Command) {
+    let (mut rx, tx) = channel.split();
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let msg =
+                format!("cks-devcluster: cannot start the VM sandbox (is bubblewrap installed?): {e}\n");
+            let _ = tx.extended_data(1, msg.as_bytes()).await;
+            let _ = tx.exit_status(127).await;
+            let _ = tx.eof().await;
+            let _ = tx.close().await;
+            return;
+        }
+    };
+    let mut stdin = child.stdin.take();
+    let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return;
+    };
+    let input = async {
+        while let Some(msg) = rx.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => {
+                    if let Some(s) = stdin.as_mut() {
+                        let _ = s.write_all(&data).await;
+                        let _ = s.flush().await;
+                    }
+                }
+                ChannelMsg::Eof => stdin = None,
+                ChannelMsg::Close => return,
+                _ => {}
+            }
+        }
+        // The client went away: keep waiting for nothing so the select does not end early.
+        std::future::pending::<()>().await;
+    };
+    let output = async {
+        let out = async {
+            let mut buf = vec![0; 16 * 1024];
+            while let Ok(n @ 1..) = stdout.read(&mut buf).await {
+                if tx.data(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        };
+        let err = async {
+            let mut buf = vec![0; 16 * 1024];
+            while let Ok(n @ 1..) = stderr.read(&mut buf).await {
+                if tx.extended_data(1, &buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::join!(out, err);
+        let code = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(255);
+        let _ = tx.exit_status(u32::try_from(code).unwrap_or(255)).await;
+        let _ = tx.eof().await;
+        let _ = tx.close().await;
+    };
+    tokio::select! {
+        () = input => {}
+        () = output => {}
+    }
+}

@@ -1,0 +1,309 @@
+//! Simulated VMs: SSH (exec and PTY shell) into a bubblewrap sandbox whose root is the VM's
+//! disk, with the public key from the VM's cloud-init, with russh and with OpenSSH.
+
+mod common;
+
+use std::sync::Arc;
+
+use cks_devcluster::kubevirt::SimOptions;
+use cks_devcluster::{DevCluster, Options};
+use kube::api::{Api, DynamicObject, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use russh::keys::ssh_key::LineEnding;
+use russh::keys::ssh_key::private::Ed25519Keypair;
+use russh::keys::{PrivateKey, PrivateKeyWithHashAlg};
+use russh::{ChannelMsg, client};
+use serde_json::json;
+
+use common::eventually;
+
+struct Vm {
+    _cluster: DevCluster,
+    client: kube::Client,
+    disks: tempfile::TempDir,
+    key: PrivateKey,
+}
+
+fn key(seed: u8) -> PrivateKey {
+    PrivateKey::from(Ed25519Keypair::from_seed(&[seed; 32]))
+}
+
+fn api(client: &kube::Client, group: &str, version: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
+    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+    Api::namespaced_with(client.clone(), "default", &ar)
+}
+
+fn vms(client: &kube::Client) -> Api<DynamicObject> {
+    api(client, "kubevirt.io", "v1", "VirtualMachine", "virtualmachines")
+}
+
+fn vmis(client: &kube::Client) -> Api<DynamicObject> {
+    api(
+        client,
+        "kubevirt.io",
+        "v1",
+        "VirtualMachineInstance",
+        "virtualmachineinstances",
+    )
+}
+
+/// A cluster with one running VM `lab-cp` whose cloud-init authorizes `key` for user `cks`.
+async fn start_vm() -> (Vm, String) {
+    let disks = tempfile::tempdir().expect("tempdir");
+    let opts = Options {
+        kubevirt: Some(SimOptions {
+            disk_dir: Some(disks.path().to_path_buf()),
+            golden_images: vec!["vm-templates/golden".into()],
+            ..SimOptions::default()
+        }),
+        ..Options::default()
+    };
+    let cluster = common::start_with(opts).await;
+    let client = cluster.client().await.expect("client");
+    let key = key(7);
+    let public = key.public_key().to_openssh().expect("public key");
+    let user_data = format!(
+        "#cloud-config\nhostname: control-plane\nusers:\n  - name: cks\n    ssh_authorized_keys:\n      - {public}\nwrite_files:\n  - path: /etc/kubernetes/pki/ca.crt\n    content: test-ca\n    permissions: '0644'\n"
+    );
+    let secrets = api(&client, "", "v1", "Secret", "secrets");
+    let secret: DynamicObject = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "lab-cp-cloudinit"}, "stringData": {"userdata": user_data}}))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("secret");
+    let vm: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": "lab-cp"},
+        "spec": {"runStrategy": "Always",
+            "dataVolumeTemplates": [{"metadata": {"name": "lab-cp-rootdisk"},
+                "spec": {"source": {"pvc": {"namespace": "vm-templates", "name": "golden"}},
+                    "storage": {"resources": {"requests": {"storage": "10Gi"}}}}}],
+            "template": {"spec": {"hostname": "control-plane", "volumes": [
+                {"name": "rootdisk", "dataVolume": {"name": "lab-cp-rootdisk"}},
+                {"name": "cloudinitdisk", "cloudInitNoCloud": {"secretRef": {"name": "lab-cp-cloudinit"}}}]}}}
+    }))
+    .unwrap();
+    vms(&client)
+        .create(&PostParams::default(), &vm)
+        .await
+        .expect("vm");
+    let ip = running_ip(&client).await;
+    (
+        Vm {
+            _cluster: cluster,
+            client,
+            disks,
+            key,
+        },
+        ip,
+    )
+}
+
+async fn running_ip(client: &kube::Client) -> String {
+    eventually("vmi running with an IP", || async {
+        let v = serde_json::to_value(vmis(client).get_opt("lab-cp").await.ok()??).ok()?;
+        let ip = v["status"]["interfaces"][0]["ipAddress"].as_str()?.to_string();
+        (v["status"]["phase"] == "Running").then_some(ip)
+    })
+    .await
+}
+
+struct Client;
+
+impl client::Handler for Client {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+/// Connect and authenticate; retried while the VM's SSH server comes up.
+async fn connect(ip: &str, user: &str, key: &PrivateKey) -> client::Handle<Client> {
+    eventually("ssh login", || async {
+        let config = Arc::new(client::Config::default());
+        let mut h = client::connect(config, (ip, 2222), Client).await.ok()?;
+        let auth = h
+            .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key.clone()), None))
+            .await
+            .ok()?;
+        auth.success().then_some(h)
+    })
+    .await
+}
+
+/// Run a command; returns stdout and the exit status.
+async fn exec(h: &client::Handle<Client>, command: &str) -> (String, u32) {
+    let mut ch = h.channel_open_session().await.expect("channel");
+    ch.exec(true, command).await.expect("exec");
+    let (mut out, mut code) = (Vec::new(), None);
+    while let Some(msg) = ch.wait().await {
+        match msg {
+            ChannelMsg::Data { data } => out.extend_from_slice(&data),
+            ChannelMsg::ExitStatus { exit_status } => code = Some(exit_status),
+            _ => {}
+        }
+    }
+    (
+        String::from_utf8_lossy(&out).into_owned(),
+        code.expect("exit status"),
+    )
+}
+
+#[tokio::test]
+async fn ssh_exec_runs_in_the_vm_sandbox_with_its_disk_as_root() {
+    let (vm, ip) = start_vm().await;
+    let h = connect(&ip, "cks", &vm.key).await;
+    let (out, code) = exec(
+        &h,
+        "echo \"$HOME $KUBECONFIG $(hostname)\"; cat /etc/kubernetes/pki/ca.crt; echo; cat /etc/golden-image; \
+         echo 'kind: Pod' > /etc/kubernetes/manifests/extra.yaml; touch ~/notes; exit 3",
+    )
+    .await;
+    assert_eq!(code, 3);
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next(),
+        Some("/home/cks /etc/kubernetes/admin.conf control-plane")
+    );
+    assert_eq!(
+        lines.next(),
+        Some("test-ca"),
+        "cloud-init write_files landed on the disk"
+    );
+    assert_eq!(
+        lines.next(),
+        Some("cks-devcluster golden image"),
+        "the disk is a clone of the golden image"
+    );
+    let disk = vm.disks.path().join("disks/default/lab-cp-rootdisk");
+    assert_eq!(
+        std::fs::read_to_string(disk.join("etc/kubernetes/manifests/extra.yaml")).unwrap(),
+        "kind: Pod\n"
+    );
+    assert!(disk.join("home/cks/notes").exists());
+    // The host's files are out of reach.
+    let (out, _) = exec(&h, "ls /work 2>&1; test -e /etc/shadow && echo host-etc").await;
+    assert!(out.contains("No such file"), "{out}");
+    assert!(!out.contains("host-etc"));
+}
+
+#[tokio::test]
+async fn ssh_refuses_keys_and_users_not_in_cloud_init() {
+    let (vm, ip) = start_vm().await;
+    connect(&ip, "cks", &vm.key).await;
+    let config = Arc::new(client::Config::default());
+    for (user, k) in [("cks", key(9)), ("mallory", vm.key.clone())] {
+        let mut h = client::connect(config.clone(), (ip.as_str(), 2222), Client)
+            .await
+            .expect("connect");
+        let auth = h
+            .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(k), None))
+            .await
+            .expect("auth exchange");
+        assert!(!auth.success(), "{user} must be refused");
+    }
+}
+
+#[tokio::test]
+async fn interactive_shell_gets_a_pty() {
+    let (vm, ip) = start_vm().await;
+    let h = connect(&ip, "cks", &vm.key).await;
+    let mut ch = h.channel_open_session().await.expect("channel");
+    ch.request_pty(true, "xterm", 100, 30, 0, 0, &[])
+        .await
+        .expect("pty");
+    ch.request_shell(true).await.expect("shell");
+    ch.data(&b"tty; stty size; echo sum=$((6*7)); exit\n"[..])
+        .await
+        .expect("send");
+    let mut out = Vec::new();
+    while let Some(msg) = ch.wait().await {
+        if let ChannelMsg::Data { data } = msg {
+            out.extend_from_slice(&data);
+        }
+    }
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.contains("/dev/pts/"), "{out}");
+    assert!(out.contains("30 100"), "{out}");
+    assert!(out.contains("sum=42"), "{out}");
+}
+
+#[tokio::test]
+async fn stopping_the_vm_stops_ssh_and_starting_boots_from_the_same_disk() {
+    let (vm, ip) = start_vm().await;
+    let h = connect(&ip, "cks", &vm.key).await;
+    exec(&h, "echo kept > /root/state").await;
+    let put = |action: &str| {
+        http::Request::put(format!(
+            "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines/lab-cp/{action}"
+        ))
+        .body(Vec::new())
+        .unwrap()
+    };
+    vm.client.request_text(put("stop")).await.expect("stop");
+    eventually("vmi gone", || async {
+        vmis(&vm.client)
+            .get_opt("lab-cp")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    eventually("ssh closed", || async {
+        tokio::net::TcpStream::connect((ip.as_str(), 2222))
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    vm.client.request_text(put("start")).await.expect("start");
+    let ip = running_ip(&vm.client).await;
+    let h = connect(&ip, "root", &vm.key).await;
+    let (out, _) = exec(&h, "cat /root/state").await;
+    assert_eq!(out, "kept\n");
+}
+
+#[tokio::test]
+async fn openssh_client_logs_in_and_runs_a_command() {
+    let ssh = std::env::var("SSH").unwrap_or_else(|_| "ssh".into());
+    let (vm, ip) = start_vm().await;
+    connect(&ip, "cks", &vm.key).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_path = dir.path().join("id_ed25519");
+    std::fs::write(&key_path, vm.key.to_openssh(LineEnding::LF).unwrap().as_bytes()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = tokio::process::Command::new(&ssh)
+        .args(["-i"])
+        .arg(&key_path)
+        .args([
+            "-p",
+            "2222",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+        ])
+        .arg(format!("cks@{ip}"))
+        .arg("echo hello from $(hostname) in $PWD")
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("running {ssh} (Debian package openssh-client): {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout, "hello from control-plane in /home/cks\n");
+}
