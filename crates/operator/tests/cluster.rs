@@ -319,3 +319,46 @@ async fn recreate_strategy_deletes_a_released_cluster_with_its_namespace() {
     .await;
     fake.abort();
 }
+
+#[tokio::test]
+async fn a_new_operator_finishes_provisioning_the_old_one_started() {
+    let (_server, client, faults, fake) = setup().await;
+    faults.hold_clones.store(true, Ordering::Relaxed);
+    let (stop, controller) = run_cluster_controller(&client);
+    let api: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
+    api.create(&PostParams::default(), &practice_cluster("lab-p4use", 2))
+        .await
+        .unwrap();
+    let pc = eventually("provisioning to wait on the disk clones", || async {
+        let pc = api.get("lab-p4use").await.ok()?;
+        let ready = pc
+            .status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")?;
+        ready.message.contains("disk clones").then_some(pc)
+    })
+    .await;
+    assert_eq!(pc.status.unwrap().phase, PracticeClusterPhase::Provisioning);
+    let pki_before = Api::<Secret>::namespaced(client.clone(), "lab-p4use")
+        .get("lab-p4use-pki")
+        .await
+        .unwrap()
+        .data;
+
+    stop.send(true).unwrap();
+    controller.await.unwrap();
+    faults.hold_clones.store(false, Ordering::Relaxed);
+    let (_stop, _controller) = run_cluster_controller(&client);
+    let pc = wait_phase(&client, "lab-p4use", PracticeClusterPhase::Available).await;
+    assert_eq!(pc.status.unwrap().attempts, 0);
+    // The new operator reused the stored PKI instead of generating another one.
+    let pki_after = Api::<Secret>::namespaced(client.clone(), "lab-p4use")
+        .get("lab-p4use-pki")
+        .await
+        .unwrap()
+        .data;
+    assert_eq!(pki_before, pki_after);
+    fake.abort();
+}
