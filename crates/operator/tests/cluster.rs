@@ -362,3 +362,59 @@ async fn a_new_operator_finishes_provisioning_the_old_one_started() {
     assert_eq!(pki_before, pki_after);
     fake.abort();
 }
+
+#[tokio::test]
+async fn deleting_a_pool_leaves_no_clusters_namespaces_or_vms() {
+    let (_server, client, _faults, fake) = setup().await;
+    let (_stop, _controller) = run_cluster_controller(&client);
+    let (stop_pool, mut rx) = watch::channel(false);
+    let ctx = Arc::new(Context::test(client.clone()));
+    tokio::spawn(async move {
+        cks_operator::pool::run(ctx, Some(NS), async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        })
+        .await;
+    });
+    let pools: Api<cks_api::ClusterPool> = Api::namespaced(client.clone(), NS);
+    let pool = common::pool("gone", 2, 3, 2);
+    pools.create(&PostParams::default(), &pool).await.unwrap();
+    eventually("two Available clusters", || async {
+        let list = common::clusters(&client, "gone").await;
+        let available = list
+            .iter()
+            .filter(|c| {
+                c.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == PracticeClusterPhase::Available)
+            })
+            .count();
+        (available == 2).then_some(())
+    })
+    .await;
+    pools.delete("gone", &DeleteParams::default()).await.unwrap();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let vms = {
+        let ar = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachine"),
+            "virtualmachines",
+        );
+        Api::<DynamicObject>::all_with(client.clone(), &ar)
+    };
+    eventually(
+        "every cluster, namespace and VM of the pool to be gone",
+        || async {
+            let clusters = common::clusters(&client, "gone").await.len();
+            let namespaces = namespaces
+                .list(&ListParams::default().labels("cks.io/pool=gone"))
+                .await
+                .ok()?
+                .items
+                .len();
+            let vms = vms.list(&ListParams::default()).await.ok()?.items.len();
+            (clusters + namespaces + vms == 0).then_some(())
+        },
+    )
+    .await;
+    stop_pool.send(true).unwrap();
+    fake.abort();
+}
