@@ -202,3 +202,53 @@ async fn failing_clones_end_in_failed_clusters_that_the_pool_replaces() {
     pools.delete("bad", &DeleteParams::default()).await.unwrap();
     nothing_left(&client, "bad").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_restores_fail_the_reset_and_the_pool_replaces_the_cluster() {
+    let (_server, client) = start(&[(Fault::RestoreFail, 1.0)]).await;
+    let pools: Api<ClusterPool> = Api::namespaced(client.clone(), NS);
+    let mut p = common::pool("rst", 1, 3, 1);
+    p.spec.keep_failed = 1;
+    p.spec.reset.max_retries = 1;
+    pools.create(&PostParams::default(), &p).await.unwrap();
+    let api: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
+    let name = eventually("an Available cluster", || async {
+        let list = clusters(&client, "rst").await;
+        let c = list
+            .iter()
+            .find(|c| phase(c) == PracticeClusterPhase::Available)?;
+        Some(c.name_any())
+    })
+    .await;
+    let claim = Patch::Merge(json!({"spec": {"claimRef": {"name": "dave"}}}));
+    api.patch(&name, &PatchParams::default(), &claim).await.unwrap();
+    eventually("Assigned", || async {
+        (phase(&api.get(&name).await.ok()?) == PracticeClusterPhase::Assigned).then_some(())
+    })
+    .await;
+    let release = Patch::Merge(json!({"spec": {"claimRef": null}}));
+    api.patch(&name, &PatchParams::default(), &release).await.unwrap();
+
+    let pc = eventually("the reset to give up", || async {
+        let pc = api.get(&name).await.ok()?;
+        (phase(&pc) == PracticeClusterPhase::Failed).then_some(pc)
+    })
+    .await;
+    let status = pc.status.unwrap();
+    assert_eq!(status.failure_reason.as_deref(), Some("RestoreFailed"));
+    assert!(
+        status
+            .failure_message
+            .unwrap()
+            .contains("gave up after 2 attempts")
+    );
+    eventually("a replacement Available", || async {
+        let list = clusters(&client, "rst").await;
+        list.iter()
+            .any(|c| c.name_any() != name && phase(c) == PracticeClusterPhase::Available)
+            .then_some(())
+    })
+    .await;
+    pools.delete("rst", &DeleteParams::default()).await.unwrap();
+    nothing_left(&client, "rst").await;
+}
