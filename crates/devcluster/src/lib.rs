@@ -38,6 +38,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::state::State;
+pub use crate::tls::ExternalCa;
 
 /// Errors starting or stopping a development cluster.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +81,11 @@ pub struct Options {
     pub default_watch_timeout: Duration,
     /// Run the KubeVirt/CDI simulator (CRDs, controller, subresources, simulated VMs).
     pub kubevirt: Option<kubevirt::SimOptions>,
+    /// Serve with a certificate signed by this CA instead of a generated one, and accept
+    /// client certificates it signed (a practice cluster's API uses its cluster CA).
+    pub ca: Option<ExternalCa>,
+    /// Act as the kubelet, simply: Pods are marked Running.
+    pub kubelet: bool,
 }
 
 impl Default for Options {
@@ -93,6 +99,8 @@ impl Default for Options {
             bookmark_interval: Duration::from_secs(30),
             default_watch_timeout: Duration::from_secs(1800),
             kubevirt: None,
+            ca: None,
+            kubelet: false,
         }
     }
 }
@@ -150,7 +158,7 @@ impl DevCluster {
                 .as_ref()
                 .and_then(|d| std::fs::read_to_string(d.join(file)).ok())
         };
-        let tls = tls::generate(opts.addr.ip(), saved("ca.key").as_deref())
+        let tls = tls::generate(opts.addr.ip(), saved("ca.key").as_deref(), opts.ca.as_ref())
             .map_err(|e| Error::Tls(e.to_string()))?;
         let listener = tokio::net::TcpListener::bind(opts.addr)
             .await
@@ -233,6 +241,9 @@ impl DevCluster {
             shared.clone(),
         ))];
         tasks.push(tokio::spawn(gc_loop(shared.clone())));
+        if opts.kubelet {
+            tasks.push(tokio::spawn(kubelet_loop(shared.clone())));
+        }
         let mut temp_disks = None;
         if let Some(sim) = opts.kubevirt.clone() {
             let root = match (&sim.disk_dir, &opts.data_dir) {
@@ -462,6 +473,71 @@ async fn persist_loop(shared: Arc<Shared>, dir: PathBuf) {
         }
         if let Err(e) = write_snapshot(&shared, &dir) {
             tracing::warn!(error = %e, dir = %dir.display(), "writing state");
+        }
+    }
+}
+
+/// Mark Pods Running and Ready, as a kubelet would once their containers started.
+async fn kubelet_loop(shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.clone();
+    let mut rx = {
+        let st = shared.lock();
+        match st.subscribe("", st.rv()) {
+            Ok((_, rx)) => rx,
+            Err(_) => return,
+        }
+    };
+    loop {
+        let wrote = {
+            let mut st = shared.lock();
+            let Some(rt) = st.registry.get("", "v1", "pods") else {
+                return;
+            };
+            let pods = st
+                .list(&rt, None, &state::ListOpts::default())
+                .map(|l| l.items)
+                .unwrap_or_default();
+            let mut wrote = false;
+            for pod in pods {
+                if pod["status"]["phase"] == "Running" || pod["metadata"]["deletionTimestamp"].is_string() {
+                    continue;
+                }
+                let now = state::now();
+                let ready = json!({"type": "Ready", "status": "True", "lastTransitionTime": now});
+                let containers: Vec<serde_json::Value> = pod["spec"]["containers"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|c| {
+                        json!({"name": c["name"], "image": c["image"], "ready": true, "restartCount": 0,
+                        "started": true, "state": {"running": {"startedAt": now}}})
+                    })
+                    .collect();
+                let mut new = (*pod).clone();
+                new["status"] = json!({"phase": "Running", "startTime": now, "podIP": "10.244.0.10",
+                    "hostIP": shared.opts.addr.ip().to_string(),
+                    "conditions": [ready, {"type": "PodScheduled", "status": "True", "lastTransitionTime": now}],
+                    "containerStatuses": containers});
+                let ns = pod["metadata"]["namespace"].as_str().map(str::to_string);
+                let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                wrote |= st
+                    .update(&rt, ns.as_deref(), &name, new, true, state::WriteOpts::default())
+                    .is_ok();
+            }
+            wrote
+        };
+        if wrote {
+            shared.after_write(false);
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            r = rx.recv() => {
+                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = r {
+                    return;
+                }
+                while rx.try_recv().is_ok() {}
+            }
         }
     }
 }

@@ -43,6 +43,9 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, shared
                 let app = app.clone();
                 conns.spawn(async move {
                     let Ok(stream) = acceptor.accept(tcp).await else { return };
+                    // rustls verified any certificate presented against the configured CA.
+                    let client_cert = stream.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
+                    let app = app.layer(axum::Extension(ClientCert(client_cert)));
                     let svc = TowerToHyperService::new(app);
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), svc)
@@ -55,6 +58,10 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, shared
     conns.abort_all();
     while conns.join_next().await.is_some() {}
 }
+
+/// Whether the connection presented a client certificate signed by the server's CA.
+#[derive(Debug, Clone, Copy)]
+struct ClientCert(bool);
 
 fn json_response(code: StatusCode, v: &Value) -> Response {
     (code, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
@@ -72,7 +79,8 @@ async fn handle(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Response
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            == Some(expected.as_str());
+            == Some(expected.as_str())
+            || req.extensions().get::<ClientCert>().is_some_and(|c| c.0);
         if !ok {
             return ApiError::unauthorized().into_response();
         }

@@ -27,7 +27,14 @@ pub enum TlsError {
 
 /// Generate TLS material; with `ca_key_pem`, the CA keeps that key (and its name), so clients
 /// that trust an earlier certificate of it keep working.
-pub fn generate(ip: IpAddr, ca_key_pem: Option<&str>) -> Result<Tls, TlsError> {
+pub fn generate(
+    ip: IpAddr,
+    ca_key_pem: Option<&str>,
+    external: Option<&ExternalCa>,
+) -> Result<Tls, TlsError> {
+    if let Some(ca) = external {
+        return with_external_ca(ip, ca);
+    }
     let ca_key = match ca_key_pem {
         Some(pem) => KeyPair::from_pem(pem)?,
         None => KeyPair::generate()?,
@@ -66,19 +73,79 @@ pub fn generate(ip: IpAddr, ca_key_pem: Option<&str>) -> Result<Tls, TlsError> {
         KeyUsagePurpose::KeyEncipherment,
     ];
     let cert = params.signed_by(&key, &issuer)?;
-
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![CertificateDer::from(cert.der().to_vec())],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Tls {
         ca_pem: ca_cert.pem(),
         ca_key_pem,
-        server_config: Arc::new(config),
+        server_config: server_config(&cert, &key, None)?,
     })
+}
+
+/// A CA given from outside (a practice cluster's, read from its VM's cloud-init): PEM
+/// certificate and key.
+#[derive(Debug, Clone)]
+pub struct ExternalCa {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+fn serving_params(ip: IpAddr) -> Result<CertificateParams, TlsError> {
+    let mut params = CertificateParams::new(vec![
+        "localhost".to_string(),
+        "kubernetes".to_string(),
+        "kubernetes.default".to_string(),
+        "kubernetes.default.svc".to_string(),
+    ])?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "kube-apiserver");
+    params.subject_alt_names.push(SanType::IpAddress(ip));
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    Ok(params)
+}
+
+/// Serve with a certificate signed by an external CA, and accept client certificates it
+/// signed (kubeadm's admin.conf authenticates that way) besides the bearer token.
+fn with_external_ca(ip: IpAddr, ca: &ExternalCa) -> Result<Tls, TlsError> {
+    let ca_key = KeyPair::from_pem(&ca.key_pem)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)?;
+    let key = KeyPair::generate()?;
+    let cert = serving_params(ip)?.signed_by(&key, &issuer)?;
+    let ca_der = rustls::pki_types::pem::PemObject::from_pem_slice(ca.cert_pem.as_bytes())
+        .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca_der)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
+    Ok(Tls {
+        ca_pem: ca.cert_pem.clone(),
+        ca_key_pem: ca.key_pem.clone(),
+        server_config: server_config(&cert, &key, Some(verifier))?,
+    })
+}
+
+fn server_config(
+    cert: &rcgen::Certificate,
+    key: &KeyPair,
+    clients: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder =
+        rustls::ServerConfig::builder_with_provider(provider).with_safe_default_protocol_versions()?;
+    let builder = match clients {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(
+        vec![CertificateDer::from(cert.der().to_vec())],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    )?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }

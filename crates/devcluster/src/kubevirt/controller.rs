@@ -374,7 +374,9 @@ impl Sim {
         for restore in Self::list(st, &t.restore) {
             self.restore(st, &t, &restore);
         }
-        machines.sync(st, &t.vmi, &self.root);
+        if machines.sync(st, &t.vmi, &self.root) {
+            self.timers.wake_at(Instant::now() + Duration::from_millis(20));
+        }
         self.wrote
     }
 
@@ -559,7 +561,12 @@ impl Sim {
         if vmi["metadata"]["deletionTimestamp"].is_string() {
             // Guest shutdown, then KubeVirt drops its finalizer.
             machines.stop(ns, name);
-            if self.timers.due(&format!("{uid}/stop"), timings.vmi_stop) {
+            let shut_down = self.timers.due(&format!("{uid}/stop"), timings.vmi_stop);
+            if shut_down && !machines.is_stopped(ns, name) {
+                // The practice cluster API is writing its state to the disk; look again soon.
+                self.timers.wake_at(Instant::now() + Duration::from_millis(10));
+            }
+            if shut_down && machines.is_stopped(ns, name) {
                 let mut new = vmi.clone();
                 if let Some(f) = new["metadata"]["finalizers"].as_array_mut() {
                     f.retain(|f| f != VMI_FINALIZER);

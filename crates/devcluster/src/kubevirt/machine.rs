@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use base64::Engine;
 use russh::keys::ssh_key::private::Ed25519Keypair;
@@ -37,15 +38,166 @@ struct Boot {
     write_files: Vec<(String, String, u32)>,
 }
 
+/// Where kubeadm's configuration (from cloud-init) is on the disk.
+const KUBEADM_CONFIG: &str = "etc/kubernetes/kubeadm/config.yaml";
+/// Where the nested API server keeps its state: on the disk, so snapshots capture it.
+const API_STATE: &str = "var/lib/cks-devcluster";
+/// Port of the practice cluster's API server.
+const API_PORT: u16 = 6443;
+
+/// The kubeadm role a machine's cloud-init gives it.
+#[derive(Debug, Clone)]
+enum Kubeadm {
+    /// `InitConfiguration` plus the CA written by cloud-init: serves the practice cluster API.
+    ControlPlane {
+        ca: crate::ExternalCa,
+        ca_hash: String,
+        tokens: Vec<String>,
+    },
+    /// `JoinConfiguration`: joins when its token and CA hash match the control plane's.
+    Worker { token: String, ca_hashes: Vec<String> },
+}
+
+/// The practice cluster's API server of a control-plane machine.
+struct Nested {
+    cluster: Arc<std::sync::Mutex<Option<crate::DevCluster>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: Arc<AtomicBool>,
+}
+
 struct Machine {
+    ns: String,
     ip: String,
+    hostname: String,
     ssh: JoinHandle<()>,
+    kubeadm: Option<Kubeadm>,
+    nested: Option<Nested>,
+    joined: bool,
 }
 
 /// The machines of one simulator, by `namespace/name` of their VMI.
 pub(crate) struct Machines {
     ssh_port: u16,
     running: HashMap<String, Machine>,
+    /// Machines shutting down, until their nested API server has written its state.
+    stopping: HashMap<String, Arc<AtomicBool>>,
+}
+
+/// Read kubeadm's role from the disk (cloud-init put the configuration and CA there).
+fn kubeadm(disk: &Path) -> Option<Kubeadm> {
+    let text = std::fs::read_to_string(disk.join(KUBEADM_CONFIG)).ok()?;
+    let docs: Vec<Value> = text
+        .split("\n---")
+        .filter_map(|d| serde_saphyr::from_str::<Value>(d).ok())
+        .collect();
+    if let Some(init) = docs.iter().find(|d| d["kind"] == "InitConfiguration") {
+        let cert_pem = std::fs::read_to_string(disk.join("etc/kubernetes/pki/ca.crt")).ok()?;
+        let key_pem = std::fs::read_to_string(disk.join("etc/kubernetes/pki/ca.key")).ok()?;
+        let key = rcgen::KeyPair::from_pem(&key_pem).ok()?;
+        use rcgen::PublicKeyData;
+        let digest = ring::digest::digest(&ring::digest::SHA256, &key.subject_public_key_info());
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let tokens = init["bootstrapTokens"]
+            .as_array()
+            .map(|ts| {
+                ts.iter()
+                    .filter_map(|t| t["token"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        return Some(Kubeadm::ControlPlane {
+            ca: crate::ExternalCa { cert_pem, key_pem },
+            ca_hash: format!("sha256:{hex}"),
+            tokens,
+        });
+    }
+    let join = docs.iter().find(|d| d["kind"] == "JoinConfiguration")?;
+    let bt = &join["discovery"]["bootstrapToken"];
+    Some(Kubeadm::Worker {
+        token: bt["token"].as_str()?.to_string(),
+        ca_hashes: bt["caCertHashes"]
+            .as_array()
+            .map(|hs| hs.iter().filter_map(|h| h.as_str().map(str::to_string)).collect())
+            .unwrap_or_default(),
+    })
+}
+
+/// Register a Ready Node, as the kubelet does when it joins.
+async fn register_node(client: kube::Client, name: String, ip: String, control_plane: bool) {
+    let mut labels = serde_json::json!({"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"});
+    if control_plane {
+        labels["node-role.kubernetes.io/control-plane"] = serde_json::json!("");
+    }
+    let now = crate::state::now();
+    let node: k8s_openapi::api::core::v1::Node = match serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": labels},
+        "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                "message": "kubelet is posting ready status", "lastHeartbeatTime": now, "lastTransitionTime": now}],
+            "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
+            "nodeInfo": {"kubeletVersion": "v1.33.0", "kubeProxyVersion": "v1.33.0", "osImage": "Ubuntu 22.04 LTS",
+                "architecture": "amd64", "operatingSystem": "linux", "containerRuntimeVersion": "containerd://1.7.0",
+                "kernelVersion": "5.15.0", "machineID": "", "systemUUID": "", "bootID": ""}}
+    })) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "building a Node");
+            return;
+        }
+    };
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client);
+    match nodes.create(&kube::api::PostParams::default(), &node).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => {
+            tracing::warn!(node = %node.metadata.name.unwrap_or_default(), error = %e, "registering a Node")
+        }
+    }
+}
+
+/// Start the practice cluster's API server of a control-plane machine on `ip:6443`.
+fn start_nested(disk: &Path, ip: &str, hostname: &str, ca: crate::ExternalCa) -> Option<Nested> {
+    let addr = std::net::SocketAddr::new(ip.parse().ok()?, API_PORT);
+    let slot = Arc::new(std::sync::Mutex::new(None));
+    let done = Arc::new(AtomicBool::new(false));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let opts = crate::Options {
+        addr,
+        data_dir: Some(disk.join(API_STATE)),
+        ca: Some(ca),
+        kubelet: true,
+        ..crate::Options::default()
+    };
+    let (disk, hostname, ip) = (disk.to_path_buf(), hostname.to_string(), ip.to_string());
+    let (task_slot, task_done) = (slot.clone(), done.clone());
+    tokio::spawn(async move {
+        match crate::DevCluster::start(opts).await {
+            Ok(cluster) => {
+                // kubeadm leaves admin.conf for kubectl on the control plane.
+                if let Err(e) = std::fs::write(
+                    disk.join(ADMIN_CONF.trim_start_matches('/')),
+                    cluster.kubeconfig_yaml(),
+                ) {
+                    tracing::warn!(error = %e, "writing admin.conf");
+                }
+                if let Ok(client) = cluster.client().await {
+                    register_node(client, hostname, ip, true).await;
+                }
+                *task_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(cluster);
+                let _ = stopped.await;
+                let cluster = task_slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some(c) = cluster {
+                    c.shutdown().await;
+                }
+            }
+            Err(e) => tracing::warn!(%addr, error = %e, "practice cluster API did not start"),
+        }
+        task_done.store(true, Ordering::SeqCst);
+    });
+    Some(Nested {
+        cluster: slot,
+        stop: Some(stop),
+        done,
+    })
 }
 
 fn s(v: &Value) -> &str {
@@ -177,24 +329,105 @@ impl Machines {
         Self {
             ssh_port,
             running: HashMap::new(),
+            stopping: HashMap::new(),
         }
     }
 
-    /// Stop the machine of VMI `ns/name` (its SSH server closes).
-    pub(crate) fn stop(&mut self, ns: &str, name: &str) {
-        if let Some(m) = self.running.remove(&format!("{ns}/{name}")) {
-            m.ssh.abort();
+    fn shut_down(&mut self, key: String, mut m: Machine) {
+        m.ssh.abort();
+        if let Some(mut n) = m.nested.take() {
+            if let Some(stop) = n.stop.take() {
+                let _ = stop.send(());
+            }
+            self.stopping.insert(key, n.done);
         }
+    }
+
+    /// Stop the machine of VMI `ns/name`: its SSH server and API server close.
+    pub(crate) fn stop(&mut self, ns: &str, name: &str) {
+        let key = format!("{ns}/{name}");
+        if let Some(m) = self.running.remove(&key) {
+            self.shut_down(key, m);
+        }
+    }
+
+    /// Whether the machine of VMI `ns/name` has fully stopped (its API state is on its disk).
+    pub(crate) fn is_stopped(&mut self, ns: &str, name: &str) -> bool {
+        let key = format!("{ns}/{name}");
+        if self.running.contains_key(&key) {
+            return false;
+        }
+        let done = self.stopping.get(&key).is_none_or(|d| d.load(Ordering::SeqCst));
+        if done {
+            self.stopping.remove(&key);
+        }
+        done
     }
 
     pub(crate) fn stop_all(&mut self) {
-        for (_, m) in self.running.drain() {
-            m.ssh.abort();
+        let all: Vec<_> = self.running.drain().collect();
+        for (key, m) in all {
+            self.shut_down(key, m);
         }
     }
 
-    /// Start machines for running VMIs and stop those whose VMI no longer runs.
-    pub(crate) fn sync(&mut self, st: &State, vmi_rt: &Arc<ResourceType>, root: &Path) {
+    /// Workers join the control plane of their namespace when their kubeadm token and CA hash
+    /// match it; a worker with a wrong token never joins.
+    /// Returns whether a worker waits for a control plane whose API server is still starting.
+    fn join_workers(&mut self) -> bool {
+        let planes: Vec<(String, Vec<String>, String, kube::config::Kubeconfig)> = self
+            .running
+            .values()
+            .filter_map(|m| match (&m.kubeadm, &m.nested) {
+                (Some(Kubeadm::ControlPlane { ca_hash, tokens, .. }), Some(n)) => {
+                    let guard = n.cluster.lock().unwrap_or_else(|e| e.into_inner());
+                    let kc = guard.as_ref()?.kubeconfig().clone();
+                    Some((m.ns.clone(), tokens.clone(), ca_hash.clone(), kc))
+                }
+                _ => None,
+            })
+            .collect();
+        let starting: Vec<String> = self
+            .running
+            .values()
+            .filter(|m| {
+                m.nested
+                    .as_ref()
+                    .is_some_and(|n| n.cluster.lock().unwrap_or_else(|e| e.into_inner()).is_none())
+            })
+            .map(|m| m.ns.clone())
+            .collect();
+        let mut waiting = false;
+        for m in self.running.values_mut() {
+            let Some(Kubeadm::Worker { token, ca_hashes }) = &m.kubeadm else {
+                continue;
+            };
+            waiting |= !m.joined && starting.contains(&m.ns);
+            if m.joined {
+                continue;
+            }
+            let Some((_, _, _, kc)) = planes.iter().find(|(ns, tokens, hash, _)| {
+                *ns == m.ns && tokens.contains(token) && ca_hashes.contains(hash)
+            }) else {
+                continue;
+            };
+            m.joined = true;
+            let (kc, name, ip) = (kc.clone(), m.hostname.clone(), m.ip.clone());
+            tokio::spawn(async move {
+                let Ok(config) = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await else {
+                    return;
+                };
+                if let Ok(client) = kube::Client::try_from(config) {
+                    register_node(client, name, ip, false).await;
+                }
+            });
+        }
+        waiting
+    }
+
+    /// Start machines for running VMIs and stop those whose VMI no longer runs; returns whether
+    /// it should run again soon (a worker waits for its control plane's API server).
+    pub(crate) fn sync(&mut self, st: &State, vmi_rt: &Arc<ResourceType>, root: &Path) -> bool {
         let items = st
             .list(vmi_rt, None, &crate::state::ListOpts::default())
             .map(|l| l.items)
@@ -214,13 +447,17 @@ impl Machines {
                 want.insert(key, (vmi.clone(), ip.to_string()));
             }
         }
-        self.running.retain(|key, m| {
-            let keep = want.get(key).is_some_and(|(_, ip)| *ip == m.ip);
-            if !keep {
-                m.ssh.abort();
+        let gone: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(key, m)| want.get(*key).is_none_or(|(_, ip)| *ip != m.ip))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in gone {
+            if let Some(m) = self.running.remove(&key) {
+                self.shut_down(key, m);
             }
-            keep
-        });
+        }
         for (key, (vmi, ip)) in want {
             if self.running.contains_key(&key) {
                 continue;
@@ -242,9 +479,29 @@ impl Machines {
                 }
             };
             tracing::info!(vmi = %key, %addr, "simulated VM booted");
+            let kubeadm = kubeadm(&boot.disk);
+            let nested = match &kubeadm {
+                Some(Kubeadm::ControlPlane { ca, .. }) => {
+                    start_nested(&boot.disk, &ip, &boot.hostname, ca.clone())
+                }
+                _ => None,
+            };
+            let hostname = boot.hostname.clone();
             let ssh = tokio::spawn(serve_ssh(listener, Arc::new(boot)));
-            self.running.insert(key, Machine { ip, ssh });
+            self.running.insert(
+                key,
+                Machine {
+                    ns: ns.to_string(),
+                    ip,
+                    hostname,
+                    ssh,
+                    kubeadm,
+                    nested,
+                    joined: false,
+                },
+            );
         }
+        self.join_workers()
     }
 }
 
