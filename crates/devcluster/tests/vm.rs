@@ -18,7 +18,7 @@ use serde_json::json;
 use common::eventually;
 
 struct Vm {
-    _cluster: DevCluster,
+    cluster: DevCluster,
     client: kube::Client,
     disks: tempfile::TempDir,
     key: PrivateKey,
@@ -91,7 +91,7 @@ async fn start_vm() -> (Vm, String) {
     let ip = running_ip(&client).await;
     (
         Vm {
-            _cluster: cluster,
+            cluster,
             client,
             disks,
             key,
@@ -306,4 +306,111 @@ async fn openssh_client_logs_in_and_runs_a_command() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(stdout, "hello from control-plane in /home/cks\n");
+}
+
+/// Open the VMI's portforward WebSocket by hand (kube-rs insists on the channel.k8s.io
+/// subprotocols) and return a byte stream tunnelled through it.
+async fn portforward(vm: &Vm, vmi: &str, port: u16) -> Result<tokio::io::DuplexStream, String> {
+    use base64::Engine;
+    use cks_devcluster::kubevirt::portforward::{SUBPROTOCOL, accept_key, read_frame, write_frame};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let ca_b64 = vm.cluster.kubeconfig().clusters[0]
+        .cluster
+        .as_ref()
+        .and_then(|c| c.certificate_authority_data.clone())
+        .expect("CA data");
+    let ca_pem = base64::engine::general_purpose::STANDARD.decode(ca_b64).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::pem::PemObject::from_pem_slice(&ca_pem).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(vm.cluster.addr()).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let key = "dGhlIHNhbXBsZSBub25jZQ==";
+    let request = format!(
+        "GET /apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachineinstances/{vmi}/portforward/{port} HTTP/1.1\r\n\
+         Host: localhost\r\nAuthorization: Bearer {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Protocol: {SUBPROTOCOL}\r\n\r\n",
+        vm.cluster.token()
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(tls.read_u8().await.unwrap());
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    if !head.starts_with("http/1.1 101") {
+        return Err(head);
+    }
+    assert!(
+        head.contains(&format!(
+            "sec-websocket-accept: {}",
+            accept_key(key).to_lowercase()
+        )),
+        "{head}"
+    );
+    assert!(
+        head.contains("sec-websocket-protocol: plain.kubevirt.io"),
+        "{head}"
+    );
+    let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(async move {
+        let (mut ws_r, mut ws_w) = tokio::io::split(tls);
+        let (mut d_r, mut d_w) = tokio::io::split(theirs);
+        let up = async {
+            let mut buf = vec![0u8; 16 * 1024];
+            while let Ok(n @ 1..) = d_r.read(&mut buf).await {
+                if write_frame(&mut ws_w, 0x2, &buf[..n], Some([1, 2, 3, 4]))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        };
+        let down = async {
+            while let Ok((opcode, payload)) = read_frame(&mut ws_r).await {
+                if opcode == 0x8 || d_w.write_all(&payload).await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            () = up => {}
+            () = down => {}
+        }
+    });
+    Ok(ours)
+}
+
+#[tokio::test]
+async fn ssh_through_the_portforward_websocket_reaches_the_vm() {
+    let (vm, ip) = start_vm().await;
+    connect(&ip, "cks", &vm.key).await;
+    let stream = portforward(&vm, "lab-cp", 2222).await.expect("upgrade");
+    let config = Arc::new(client::Config::default());
+    let mut h = client::connect_stream(config, stream, Client)
+        .await
+        .expect("ssh over the tunnel");
+    let auth = h
+        .authenticate_publickey("cks", PrivateKeyWithHashAlg::new(Arc::new(vm.key.clone()), None))
+        .await
+        .expect("auth");
+    assert!(auth.success());
+    let (out, code) = exec(&h, "hostname; echo tunnelled").await;
+    assert_eq!((out.as_str(), code), ("control-plane\ntunnelled\n", 0));
+    let err = portforward(&vm, "missing", 2222).await.expect_err("no such VMI");
+    assert!(err.starts_with("http/1.1 404"), "{err}");
 }

@@ -7,6 +7,7 @@
 mod controller;
 pub mod crds;
 mod machine;
+pub mod portforward;
 mod subresources;
 
 use std::collections::BTreeMap;

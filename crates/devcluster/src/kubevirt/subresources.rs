@@ -60,8 +60,7 @@ pub(crate) async fn route(shared: &Arc<Shared>, req: Request, segs: &[&str]) -> 
             let port: u16 = port
                 .parse()
                 .map_err(|_| ApiError::bad_request(format!("invalid port {port:?}")))?;
-            let _ = (shared, ns, name, port);
-            Err(ApiError::bad_request("portforward: not yet"))
+            super::portforward::serve(shared, req, ns, name, port).await
         }
         _ => Err(ApiError::path_not_found(&format!(
             "/apis/subresources.kubevirt.io/{}",
