@@ -338,3 +338,73 @@ async fn restore_from_snapshot_undoes_student_changes_to_files_and_api_objects()
     })
     .await;
 }
+
+fn kubectl_binary() -> std::path::PathBuf {
+    if let Some(k) = std::env::var_os("KUBECTL").filter(|k| !k.is_empty()) {
+        return k.into();
+    }
+    let tools = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/kubectl/usr/bin/kubectl");
+    if tools.is_file() {
+        return tools;
+    }
+    "kubectl".into()
+}
+
+#[tokio::test]
+async fn kubectl_with_the_admin_kubeconfig_sees_the_practice_cluster_and_the_vms() {
+    let lab = lab().await;
+    let ip = lab.ip("lab-cp", None).await;
+    let practice = lab.practice(&ip).await;
+    let nodes: Api<Node> = Api::all(practice);
+    eventually("control plane Ready", || async {
+        (!ready_nodes(&nodes.list(&Default::default()).await.ok()?.items).is_empty()).then_some(())
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let admin = dir.path().join("admin.conf");
+    std::fs::write(
+        &admin,
+        lab.pki
+            .admin_kubeconfig("lab", &format!("https://{ip}:6443"))
+            .unwrap(),
+    )
+    .unwrap();
+    let run = |kubeconfig: std::path::PathBuf, args: &'static [&'static str]| async move {
+        let out = tokio::process::Command::new(kubectl_binary())
+            .env("KUBECONFIG", kubeconfig)
+            .args(args)
+            .output()
+            .await
+            .expect("kubectl runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let out = run(admin.clone(), &["get", "nodes"]).await;
+    assert!(out.lines().any(|l| l.starts_with("control-plane")), "{out}");
+    let ready = run(
+        admin,
+        &[
+            "get",
+            "node",
+            "control-plane",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ],
+    )
+    .await;
+    assert_eq!(ready, "True");
+    // The host cluster's VMs, as `kubectl get vm,vmi` shows them.
+    let host = dir.path().join("host.conf");
+    std::fs::write(&host, lab._cluster.kubeconfig_yaml()).unwrap();
+    let out = run(host, &["get", "vm,vmi"]).await;
+    assert!(
+        out.lines().any(|l| l.contains("lab-cp") && l.contains("Running")),
+        "{out}"
+    );
+    assert!(out.contains(&ip), "{out}");
+}
