@@ -244,6 +244,48 @@ fn strict_check(rt: &ResourceType, opts: WriteOpts, pruned: &[String]) -> ApiRes
     )))
 }
 
+/// Services of type ClusterIP (the default), NodePort and LoadBalancer get a cluster IP from
+/// 10.96.0.0/12 on create, like the real allocator; an update without one keeps the old one.
+fn allocate_cluster_ip(st: &State, rt: &ResourceType, obj: &mut Value, old: Option<&Value>) {
+    if !(rt.group.is_empty() && rt.plural == "services") {
+        return;
+    }
+    let spec = &obj["spec"];
+    if spec["type"].as_str() == Some("ExternalName")
+        || spec["clusterIP"].as_str().is_some_and(|ip| !ip.is_empty())
+    {
+        return;
+    }
+    if let Some(old_ip) = old
+        .and_then(|o| o["spec"]["clusterIP"].as_str())
+        .filter(|ip| !ip.is_empty())
+    {
+        obj["spec"]["clusterIP"] = json!(old_ip);
+        obj["spec"]["clusterIPs"] = json!([old_ip]);
+        return;
+    }
+    let used: std::collections::HashSet<String> = st
+        .objects
+        .get(&rt.storage)
+        .map(|b| {
+            b.values()
+                .filter_map(|s| s["spec"]["clusterIP"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    // 10.96.0.1 is the kubernetes Service's; start after it.
+    let ip = (2u32..(1 << 20))
+        .map(|n| std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(10, 96, 0, 0)) + n).to_string())
+        .find(|ip| !used.contains(ip));
+    if let Some(ip) = ip {
+        if !obj["spec"].is_object() {
+            obj["spec"] = json!({});
+        }
+        obj["spec"]["clusterIP"] = json!(ip);
+        obj["spec"]["clusterIPs"] = json!([ip]);
+    }
+}
+
 /// Secrets store `stringData` as base64 `data` and default their type to `Opaque`, like the
 /// real server's Secret strategy.
 fn normalize_secret(rt: &ResourceType, obj: &mut Value) {
@@ -545,6 +587,7 @@ impl State {
             m.remove("generation");
         }
         normalize_secret(rt, &mut obj);
+        allocate_cluster_ip(self, rt, &mut obj, None);
         let key = object_key(ns.as_deref(), &name);
         if self.lookup(&rt.storage, &key).is_some() {
             return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
@@ -707,6 +750,7 @@ impl State {
             };
         }
         normalize_secret(rt, &mut next);
+        allocate_cluster_ip(self, rt, &mut next, Some(&old));
         if let Some(crd) = &rt.crd {
             let mut pruned = Vec::new();
             let causes = crd.admit(&mut next, Some(&old), &mut pruned);

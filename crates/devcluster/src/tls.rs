@@ -86,9 +86,12 @@ pub fn generate(
 pub struct ExternalCa {
     pub cert_pem: String,
     pub key_pem: String,
+    /// Extra subject alternative names of the serving certificate (DNS names or IPs), like
+    /// kubeadm's `apiServer.certSANs` and `controlPlaneEndpoint`.
+    pub sans: Vec<String>,
 }
 
-fn serving_params(ip: IpAddr) -> Result<CertificateParams, TlsError> {
+fn serving_params(ip: IpAddr, sans: &[String]) -> Result<CertificateParams, TlsError> {
     let mut params = CertificateParams::new(vec![
         "localhost".to_string(),
         "kubernetes".to_string(),
@@ -99,6 +102,14 @@ fn serving_params(ip: IpAddr) -> Result<CertificateParams, TlsError> {
         .distinguished_name
         .push(DnType::CommonName, "kube-apiserver");
     params.subject_alt_names.push(SanType::IpAddress(ip));
+    for san in sans {
+        match san.parse::<IpAddr>() {
+            Ok(extra) => params.subject_alt_names.push(SanType::IpAddress(extra)),
+            Err(_) => params
+                .subject_alt_names
+                .push(SanType::DnsName(san.as_str().try_into()?)),
+        }
+    }
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
@@ -113,7 +124,7 @@ fn with_external_ca(ip: IpAddr, ca: &ExternalCa) -> Result<Tls, TlsError> {
     let ca_key = KeyPair::from_pem(&ca.key_pem)?;
     let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)?;
     let key = KeyPair::generate()?;
-    let cert = serving_params(ip)?.signed_by(&key, &issuer)?;
+    let cert = serving_params(ip, &ca.sans)?.signed_by(&key, &issuer)?;
     let ca_der = rustls::pki_types::pem::PemObject::from_pem_slice(ca.cert_pem.as_bytes())
         .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
     let mut roots = rustls::RootCertStore::empty();

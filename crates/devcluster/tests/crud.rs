@@ -473,3 +473,46 @@ async fn dry_run_writes_validate_without_persisting() {
     api.delete("real", &dp).await.unwrap();
     assert!(api.get_opt("real").await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn services_get_a_cluster_ip_that_updates_and_applies_keep() {
+    use k8s_openapi::api::core::v1::Service;
+    let cluster = common::start().await;
+    let client = cluster.client().await.unwrap();
+    let services: Api<Service> = Api::namespaced(client, "default");
+    let svc = |name: &str| -> Service {
+        serde_json::from_value(serde_json::json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name}, "spec": {"ports": [{"port": 6443}]}}))
+        .unwrap()
+    };
+    let a = services.create(&PostParams::default(), &svc("a")).await.unwrap();
+    let ip_a = a.spec.unwrap().cluster_ip.unwrap();
+    assert!(ip_a.starts_with("10.96."), "{ip_a}");
+    let b = services
+        .patch("b", &PatchParams::apply("test"), &Patch::Apply(svc("b")))
+        .await
+        .unwrap();
+    let ip_b = b.spec.unwrap().cluster_ip.unwrap();
+    assert_ne!(ip_a, ip_b);
+    let b = services
+        .patch("b", &PatchParams::apply("test"), &Patch::Apply(svc("b")))
+        .await
+        .unwrap();
+    assert_eq!(
+        b.spec.unwrap().cluster_ip.unwrap(),
+        ip_b,
+        "a re-apply keeps the address"
+    );
+    let mut current = services.get("a").await.unwrap();
+    current.spec.as_mut().unwrap().cluster_ip = None;
+    current.spec.as_mut().unwrap().cluster_ips = None;
+    let a = services
+        .replace("a", &PostParams::default(), &current)
+        .await
+        .unwrap();
+    assert_eq!(
+        a.spec.unwrap().cluster_ip.unwrap(),
+        ip_a,
+        "an update keeps the address"
+    );
+}

@@ -113,7 +113,7 @@ async fn lab() -> Lab {
         node_name: "control-plane",
         token: &token,
         control_plane_endpoint: "10.96.0.10:6443",
-        cert_sans: &[],
+        cert_sans: &["lab-cp.default.svc.cluster.local".to_string()],
         pod_subnet: "10.244.0.0/16",
         service_subnet: "10.97.0.0/16",
         ignore_preflight_errors: &[],
@@ -203,6 +203,25 @@ async fn control_plane_serves_the_practice_api_and_only_workers_with_the_right_t
     })
     .await;
     assert_eq!(names, ["control-plane", "worker-1"], "worker-2 has a wrong token");
+
+    // Reached by IP, the certificate also holds kubeadm's certSANs (the operator checks the
+    // Service's DNS name while dialling the VMI's IP).
+    let yaml = lab
+        .pki
+        .admin_kubeconfig("lab", &format!("https://{ip}:6443"))
+        .unwrap();
+    let mut kc: kube::config::Kubeconfig = serde_saphyr::from_str(&yaml).unwrap();
+    if let Some(c) = kc.clusters[0].cluster.as_mut() {
+        c.tls_server_name = Some("lab-cp.default.svc.cluster.local".into());
+    }
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    let by_name = kube::Client::try_from(config).unwrap();
+    by_name
+        .apiserver_version()
+        .await
+        .expect("certificate valid for the certSAN");
 
     let pods: Api<Pod> = Api::namespaced(practice.clone(), "default");
     let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "web"},

@@ -105,8 +105,23 @@ fn kubeadm(disk: &Path) -> Option<Kubeadm> {
                     .collect()
             })
             .unwrap_or_default();
+        // The serving certificate carries the names kubeadm would put in it.
+        let cluster = docs.iter().find(|d| d["kind"] == "ClusterConfiguration");
+        let mut sans: Vec<String> = cluster
+            .and_then(|c| c["apiServer"]["certSANs"].as_array())
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        if let Some(endpoint) = cluster.and_then(|c| c["controlPlaneEndpoint"].as_str()) {
+            let host = endpoint.rsplit_once(':').map_or(endpoint, |(h, _)| h);
+            sans.push(host.trim_matches(['[', ']']).to_string());
+        }
+        sans.retain(|s| !s.is_empty());
         return Some(Kubeadm::ControlPlane {
-            ca: crate::ExternalCa { cert_pem, key_pem },
+            ca: crate::ExternalCa {
+                cert_pem,
+                key_pem,
+                sans,
+            },
             ca_hash: format!("sha256:{hex}"),
             tokens,
         });
