@@ -414,3 +414,56 @@ async fn ssh_through_the_portforward_websocket_reaches_the_vm() {
     let err = portforward(&vm, "missing", 2222).await.expect_err("no such VMI");
     assert!(err.starts_with("http/1.1 404"), "{err}");
 }
+
+#[tokio::test]
+async fn a_restarted_server_with_a_data_dir_boots_its_running_vms_again() {
+    let data = tempfile::tempdir().unwrap();
+    let opts = || Options {
+        data_dir: Some(data.path().to_path_buf()),
+        kubevirt: Some(SimOptions {
+            golden_images: vec!["vm-templates/golden".into()],
+            ..SimOptions::default()
+        }),
+        ..Options::default()
+    };
+    let key = key(7);
+    let public = key.public_key().to_openssh().unwrap();
+    let cluster = common::start_with(opts()).await;
+    let client = cluster.client().await.unwrap();
+    let secret: DynamicObject = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "lab-cp-cloudinit"},
+        "stringData": {"userdata": format!("#cloud-config\nusers:\n  - name: cks\n    ssh_authorized_keys: ['{public}']\n")}}))
+    .unwrap();
+    api(&client, "", "v1", "Secret", "secrets")
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let vm: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": "lab-cp"},
+        "spec": {"runStrategy": "Always", "template": {"spec": {"volumes": [
+            {"name": "rootdisk", "persistentVolumeClaim": {"claimName": "lab-cp-disk"}},
+            {"name": "cloudinitdisk", "cloudInitNoCloud": {"secretRef": {"name": "lab-cp-cloudinit"}}}]}}}
+    }))
+    .unwrap();
+    vms(&client).create(&PostParams::default(), &vm).await.unwrap();
+    let ip = running_ip(&client).await;
+    exec(&connect(&ip, "cks", &key).await, "echo persisted > /root/mark").await;
+    cluster.shutdown().await;
+    eventually("ssh closed with the server", || async {
+        tokio::net::TcpStream::connect((ip.as_str(), 2222))
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+
+    let cluster = common::start_with(opts()).await;
+    let client = cluster.client().await.unwrap();
+    assert_eq!(
+        running_ip(&client).await,
+        ip,
+        "the VMI kept running with its address"
+    );
+    let (out, _) = exec(&connect(&ip, "cks", &key).await, "cat /root/mark").await;
+    assert_eq!(out, "persisted\n");
+}
