@@ -7,7 +7,7 @@ SHELL := /bin/bash
 .PHONY: help test lint fmt crds crds-check scenarios-lint unit run bench
 
 help:
-	@echo "make run         start the development control plane with the CRDs and samples"
+	@echo "make run         the platform locally: dev control plane + KubeVirt simulator + operator"
 	@echo "make test        formatting, clippy, CRD freshness and every test (what CI runs)"
 	@echo "make lint        formatting and clippy only"
 	@echo "make fmt         format the code"
@@ -48,10 +48,12 @@ unit:
 		KUBECTL="$$path_kubectl" $(CARGO) test --locked -p cks-devcluster --test kubectl; \
 	fi
 
-# The development control plane with the CRDs and samples applied; Ctrl-C stops it.
+# The development control plane with the KubeVirt simulator, the CRDs, the samples and the
+# operator (scripts/dev-run.sh); Ctrl-C stops it. CKS_KUBEVIRT_PROFILE=fast speeds it up.
 run:
-	$(CARGO) run --locked -p cks-devcluster -- --apply crds --apply config/samples
+	scripts/dev-run.sh
 
 bench:
 	$(CARGO) bench --locked -p cks-scenarios --bench catalog_load
 	$(CARGO) bench --locked -p cks-devcluster --bench api
+	$(CARGO) bench --locked -p cks-operator --bench pool

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# `make run`: the whole platform on this machine. Starts the development control plane with the
+# KubeVirt simulator and a golden image, applies the CRDs, the samples and an SSH key for the
+# sample pool, then runs the operator against it. Ctrl-C stops everything.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+state=target/devcluster
+kubeconfig="$state/kubeconfig"
+profile="${CKS_KUBEVIRT_PROFILE:-realistic}"
+mkdir -p "$state"
+
+cargo build --locked -q -p cks-devcluster -p cks-operator
+
+# The sample pool's VM key: generated once per checkout, never committed.
+if [ ! -f "$state/ssh-key" ]; then
+    ssh-keygen -q -t ed25519 -N '' -C cks-lab-dev -f "$state/ssh-key"
+fi
+{
+    echo "apiVersion: v1"
+    echo "kind: Secret"
+    echo "metadata: {name: cks-ssh-key, namespace: cks-lab}"
+    echo "stringData:"
+    echo "  ssh-privatekey: |"
+    sed 's/^/    /' "$state/ssh-key"
+    echo "  ssh-publickey: $(cat "$state/ssh-key.pub")"
+} > "$state/ssh-key-secret.yaml"
+
+pids=()
+cleanup() {
+    trap - INT TERM EXIT
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup INT TERM EXIT
+
+rm -f "$kubeconfig"
+target/debug/cks-devcluster --kubeconfig "$kubeconfig" --simulate-kubevirt \
+    --kubevirt-profile "$profile" --golden-image vm-templates/ubuntu-2204-kube-1-33 \
+    --apply crds --apply config/samples --apply "$state/ssh-key-secret.yaml" &
+pids+=($!)
+
+# The kubeconfig is written once the server listens; the operator retries until CRDs exist.
+for _ in $(seq 1 100); do
+    [ -s "$kubeconfig" ] && break
+    kill -0 "${pids[0]}" 2>/dev/null || { echo "cks-devcluster exited" >&2; exit 1; }
+    sleep 0.1
+done
+
+KUBECONFIG="$kubeconfig" target/debug/cks-operator --namespace cks-lab --practice-api vmi-ip \
+    --metrics-addr 127.0.0.1:8080 --log-format human &
+pids+=($!)
+
+cat <<MSG
+
+cks-lab is running on the development control plane (a dev/test tool, not a real cluster).
+  kubeconfig: $kubeconfig
+  try:        KUBECONFIG=$kubeconfig kubectl get cks -A
+              KUBECONFIG=$kubeconfig kubectl get vm,vmi,dv -A
+  metrics:    http://127.0.0.1:8080/metrics
+Stop with Ctrl-C.
+
+MSG
+# Stop when either process stops; the trap stops the other.
+wait -n "${pids[@]}"
