@@ -10,6 +10,9 @@ kubeconfig="$state/kubeconfig"
 profile="${CKS_KUBEVIRT_PROFILE:-realistic}"
 mkdir -p "$state"
 
+command -v ssh-keygen >/dev/null || { echo "make run needs ssh-keygen (Debian: apt-get install openssh-client)" >&2; exit 1; }
+command -v bwrap >/dev/null || echo "note: without bwrap (Debian: apt-get install bubblewrap) the simulated VMs' SSH shells fail" >&2
+
 cargo build --locked -q -p cks-devcluster -p cks-operator
 
 # The sample pool's VM key: generated once per checkout, never committed.
