@@ -1,31 +1,44 @@
 //! Both controllers against the development control plane's KubeVirt simulator: real
 //! DataVolume clones, VM run strategies, snapshots and restores with their status
-//! transitions and injected faults. The simulator serves no practice-cluster API yet, so
-//! readiness uses the always-ready probe, and Services get no ClusterIP there, so a small
-//! loop plays the API server's allocator for control-plane Services.
+//! transitions and injected faults, Services with ClusterIPs, and on each control-plane VM
+//! the simulator's nested practice-cluster API. Readiness is the operator's own check in
+//! `vmi-ip` mode: the admin client certificate against `VMI_IP:6443`, the serving
+//! certificate verified for the control-plane Service's DNS name.
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use cks_api::practice_cluster::PracticeClusterPhase;
 use cks_api::{ClusterPool, PracticeCluster};
 use cks_devcluster::kubevirt::{Fault, SimOptions};
 use cks_devcluster::{DevCluster, Options};
+use cks_kubevirt::kubevirt::VirtualMachine;
+use cks_kubevirt::naming::{API_SERVER_PORT, VmId};
+use cks_operator::config::{ControllerConfig, PracticeApiAccess};
 use cks_operator::context::Context;
+use cks_operator::probe::KubeProbe;
 use cks_operator::{cluster, pool};
 use common::{NS, clusters, eventually};
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
 async fn start(faults: &[(Fault, f64)]) -> (DevCluster, Client) {
+    start_with_disks(faults, None).await
+}
+
+/// `disk_dir`: where the simulated disks live, for tests that look inside them; a temporary
+/// directory of the server's own when `None`.
+async fn start_with_disks(faults: &[(Fault, f64)], disk_dir: Option<PathBuf>) -> (DevCluster, Client) {
     let opts = Options {
         kubevirt: Some(SimOptions {
             golden_images: vec!["vm-templates/golden".into()],
             fault_rates: faults.iter().copied().collect(),
+            disk_dir,
             ..SimOptions::default()
         }),
         ..Options::default()
@@ -53,36 +66,18 @@ async fn start(faults: &[(Fault, f64)]) -> (DevCluster, Client) {
     }))
     .unwrap();
     secrets.create(&PostParams::default(), &key).await.unwrap();
-    allocate_cluster_ips(client.clone());
-    let ctx = Arc::new(Context::test(client.clone()));
+    let config = ControllerConfig {
+        practice_api: PracticeApiAccess::VmiIp,
+        ..ControllerConfig::test()
+    };
+    let ctx = Arc::new(Context {
+        config: Arc::new(config),
+        probe: Arc::new(KubeProbe),
+        ..Context::test(client.clone())
+    });
     tokio::spawn(pool::run(ctx.clone(), Some(NS), std::future::pending()));
     tokio::spawn(cluster::run(ctx, Some(NS), std::future::pending()));
     (server, client)
-}
-
-fn allocate_cluster_ips(client: Client) {
-    tokio::spawn(async move {
-        let services: Api<Service> = Api::all(client.clone());
-        let mut next = 10u8;
-        loop {
-            if let Ok(list) = services
-                .list(&ListParams::default().labels("cks.io/role=control-plane"))
-                .await
-            {
-                for svc in list {
-                    if svc.spec.as_ref().and_then(|s| s.cluster_ip.as_ref()).is_none() {
-                        let api: Api<Service> =
-                            Api::namespaced(client.clone(), &svc.namespace().unwrap_or_default());
-                        let ip = format!("10.96.0.{next}");
-                        next = next.wrapping_add(1);
-                        let patch = Patch::Merge(json!({"spec": {"clusterIP": ip}}));
-                        let _ = api.patch(&svc.name_any(), &PatchParams::default(), &patch).await;
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    });
 }
 
 fn phase(pc: &PracticeCluster) -> PracticeClusterPhase {
@@ -251,4 +246,124 @@ async fn failing_restores_fail_the_reset_and_the_pool_replaces_the_cluster() {
     .await;
     pools.delete("rst", &DeleteParams::default()).await.unwrap();
     nothing_left(&client, "rst").await;
+}
+
+/// A client of the practice cluster's nested API, as the operator's `vmi-ip` probe reaches
+/// it: the admin kubeconfig from the cluster's Secret, the control-plane VMI's IP as the
+/// URL, and the serving certificate verified for the Service DNS name the kubeconfig names.
+async fn practice_client(client: &Client, pc: &PracticeCluster) -> Option<Client> {
+    let status = pc.status.as_ref()?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), status.namespace.as_deref()?);
+    let secret = secrets
+        .get(status.admin_kubeconfig_secret.as_deref()?)
+        .await
+        .ok()?;
+    let yaml = secret.data?.remove("kubeconfig")?;
+    let kubeconfig = Kubeconfig::from_yaml(std::str::from_utf8(&yaml.0).ok()?).unwrap();
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    let cp = status
+        .vms
+        .iter()
+        .find(|v| v.target == VmId::ControlPlane.target())?;
+    config.tls_server_name = config.cluster_url.host().map(str::to_owned);
+    config.cluster_url = format!("https://{}:{API_SERVER_PORT}", cp.ip.as_deref()?)
+        .parse()
+        .unwrap();
+    Some(Client::try_from(config).unwrap())
+}
+
+/// Directories of the control-plane VM's disks, as they are now.
+async fn control_plane_disks(client: &Client, disks: &Path, pc: &PracticeCluster) -> Vec<PathBuf> {
+    let status = pc.status.as_ref().unwrap();
+    let vm_ns = status.namespace.as_deref().unwrap();
+    let cp = status
+        .vms
+        .iter()
+        .find(|v| v.target == VmId::ControlPlane.target())
+        .unwrap();
+    let vms: Api<VirtualMachine> = Api::namespaced(client.clone(), vm_ns);
+    let vm = vms.get(&cp.name).await.unwrap();
+    let dirs: Vec<PathBuf> = vm
+        .claim_names()
+        .into_iter()
+        .map(|claim| disks.join("disks").join(vm_ns).join(claim))
+        .collect();
+    assert!(!dirs.is_empty(), "the control plane VM has no disks");
+    dirs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_reverts_changes_made_inside_the_practice_cluster() {
+    let disks = std::env::temp_dir().join(format!("cks-operator-reset-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&disks);
+    let (_server, client) = start_with_disks(&[], Some(disks.clone())).await;
+    let pools: Api<ClusterPool> = Api::namespaced(client.clone(), NS);
+    pools
+        .create(&PostParams::default(), &common::pool("rev", 1, 2, 1))
+        .await
+        .unwrap();
+    let api: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
+    let pc = eventually("an Available cluster", || async {
+        let list = clusters(&client, "rev").await;
+        list.into_iter()
+            .find(|c| phase(c) == PracticeClusterPhase::Available)
+    })
+    .await;
+    let name = pc.name_any();
+
+    let claim = Patch::Merge(json!({"spec": {"claimRef": {"name": "erin"}}}));
+    api.patch(&name, &PatchParams::default(), &claim).await.unwrap();
+    let pc = eventually("Assigned", || async {
+        let pc = api.get(&name).await.ok()?;
+        (phase(&pc) == PracticeClusterPhase::Assigned).then_some(pc)
+    })
+    .await;
+
+    // What a session leaves behind: an object in the practice cluster and a file on the
+    // control plane's disk.
+    let practice = practice_client(&client, &pc)
+        .await
+        .expect("the practice cluster's admin kubeconfig and control-plane IP");
+    let configmaps: Api<ConfigMap> = Api::namespaced(practice, "default");
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "left-by-session"},
+        "data": {"who": "erin"},
+    }))
+    .unwrap();
+    configmaps.create(&PostParams::default(), &cm).await.unwrap();
+    for dir in control_plane_disks(&client, &disks, &pc).await {
+        std::fs::write(dir.join("left-by-session"), "erin").unwrap();
+    }
+
+    let release = Patch::Merge(json!({"spec": {"claimRef": null}}));
+    api.patch(&name, &PatchParams::default(), &release).await.unwrap();
+    let pc = eventually("the reset to finish", || async {
+        let pc = api.get(&name).await.ok()?;
+        let s = pc.status.as_ref()?;
+        (s.phase == PracticeClusterPhase::Available && s.sessions_served == 1).then_some(pc)
+    })
+    .await;
+
+    let practice = practice_client(&client, &pc)
+        .await
+        .expect("the practice cluster's admin kubeconfig and control-plane IP");
+    let configmaps: Api<ConfigMap> = Api::namespaced(practice, "default");
+    assert!(
+        configmaps.get_opt("left-by-session").await.unwrap().is_none(),
+        "the ConfigMap survived the reset"
+    );
+    for dir in control_plane_disks(&client, &disks, &pc).await {
+        assert!(dir.is_dir(), "{} is not a disk directory", dir.display());
+        assert!(
+            !dir.join("left-by-session").exists(),
+            "the file survived the reset in {}",
+            dir.display()
+        );
+    }
+
+    pools.delete("rev", &DeleteParams::default()).await.unwrap();
+    nothing_left(&client, "rev").await;
+    let _ = std::fs::remove_dir_all(&disks);
 }
