@@ -160,25 +160,7 @@ pub async fn reconcile(guard: Arc<DeserializeGuard<PracticeCluster>>, ctx: Arc<C
     let span = info_span!("reconcile", controller = CONTROLLER, cluster = %name, namespace = %namespace);
     async move {
         ctx.metrics.reconciled(CONTROLLER);
-        let pc = match &guard.0 {
-            Ok(pc) => pc,
-            Err(invalid) => {
-                let err = Error::InvalidObject {
-                    kind: "PracticeCluster",
-                    name: format!("{namespace}/{name}"),
-                    message: invalid.error.clone(),
-                };
-                ctx.event(
-                    guard.as_ref(),
-                    EventType::Warning,
-                    "InvalidObject",
-                    "Reconcile",
-                    err.to_string(),
-                )
-                .await;
-                return Err(err);
-            }
-        };
+        let pc = ctx.accept(guard.as_ref(), "PracticeCluster").await?;
         if pc.meta().deletion_timestamp.is_some() {
             return cleanup(pc, &ctx).await;
         }

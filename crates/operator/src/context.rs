@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
-use kube::Client;
-use kube::Resource;
+use kube::core::DeserializeGuard;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource, ResourceExt};
 
 use crate::config::ControllerConfig;
+use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::probe::{AlwaysReady, ClusterProbe, KubeProbe};
 
@@ -89,6 +90,34 @@ impl Context {
         };
         if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
             tracing::warn!(error = %e, reason, "publishing an event failed");
+        }
+    }
+
+    /// The object behind a watch's `DeserializeGuard`. One that did not deserialize gets a
+    /// Warning event and an `InvalidObject` error (which waits for a change), so one malformed
+    /// object never stalls the controller.
+    pub async fn accept<'a, K>(&self, guard: &'a DeserializeGuard<K>, kind: &'static str) -> Result<&'a K>
+    where
+        DeserializeGuard<K>: Resource<DynamicType = ()>,
+    {
+        match &guard.0 {
+            Ok(object) => Ok(object),
+            Err(invalid) => {
+                let err = Error::InvalidObject {
+                    kind,
+                    name: format!("{}/{}", guard.namespace().unwrap_or_default(), guard.name_any()),
+                    message: invalid.error.clone(),
+                };
+                self.event(
+                    guard,
+                    EventType::Warning,
+                    "InvalidObject",
+                    "Reconcile",
+                    err.to_string(),
+                )
+                .await;
+                Err(err)
+            }
         }
     }
 }

@@ -227,25 +227,7 @@ pub async fn reconcile(guard: Arc<DeserializeGuard<ClusterPool>>, ctx: Arc<Conte
     let span = info_span!("reconcile", controller = CONTROLLER, pool = %name, namespace = %namespace);
     async move {
         ctx.metrics.reconciled(CONTROLLER);
-        let pool = match &guard.0 {
-            Ok(pool) => pool,
-            Err(invalid) => {
-                let err = Error::InvalidObject {
-                    kind: "ClusterPool",
-                    name: format!("{namespace}/{name}"),
-                    message: invalid.error.clone(),
-                };
-                ctx.event(
-                    guard.as_ref(),
-                    EventType::Warning,
-                    "InvalidObject",
-                    "Reconcile",
-                    err.to_string(),
-                )
-                .await;
-                return Err(err);
-            }
-        };
+        let pool = ctx.accept(guard.as_ref(), "ClusterPool").await?;
         if pool.meta().deletion_timestamp.is_some() {
             // Owner references take the clusters with it.
             return Ok(Action::await_change());

@@ -171,3 +171,44 @@ async fn metrics_and_health_endpoints_answer() {
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
 }
+
+#[tokio::test]
+async fn an_object_that_does_not_deserialize_is_refused_with_a_warning_event() {
+    use cks_operator::context::Context;
+    use k8s_openapi::api::core::v1::Event;
+    use kube::core::DeserializeGuard;
+
+    let (_server, client) = common::start().await;
+    let guard: DeserializeGuard<cks_api::ClusterPool> = serde_json::from_value(serde_json::json!({
+        "apiVersion": "cks.io/v1alpha1",
+        "kind": "ClusterPool",
+        "metadata": {"name": "broken", "namespace": common::NS, "uid": "0f3c6d2e-1111-4222-8333-944455556666"},
+        "spec": {"maxClusters": "many"}
+    }))
+    .expect("a guard holds the failure instead of failing");
+    let ctx = Context::test(client.clone());
+
+    let err = ctx
+        .accept(&guard, "ClusterPool")
+        .await
+        .expect_err("a malformed pool is refused");
+    assert_eq!(err.category(), "InvalidObject");
+    assert!(
+        err.to_string().contains(&format!("{}/broken", common::NS)),
+        "{err}"
+    );
+
+    let events: kube::Api<Event> = kube::Api::namespaced(client, common::NS);
+    common::eventually("a Warning event on the malformed pool", || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&Default::default()).await.ok()?;
+            list.items.into_iter().find(|e| {
+                e.type_.as_deref() == Some("Warning")
+                    && e.reason.as_deref() == Some("InvalidObject")
+                    && e.involved_object.name.as_deref() == Some("broken")
+            })
+        }
+    })
+    .await;
+}
