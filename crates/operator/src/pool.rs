@@ -13,7 +13,7 @@ use cks_api::practice_cluster::{PracticeCluster, PracticeClusterPhase, PracticeC
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
@@ -220,6 +220,26 @@ pub fn pool_status(
     status
 }
 
+/// Deletes `observed` only if it is unchanged since it was read: the delete carries its
+/// resourceVersion as a precondition, so a cluster a Session claimed in the meantime (a write
+/// that bumps the version) is never deleted under the student. Returns false when the cluster
+/// changed or is already gone.
+pub async fn delete_if_unchanged(api: &Api<PracticeCluster>, observed: &PracticeCluster) -> Result<bool> {
+    let name = observed.name_any();
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            resource_version: observed.resource_version(),
+            uid: observed.uid(),
+        }),
+        ..DeleteParams::background()
+    };
+    match api.delete(&name, &params).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(false),
+        Err(e) => Err(kube_err("delete", "PracticeCluster", name)(e)),
+    }
+}
+
 /// Reconciles one ClusterPool.
 pub async fn reconcile(guard: Arc<DeserializeGuard<ClusterPool>>, ctx: Arc<Context>) -> Result<Action> {
     let name = guard.name_any();
@@ -264,10 +284,12 @@ async fn reconcile_pool(pool: &ClusterPool, ctx: &Context, namespace: &str) -> R
 
     let mut events = Vec::new();
     for (victim, reason) in &plan.delete {
-        match api.delete(victim, &DeleteParams::background()).await {
-            Ok(_) => {}
-            Err(e) if matches!(&e, kube::Error::Api(s) if s.code == 404) => continue,
-            Err(e) => return Err(kube_err("delete", "PracticeCluster", victim.clone())(e)),
+        let Some(observed) = clusters.iter().find(|pc| pc.name_any() == *victim) else {
+            continue;
+        };
+        if !delete_if_unchanged(&api, observed).await? {
+            info!(cluster = %victim, "cluster changed since it was listed; re-planning");
+            continue;
         }
         info!(cluster = %victim, reason = reason.as_str(), "deleted cluster");
         let note = format!("deleted cluster {victim} ({})", reason.as_str());

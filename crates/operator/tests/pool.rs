@@ -322,3 +322,36 @@ async fn template_change_rolls_only_unassigned_clusters() {
     .await;
     assert_eq!((status.total, status.assigned), (3, 1));
 }
+
+#[tokio::test]
+async fn a_cluster_claimed_after_it_was_listed_is_not_deleted() {
+    let (_server, client) = common::start().await;
+    let api: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
+    let cluster: PracticeCluster = serde_json::from_value(serde_json::json!({
+        "apiVersion": "cks.io/v1alpha1", "kind": "PracticeCluster",
+        "metadata": {"name": "p-abcde", "namespace": NS},
+        "spec": {"pool": "p", "templateHash": "h", "template": common::template(1)},
+    }))
+    .unwrap();
+    let listed = api.create(&PostParams::default(), &cluster).await.unwrap();
+
+    // A Session claims the cluster between the pool's list and its delete.
+    api.patch(
+        "p-abcde",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"claimRef": {"name": "alice"}}})),
+    )
+    .await
+    .unwrap();
+
+    assert!(!pool::delete_if_unchanged(&api, &listed).await.unwrap());
+    let still_there = api.get("p-abcde").await.expect("the claimed cluster survives");
+    assert_eq!(still_there.spec.claim_ref.unwrap().name, "alice");
+
+    let current = api.get("p-abcde").await.unwrap();
+    assert!(pool::delete_if_unchanged(&api, &current).await.unwrap());
+    assert!(
+        !pool::delete_if_unchanged(&api, &current).await.unwrap(),
+        "gone is not an error"
+    );
+}
