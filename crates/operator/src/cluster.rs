@@ -190,6 +190,25 @@ async fn set_finalizers(pc: &PracticeCluster, ctx: &Context, list: Vec<String>) 
 
 /// Deletes the cluster's namespace (and with it every VM, disk, snapshot and Secret) and
 /// releases the finalizer once the namespace is gone.
+/// True when `ns` was created for `pc`: the operator labels each cluster's namespace with
+/// the cluster's name and itself as manager.
+pub fn namespace_belongs_to(ns: &Namespace, pc: &PracticeCluster) -> bool {
+    let labels = ns.labels();
+    labels.get(labels::CLUSTER).map(String::as_str) == Some(pc.name_any().as_str())
+        && labels.get(labels::MANAGED_BY).map(String::as_str) == Some(labels::MANAGED_BY_VALUE)
+}
+
+async fn remove_cleanup_finalizer(pc: &PracticeCluster, ctx: &Context) -> Result<Action> {
+    let list: Vec<String> = pc
+        .finalizers()
+        .iter()
+        .filter(|f| *f != finalizers::CLUSTER_CLEANUP)
+        .cloned()
+        .collect();
+    set_finalizers(pc, ctx, list).await?;
+    Ok(Action::await_change())
+}
+
 async fn cleanup(pc: &PracticeCluster, ctx: &Context) -> Result<Action> {
     if !pc.finalizers().iter().any(|f| f == finalizers::CLUSTER_CLEANUP) {
         return Ok(Action::await_change());
@@ -201,6 +220,20 @@ async fn cleanup(pc: &PracticeCluster, ctx: &Context) -> Result<Action> {
         .await
         .map_err(kube_err("get", "Namespace", &ns_name))?
     {
+        Some(ns) if !namespace_belongs_to(&ns, pc) => {
+            // Never delete a namespace this cluster did not create (a hand-made PracticeCluster
+            // named like an existing namespace); just let the PracticeCluster go.
+            warn!(namespace = %ns_name, "namespace is not the cluster's own; leaving it");
+            ctx.event(
+                pc,
+                EventType::Warning,
+                "ForeignNamespace",
+                "Delete",
+                format!("namespace {ns_name} was not created for this cluster and is left in place"),
+            )
+            .await;
+            remove_cleanup_finalizer(pc, ctx).await
+        }
         Some(ns) => {
             if ns.metadata.deletion_timestamp.is_none() {
                 info!(namespace = %ns_name, "deleting the cluster's namespace");
@@ -220,16 +253,7 @@ async fn cleanup(pc: &PracticeCluster, ctx: &Context) -> Result<Action> {
             }
             Ok(Action::requeue(ctx.config.poll))
         }
-        None => {
-            let list: Vec<String> = pc
-                .finalizers()
-                .iter()
-                .filter(|f| *f != finalizers::CLUSTER_CLEANUP)
-                .cloned()
-                .collect();
-            set_finalizers(pc, ctx, list).await?;
-            Ok(Action::await_change())
-        }
+        None => remove_cleanup_finalizer(pc, ctx).await,
     }
 }
 
@@ -827,6 +851,29 @@ impl<'a> Reconciler<'a> {
     /// PKI and the Service's ClusterIP, or `None` while the Service has no ClusterIP.
     async fn ensure_foundation(&mut self) -> Result<Option<(ClusterPki, String)>> {
         let labels = self.layout.labels(None);
+        let namespaces: Api<Namespace> = Api::all(self.ctx.client.clone());
+        if let Some(ns) =
+            namespaces
+                .get_opt(&self.vm_ns)
+                .await
+                .map_err(kube_err("get", "Namespace", &self.vm_ns))?
+            && !namespace_belongs_to(&ns, self.pc)
+        {
+            let err = Error::ForeignNamespace {
+                namespace: self.vm_ns.clone(),
+                cluster: self.name(),
+            };
+            self.ctx
+                .event(
+                    self.pc,
+                    EventType::Warning,
+                    err.category(),
+                    "Provision",
+                    err.to_string(),
+                )
+                .await;
+            return Err(err);
+        }
         self.apply(&isolation::namespace(&self.vm_ns, &labels)).await?;
         self.status.namespace = Some(self.vm_ns.clone());
         let isolation = &self.pc.spec.isolation;

@@ -36,6 +36,16 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// The namespace a cluster would live in already exists and was not created for it.
+    #[error(
+        "namespace {namespace} exists and does not belong to PracticeCluster {cluster}; refusing to adopt it"
+    )]
+    ForeignNamespace {
+        /// The namespace.
+        namespace: String,
+        /// PracticeCluster name.
+        cluster: String,
+    },
     /// An object of a watched kind did not deserialize.
     #[error("invalid {kind} {name}: {message}")]
     InvalidObject {
@@ -61,6 +71,7 @@ impl Error {
             },
             Self::Layout { source, .. } => source.category(),
             Self::SshKey { .. } => "SshKeyMissing",
+            Self::ForeignNamespace { .. } => "ForeignNamespace",
             Self::InvalidObject { .. } => "InvalidObject",
         }
     }
@@ -68,7 +79,10 @@ impl Error {
     /// True when retrying cannot help until someone changes the object: the controller
     /// waits for a change instead of requeueing.
     pub fn needs_spec_change(&self) -> bool {
-        matches!(self, Self::Layout { .. } | Self::InvalidObject { .. })
+        matches!(
+            self,
+            Self::Layout { .. } | Self::InvalidObject { .. } | Self::ForeignNamespace { .. }
+        )
     }
 }
 

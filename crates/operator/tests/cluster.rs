@@ -418,3 +418,58 @@ async fn deleting_a_pool_leaves_no_clusters_namespaces_or_vms() {
     stop_pool.send(true).unwrap();
     fake.abort();
 }
+
+#[tokio::test]
+async fn a_cluster_named_like_a_foreign_namespace_neither_adopts_nor_deletes_it() {
+    let (_server, client, _faults, _fake) = setup().await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let foreign: Namespace = serde_json::from_value(
+        json!({"metadata": {"name": "team-payments", "labels": {"team": "payments"}}}),
+    )
+    .unwrap();
+    namespaces.create(&PostParams::default(), &foreign).await.unwrap();
+    let (stop, handle) = run_cluster_controller(&client);
+    let api: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
+    api.create(&PostParams::default(), &practice_cluster("team-payments", 3))
+        .await
+        .unwrap();
+
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), NS);
+    eventually("a ForeignNamespace warning", || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items.into_iter().find(|e| {
+            e.reason.as_deref() == Some("ForeignNamespace")
+                && e.involved_object.name.as_deref() == Some("team-payments")
+        })
+    })
+    .await;
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), "team-payments");
+    assert!(
+        policies
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let ns = namespaces.get("team-payments").await.unwrap();
+    assert!(
+        !ns.labels().contains_key("cks.io/cluster"),
+        "the namespace was adopted"
+    );
+
+    api.delete("team-payments", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the PracticeCluster to go", || async {
+        api.get_opt("team-payments").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let ns = namespaces
+        .get("team-payments")
+        .await
+        .expect("the foreign namespace survives");
+    assert!(ns.metadata.deletion_timestamp.is_none());
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+}
