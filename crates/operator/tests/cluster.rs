@@ -434,15 +434,7 @@ async fn a_cluster_named_like_a_foreign_namespace_neither_adopts_nor_deletes_it(
         .await
         .unwrap();
 
-    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), NS);
-    eventually("a ForeignNamespace warning", || async {
-        let list = events.list(&ListParams::default()).await.ok()?;
-        list.items.into_iter().find(|e| {
-            e.reason.as_deref() == Some("ForeignNamespace")
-                && e.involved_object.name.as_deref() == Some("team-payments")
-        })
-    })
-    .await;
+    common::warning_event(&client, "ForeignNamespace", "team-payments").await;
     let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), "team-payments");
     assert!(
         policies

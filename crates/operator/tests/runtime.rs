@@ -175,7 +175,6 @@ async fn metrics_and_health_endpoints_answer() {
 #[tokio::test]
 async fn an_object_that_does_not_deserialize_is_refused_with_a_warning_event() {
     use cks_operator::context::Context;
-    use k8s_openapi::api::core::v1::Event;
     use kube::core::DeserializeGuard;
 
     let (_server, client) = common::start().await;
@@ -198,17 +197,5 @@ async fn an_object_that_does_not_deserialize_is_refused_with_a_warning_event() {
         "{err}"
     );
 
-    let events: kube::Api<Event> = kube::Api::namespaced(client, common::NS);
-    common::eventually("a Warning event on the malformed pool", || {
-        let events = events.clone();
-        async move {
-            let list = events.list(&Default::default()).await.ok()?;
-            list.items.into_iter().find(|e| {
-                e.type_.as_deref() == Some("Warning")
-                    && e.reason.as_deref() == Some("InvalidObject")
-                    && e.involved_object.name.as_deref() == Some("broken")
-            })
-        }
-    })
-    .await;
+    common::warning_event(&client, "InvalidObject", "broken").await;
 }

@@ -87,3 +87,17 @@ pub async fn clusters(client: &Client, pool: &str) -> Vec<PracticeCluster> {
         .unwrap()
         .items
 }
+
+/// Waits for a Warning event with `reason` on the object named `object` in [`NS`].
+pub async fn warning_event(client: &Client, reason: &str, object: &str) -> k8s_openapi::api::core::v1::Event {
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), NS);
+    eventually(&format!("a {reason} Warning event on {object}"), || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items.into_iter().find(|e| {
+            e.type_.as_deref() == Some("Warning")
+                && e.reason.as_deref() == Some(reason)
+                && e.involved_object.name.as_deref() == Some(object)
+        })
+    })
+    .await
+}
