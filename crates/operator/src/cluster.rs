@@ -36,8 +36,8 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::access::{self, ApiTarget};
 use crate::cluster_machine::{self as machine, Progress, ResetStep, SnapshotStep, VmObs};
-use crate::config::PracticeApiAccess;
 use crate::context::Context;
 use crate::error::{Error, Result, kube_err};
 use crate::isolation;
@@ -1057,30 +1057,27 @@ impl<'a> Reconciler<'a> {
                 cluster: self.name(),
                 source,
             })?;
-        let (url, tls_server_name) = match self.ctx.config.practice_api {
-            PracticeApiAccess::Service => (self.layout.api_server_url(), None),
-            PracticeApiAccess::VmiIp => {
-                let cp = self.layout.vm_name(VmId::ControlPlane);
-                let ip = self
-                    .status
-                    .vms
-                    .iter()
-                    .find(|v| v.name == cp)
-                    .and_then(|v| v.ip.clone());
-                let Some(ip) = ip else {
-                    return Ok(Some("control plane VM has no IP yet".to_owned()));
-                };
-                let host = if ip.contains(':') { format!("[{ip}]") } else { ip };
-                (
-                    format!("https://{host}:{}", naming::API_SERVER_PORT),
-                    Some(self.layout.control_plane_dns_name()),
-                )
-            }
+        let cp = self.layout.vm_name(VmId::ControlPlane);
+        let cp_ip = self
+            .status
+            .vms
+            .iter()
+            .find(|v| v.name == cp)
+            .and_then(|v| v.ip.as_deref());
+        let Some((url, tls_server_name)) = access::api_url(
+            self.ctx.config.practice_api,
+            &self.layout.api_server_url(),
+            &self.layout.control_plane_dns_name(),
+            cp_ip,
+        ) else {
+            return Ok(Some("control plane VM has no IP yet".to_owned()));
         };
         let target = ProbeTarget {
-            kubeconfig,
-            url,
-            tls_server_name,
+            api: ApiTarget {
+                kubeconfig,
+                url,
+                tls_server_name,
+            },
             nodes: self.layout.vms().into_iter().map(VmId::target).collect(),
         };
         Ok(match self.ctx.probe.check(&target).await {

@@ -15,6 +15,17 @@ pub enum PracticeApiAccess {
     VmiIp,
 }
 
+/// How the operator opens SSH connections to practice-cluster VMs (setup steps, validation).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SshTransportKind {
+    /// TCP straight to the VMI's IP (the operator can route to the VMs' pod network).
+    #[default]
+    Direct,
+    /// Tunnelled through the KubeVirt `portforward` subresource of the VMI, over the host
+    /// cluster's API server (no route to the VMs needed).
+    PortForward,
+}
+
 /// Log output format.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
@@ -94,6 +105,26 @@ pub struct Args {
     /// Identity written into the Lease; the pod name in a cluster.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+
+    /// Scenario catalog directory; reloaded when its files change.
+    #[arg(long, env = "CKS_SCENARIOS", default_value = "scenarios")]
+    pub scenarios: std::path::PathBuf,
+
+    /// Active (not ended, expired or failed) Sessions one user may have at once.
+    #[arg(long, env = "CKS_MAX_SESSIONS_PER_USER", default_value_t = 1)]
+    pub max_sessions_per_user: u32,
+
+    /// How SSH connections to the VMs are opened.
+    #[arg(long, env = "CKS_SSH_TRANSPORT", value_enum, default_value = "direct")]
+    pub ssh_transport: SshTransportKind,
+
+    /// Port of the VMs' SSH servers.
+    #[arg(long, env = "CKS_SSH_PORT", default_value_t = 22)]
+    pub ssh_port: u16,
+
+    /// Finished ValidationRuns kept per Session and task; older ones are deleted.
+    #[arg(long, env = "CKS_VALIDATION_RUNS_KEPT", default_value_t = 5)]
+    pub validation_runs_kept: u32,
 }
 
 /// What the controllers read from the configuration.
@@ -111,6 +142,14 @@ pub struct ControllerConfig {
     pub poll: Duration,
     /// Safety-net resync interval.
     pub resync: Duration,
+    /// See [`Args::max_sessions_per_user`].
+    pub max_sessions_per_user: u32,
+    /// See [`Args::ssh_transport`].
+    pub ssh_transport: SshTransportKind,
+    /// See [`Args::ssh_port`].
+    pub ssh_port: u16,
+    /// See [`Args::validation_runs_kept`].
+    pub validation_runs_kept: u32,
 }
 
 impl ControllerConfig {
@@ -123,6 +162,10 @@ impl ControllerConfig {
             retry_base: Duration::from_millis(50),
             poll: Duration::from_millis(100),
             resync: Duration::from_secs(30),
+            max_sessions_per_user: 1,
+            ssh_transport: SshTransportKind::Direct,
+            ssh_port: 22,
+            validation_runs_kept: 5,
         }
     }
 }
@@ -136,6 +179,10 @@ impl From<&Args> for ControllerConfig {
             retry_base: Duration::from_secs_f64(args.retry_base_seconds.max(0.001)),
             poll: Duration::from_secs_f64(args.poll_seconds.max(0.01)),
             resync: Duration::from_secs(args.resync_seconds.max(1)),
+            max_sessions_per_user: args.max_sessions_per_user.max(1),
+            ssh_transport: args.ssh_transport,
+            ssh_port: args.ssh_port,
+            validation_runs_kept: args.validation_runs_kept.max(1),
         }
     }
 }

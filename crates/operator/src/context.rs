@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use cks_scenarios::CatalogStore;
 use kube::core::DeserializeGuard;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
@@ -25,6 +26,8 @@ pub struct Context {
     pub config: Arc<ControllerConfig>,
     /// Checks practice clusters' readiness through their own API.
     pub probe: Arc<dyn ClusterProbe>,
+    /// The scenario catalog (Sessions and ValidationRuns); `None` refuses every Session.
+    pub scenarios: Option<Arc<CatalogStore>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -55,6 +58,7 @@ impl Context {
             metrics,
             config,
             probe: Arc::new(KubeProbe),
+            scenarios: None,
         }
     }
 

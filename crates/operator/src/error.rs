@@ -46,6 +46,15 @@ pub enum Error {
         /// PracticeCluster name.
         cluster: String,
     },
+    /// A built practice cluster cannot be reached (no admin kubeconfig, no control-plane IP,
+    /// its API not answering).
+    #[error("practice cluster {cluster}: {reason}")]
+    Access {
+        /// PracticeCluster name.
+        cluster: String,
+        /// What is missing or failed.
+        reason: String,
+    },
     /// An object of a watched kind did not deserialize.
     #[error("invalid {kind} {name}: {message}")]
     InvalidObject {
@@ -73,6 +82,7 @@ impl Error {
             Self::SshKey { .. } => "SshKeyMissing",
             Self::ForeignNamespace { .. } => "ForeignNamespace",
             Self::InvalidObject { .. } => "InvalidObject",
+            Self::Access { .. } => "PracticeClusterUnreachable",
         }
     }
 

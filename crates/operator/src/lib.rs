@@ -1,7 +1,8 @@
-//! The cks-lab operator: the ClusterPool and PracticeCluster controllers, their metrics,
-//! health endpoints and leader election. `main.rs` only parses flags and calls
+//! The cks-lab operator: the ClusterPool, PracticeCluster, Session and ValidationRun
+//! controllers, their metrics, health endpoints and leader election. `main.rs` only parses flags and calls
 //! [`runtime::run`].
 
+pub mod access;
 pub mod cluster;
 pub mod cluster_machine;
 pub mod config;
@@ -15,5 +16,7 @@ pub mod pool;
 pub mod pool_plan;
 pub mod probe;
 pub mod runtime;
+pub mod session;
+pub mod validation_run;
 
 pub use error::{Error, Result};

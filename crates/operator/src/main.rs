@@ -28,6 +28,7 @@ async fn main() -> anyhow::Result<()> {
         client,
         probe: None,
         config: None,
+        scenarios: None,
     };
     runtime::run(&args, rt, shutdown_signal()).await
 }

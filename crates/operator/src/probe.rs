@@ -3,35 +3,20 @@
 //! controller tests can run without a practice cluster.
 
 use std::fmt;
-use std::time::Duration;
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 
-/// Where and how to reach one practice cluster's API server.
-#[derive(Clone)]
+use crate::access::ApiTarget;
+
+/// Where and how to reach one practice cluster's API server, and which Nodes must be Ready.
+#[derive(Clone, Debug)]
 pub struct ProbeTarget {
-    /// Admin kubeconfig (YAML) with the cluster CA and client certificate.
-    pub kubeconfig: String,
-    /// URL to connect to, overriding the kubeconfig's server.
-    pub url: String,
-    /// Name to verify the serving certificate against, when `url` is an IP.
-    pub tls_server_name: Option<String>,
+    /// The API server (its `Debug` hides the kubeconfig).
+    pub api: ApiTarget,
     /// Node names that must be Ready (the VM targets).
     pub nodes: Vec<String>,
-}
-
-impl fmt::Debug for ProbeTarget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The kubeconfig holds the admin key: never print it.
-        f.debug_struct("ProbeTarget")
-            .field("url", &self.url)
-            .field("tls_server_name", &self.tls_server_name)
-            .field("nodes", &self.nodes)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Checks practice clusters. `Ok(None)` is ready; `Ok(Some(why))` not yet ready;
@@ -48,18 +33,7 @@ pub struct KubeProbe;
 impl ClusterProbe for KubeProbe {
     fn check<'a>(&'a self, target: &'a ProbeTarget) -> BoxFuture<'a, Result<Option<String>, String>> {
         Box::pin(async move {
-            let kubeconfig = Kubeconfig::from_yaml(&target.kubeconfig).map_err(|e| e.to_string())?;
-            let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                .await
-                .map_err(|e| e.to_string())?;
-            config.cluster_url = target
-                .url
-                .parse()
-                .map_err(|e| format!("URL {}: {e}", target.url))?;
-            config.tls_server_name.clone_from(&target.tls_server_name);
-            config.connect_timeout = Some(Duration::from_secs(5));
-            config.read_timeout = Some(Duration::from_secs(10));
-            let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
+            let client = target.api.client().await?;
             let readyz = http::Request::get("/readyz")
                 .body(Vec::new())
                 .map_err(|e| e.to_string())?;
@@ -137,16 +111,5 @@ mod tests {
             node("extra", "False"),
         ];
         assert_eq!(nodes_verdict(&nodes, &expected), None);
-    }
-
-    #[test]
-    fn debug_output_hides_the_kubeconfig() {
-        let t = ProbeTarget {
-            kubeconfig: "client-key-data: SECRET".into(),
-            url: "https://x:6443".into(),
-            tls_server_name: None,
-            nodes: vec![],
-        };
-        assert!(!format!("{t:?}").contains("SECRET"));
     }
 }

@@ -1,5 +1,5 @@
-//! Wiring: metrics and health server, leader election, and both controllers, stopped
-//! together on shutdown or when leadership is lost.
+//! Wiring: metrics and health server, scenario catalog, leader election, and the four
+//! controllers, stopped together on shutdown or when leadership is lost.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use cks_scenarios::{CatalogStore, LoadOptions};
 use kube::Client;
 use tokio::sync::watch;
 
@@ -16,7 +17,7 @@ use crate::http::{self, HttpState};
 use crate::lease::LeaseLock;
 use crate::metrics::Metrics;
 use crate::probe::ClusterProbe;
-use crate::{cluster, pool};
+use crate::{cluster, pool, session, validation_run};
 
 /// Everything [`run`] needs besides the flags.
 #[derive(Clone)]
@@ -27,6 +28,8 @@ pub struct Runtime {
     pub probe: Option<Arc<dyn ClusterProbe>>,
     /// Replaces the controller settings derived from the flags (tests).
     pub config: Option<ControllerConfig>,
+    /// Replaces the scenario catalog loaded (and watched) from `--scenarios` (tests).
+    pub scenarios: Option<Arc<CatalogStore>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -70,6 +73,25 @@ pub async fn run(
     };
     let server = tokio::spawn(http::serve(listener, state, stopped(stop_rx.clone())));
 
+    // Loaded before leadership so a bad --scenarios fails the process at once; the watcher
+    // lives as long as the controllers.
+    let (scenarios, _watcher) = match rt.scenarios.clone() {
+        Some(store) => (store, None),
+        None => {
+            let store = CatalogStore::open(&args.scenarios, LoadOptions::default())
+                .with_context(|| format!("loading the scenario catalog {}", args.scenarios.display()))?;
+            let watcher = store
+                .watch(Duration::from_millis(500))
+                .with_context(|| format!("watching the scenario catalog {}", args.scenarios.display()))?;
+            tracing::info!(
+                dir = %args.scenarios.display(),
+                scenarios = store.catalog().len(),
+                "scenario catalog loaded"
+            );
+            (store, Some(watcher))
+        }
+    };
+
     let identity = identity(args);
     let config = Arc::new(rt.config.clone().unwrap_or_else(|| ControllerConfig::from(args)));
     let lock = args.leader_election.then(|| {
@@ -112,12 +134,15 @@ pub async fn run(
         if let Some(probe) = &rt.probe {
             ctx.probe = probe.clone();
         }
+        ctx.scenarios = Some(scenarios.clone());
         Arc::new(ctx)
     };
     let ns = args.namespace.as_deref();
     let pools = pool::run(make_ctx(pool::CONTROLLER), ns, stopped(stop_rx.clone()));
     let clusters = cluster::run(make_ctx(cluster::CONTROLLER), ns, stopped(stop_rx.clone()));
-    let controllers = futures::future::join(pools, clusters);
+    let sessions = session::run(make_ctx(session::CONTROLLER), ns, stopped(stop_rx.clone()));
+    let runs = validation_run::run(make_ctx(validation_run::CONTROLLER), ns, stopped(stop_rx.clone()));
+    let controllers = futures::future::join4(pools, clusters, sessions, runs);
     tokio::pin!(controllers);
 
     let renewing = async {

@@ -22,6 +22,9 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The shipped catalog: the runtime loads and watches it like in production.
+const SCENARIOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scenarios");
+
 fn replica(client: &Client, identity: &str) -> tokio::task::JoinHandle<anyhow::Result<()>> {
     let args = Args::try_parse_from([
         "cks-operator",
@@ -33,11 +36,14 @@ fn replica(client: &Client, identity: &str) -> tokio::task::JoinHandle<anyhow::R
         "2",
         "--identity",
         identity,
+        "--scenarios",
+        SCENARIOS,
     ])
     .unwrap();
     let rt = Runtime {
         client: client.clone(),
         probe: Some(Arc::new(AlwaysReady)),
+        scenarios: None,
         config: Some(ControllerConfig::test()),
     };
     tokio::spawn(async move { runtime::run(&args, rt, std::future::pending()).await })
@@ -115,11 +121,14 @@ async fn a_stopped_leader_releases_the_lease() {
         "127.0.0.1:0",
         "--identity",
         "solo",
+        "--scenarios",
+        SCENARIOS,
     ])
     .unwrap();
     let rt = Runtime {
         client: client.clone(),
         probe: Some(Arc::new(AlwaysReady)),
+        scenarios: None,
         config: Some(ControllerConfig::test()),
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
