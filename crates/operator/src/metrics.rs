@@ -43,6 +43,29 @@ pub struct FailureLabels {
     pub reason: String,
 }
 
+/// Labels of the session outcome counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SessionLabels {
+    /// Phase the session reached: `Ready`, `Expired`, `Ended` or `Failed`.
+    pub phase: String,
+    /// Reason of that phase (`ScenarioNotFound`, `UserLimitReached`, ...), empty if none.
+    pub reason: String,
+}
+
+/// Labels of the per-rule validation histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    /// Rule type: `resource_exists`, `command`, ...
+    pub rule_type: String,
+}
+
+/// Labels of the validation run counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunLabels {
+    /// Final phase: `Passed`, `Failed` or `Error`.
+    pub phase: String,
+}
+
 /// Every metric the operator exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -58,6 +81,20 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     /// Failed provisioning or reset steps (each retried or ending in Failed), by reason.
     pub step_failures: Family<FailureLabels, Counter>,
+    /// Seconds from a Session's creation to its cluster being claimed (queueing included).
+    pub allocation_duration: Histogram,
+    /// Seconds a Session's scenario setup steps took, until ScenarioReady.
+    pub setup_duration: Histogram,
+    /// Sessions that reached Ready or a terminal phase, by phase and reason.
+    pub sessions: Family<SessionLabels, Counter>,
+    /// Sessions waiting for a cluster (all pools), as of the last session reconcile.
+    pub sessions_waiting: Gauge,
+    /// Seconds one validation rule took, by rule type.
+    pub rule_duration: Family<RuleLabels, Histogram>,
+    /// Seconds a whole ValidationRun took.
+    pub validation_duration: Histogram,
+    /// Finished ValidationRuns by phase.
+    pub validation_runs: Family<RunLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -73,8 +110,25 @@ impl Default for Metrics {
             reconciles: Family::default(),
             reconcile_errors: Family::default(),
             step_failures: Family::default(),
+            // Allocation is one API write on a warm pool, minutes when queued.
+            allocation_duration: Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0,
+            ]),
+            setup_duration: Histogram::new([0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0]),
+            sessions: Family::default(),
+            sessions_waiting: Gauge::default(),
+            rule_duration: Family::new_with_constructor(rule_histogram),
+            validation_duration: Histogram::new([
+                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ]),
+            validation_runs: Family::default(),
         }
     }
+}
+
+fn rule_histogram() -> Histogram {
+    // Resource rules take milliseconds, SSH rules up to their timeout.
+    Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0])
 }
 
 impl Metrics {
@@ -105,6 +159,46 @@ impl Metrics {
             "step_failures",
             "Failed provisioning or reset steps, by phase and reason",
             self.step_failures.clone(),
+        );
+        self.register_sessions(registry);
+    }
+
+    /// Registers the session and validation metrics.
+    fn register_sessions(&self, registry: &mut Registry) {
+        registry.register(
+            "allocation_duration_seconds",
+            "Seconds from a Session's creation to its cluster being claimed",
+            self.allocation_duration.clone(),
+        );
+        registry.register(
+            "session_setup_duration_seconds",
+            "Seconds a Session's scenario setup took",
+            self.setup_duration.clone(),
+        );
+        registry.register(
+            "sessions",
+            "Sessions that reached Ready or a terminal phase, by phase and reason",
+            self.sessions.clone(),
+        );
+        registry.register(
+            "sessions_waiting",
+            "Sessions waiting for a cluster",
+            self.sessions_waiting.clone(),
+        );
+        registry.register(
+            "validation_rule_duration_seconds",
+            "Seconds one validation rule took, by rule type",
+            self.rule_duration.clone(),
+        );
+        registry.register(
+            "validation_duration_seconds",
+            "Seconds a ValidationRun took",
+            self.validation_duration.clone(),
+        );
+        registry.register(
+            "validation_runs",
+            "Finished ValidationRuns by phase",
+            self.validation_runs.clone(),
         );
     }
 
