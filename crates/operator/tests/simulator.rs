@@ -8,18 +8,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use cks_api::practice_cluster::PracticeClusterPhase;
 use cks_api::{ClusterPool, PracticeCluster};
-use cks_devcluster::kubevirt::{Fault, SimOptions};
-use cks_devcluster::{DevCluster, Options};
+use cks_devcluster::DevCluster;
+use cks_devcluster::kubevirt::Fault;
 use cks_kubevirt::kubevirt::VirtualMachine;
 use cks_kubevirt::naming::{API_SERVER_PORT, VmId};
-use cks_operator::config::{ControllerConfig, PracticeApiAccess};
-use cks_operator::context::Context;
-use cks_operator::probe::KubeProbe;
-use cks_operator::{cluster, pool};
 use common::{NS, clusters, eventually};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -28,56 +23,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 async fn start(faults: &[(Fault, f64)]) -> (DevCluster, Client) {
-    start_with_disks(faults, None).await
-}
-
-/// `disk_dir`: where the simulated disks live, for tests that look inside them; a temporary
-/// directory of the server's own when `None`.
-async fn start_with_disks(faults: &[(Fault, f64)], disk_dir: Option<PathBuf>) -> (DevCluster, Client) {
-    let opts = Options {
-        kubevirt: Some(SimOptions {
-            golden_images: vec!["vm-templates/golden".into()],
-            fault_rates: faults.iter().copied().collect(),
-            disk_dir,
-            ..SimOptions::default()
-        }),
-        ..Options::default()
-    };
-    let server = DevCluster::start(opts).await.expect("devcluster starts");
-    let mut manifests = cks_devcluster::apply::read_manifests(
-        &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../crds"),
-    )
-    .unwrap();
-    cks_devcluster::apply::order(&mut manifests);
-    server.apply(&manifests).expect("CRDs apply");
-    let client = server.client().await.unwrap();
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap(),
-        )
-        .await
-        .unwrap();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
-    let key: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "ssh-key"},
-        "stringData": {"ssh-publickey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOa5c2Pf0b6y6k3c cks@lab"},
-    }))
-    .unwrap();
-    secrets.create(&PostParams::default(), &key).await.unwrap();
-    let config = ControllerConfig {
-        practice_api: PracticeApiAccess::VmiIp,
-        ..ControllerConfig::test()
-    };
-    let ctx = Arc::new(Context {
-        config: Arc::new(config),
-        probe: Arc::new(KubeProbe),
-        ..Context::test(client.clone())
-    });
-    tokio::spawn(pool::run(ctx.clone(), Some(NS), std::future::pending()));
-    tokio::spawn(cluster::run(ctx, Some(NS), std::future::pending()));
-    (server, client)
+    common::sim::start(faults, None).await
 }
 
 fn phase(pc: &PracticeCluster) -> PracticeClusterPhase {
@@ -298,7 +244,7 @@ async fn control_plane_disks(client: &Client, disks: &Path, pc: &PracticeCluster
 async fn reset_reverts_changes_made_inside_the_practice_cluster() {
     let disks = std::env::temp_dir().join(format!("cks-operator-reset-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&disks);
-    let (_server, client) = start_with_disks(&[], Some(disks.clone())).await;
+    let (_server, client) = common::sim::start(&[], Some(disks.clone())).await;
     let pools: Api<ClusterPool> = Api::namespaced(client.clone(), NS);
     pools
         .create(&PostParams::default(), &common::pool("rev", 1, 2, 1))

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_kubevirt;
+pub mod sim;
 
 use std::future::Future;
 use std::path::PathBuf;
