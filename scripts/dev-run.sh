@@ -40,7 +40,8 @@ trap cleanup INT TERM EXIT
 rm -f "$kubeconfig"
 target/debug/cks-devcluster --kubeconfig "$kubeconfig" --simulate-kubevirt \
     --kubevirt-profile "$profile" --golden-image vm-templates/ubuntu-2204-kube-1-33 \
-    --apply crds --apply config/samples --apply "$state/ssh-key-secret.yaml" &
+    --apply crds --apply config/samples/clusterpool.yaml --apply config/samples/session.yaml \
+    --apply "$state/ssh-key-secret.yaml" &
 pids+=($!)
 
 # The kubeconfig is written once the server listens; the operator retries until CRDs exist.
@@ -50,8 +51,9 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 
+# The simulated VMs serve SSH on 2222 (port 22 needs root).
 KUBECONFIG="$kubeconfig" target/debug/cks-operator --namespace cks-lab --practice-api vmi-ip \
-    --metrics-addr 127.0.0.1:8080 --log-format human &
+    --scenarios scenarios --ssh-port 2222 --metrics-addr 127.0.0.1:8080 --log-format human &
 pids+=($!)
 
 cat <<MSG
@@ -60,6 +62,9 @@ cks-lab is running on the development control plane (a dev/test tool, not a real
   kubeconfig: $kubeconfig
   try:        KUBECONFIG=$kubeconfig kubectl get cks -A
               KUBECONFIG=$kubeconfig kubectl get vm,vmi,dv -A
+  a student:  the sample Session alice-pod-security gets a cluster as soon as one is Available;
+              KUBECONFIG=$kubeconfig kubectl get session -n cks-lab -w
+              KUBECONFIG=$kubeconfig kubectl apply -f config/samples/validationrun.yaml
   metrics:    http://127.0.0.1:8080/metrics
 Stop with Ctrl-C.
 
