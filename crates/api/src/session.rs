@@ -183,7 +183,47 @@ pub struct SessionStatus {
     /// Terminals of the assigned cluster's VMs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub terminals: Vec<TerminalStatus>,
+    /// The cluster this session is claiming right now. Written (guarded by the Session's
+    /// resourceVersion) before the cluster's `claimRef`, so two controllers never claim two
+    /// clusters for one Session; cleared once the claim succeeded or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claiming: Option<ClaimAttempt>,
+    /// Progress of the scenario's setup steps, so a restarted operator resumes where it stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup: Option<SetupProgress>,
     /// `ClusterAssigned`, `ScenarioReady` and `Ready`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// A claim of a cluster in flight.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimAttempt {
+    /// Name of the PracticeCluster being claimed.
+    pub cluster: String,
+    /// When the attempt began; an attempt older than a few seconds was abandoned (its
+    /// operator stopped) and may be replaced.
+    pub since: Time,
+}
+
+/// Progress of the scenario's setup steps on the assigned cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SetupProgress {
+    /// Number of setup steps of the scenario.
+    #[serde(default)]
+    pub total: i32,
+    /// Steps that succeeded, in order; a resumed setup starts after them.
+    #[serde(default)]
+    pub completed: i32,
+    /// Id of the step running now, or of the step that failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// When the setup began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the setup finished (succeeded or failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
 }
