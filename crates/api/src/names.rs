@@ -58,6 +58,9 @@ pub mod condition_types {
     pub const DEGRADED: &str = "Degraded";
     /// PracticeCluster: baseline snapshots exist and are ready to restore.
     pub const SNAPSHOTS_READY: &str = "SnapshotsReady";
+    /// PracticeCluster: its practice API answered the last readiness check (Available and
+    /// Assigned clusters are checked periodically).
+    pub const API_REACHABLE: &str = "ApiReachable";
     /// Session: a PracticeCluster is claimed for it.
     pub const CLUSTER_ASSIGNED: &str = "ClusterAssigned";
     /// Session: the scenario's setup steps have run successfully.

@@ -178,9 +178,14 @@ pub struct PracticeClusterStatus {
     /// URL of the practice cluster's API server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_endpoint: Option<String>,
-    /// Sessions this cluster has served.
+    /// Sessions this cluster has served: claims released, counted at release (an
+    /// administrator's reset request is not a session).
     #[serde(default)]
     pub sessions_served: i32,
+    /// Resets started since creation, after sessions and on request; numbers each reset's
+    /// VirtualMachineRestores.
+    #[serde(default)]
+    pub resets: i32,
     /// When the cluster first became Available.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub available_since: Option<Time>,
@@ -199,7 +204,7 @@ pub struct PracticeClusterStatus {
     /// What failed, for humans, when Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_message: Option<String>,
-    /// `Ready` and `SnapshotsReady`.
+    /// `Ready`, `SnapshotsReady` and `ApiReachable`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
