@@ -85,6 +85,12 @@ pub struct Args {
     #[arg(long, env = "CKS_RESYNC_SECONDS", default_value_t = 300)]
     pub resync_seconds: u64,
 
+    /// How long an Available cluster's practice API may stop answering the periodic check
+    /// (every resync) before the cluster is Failed and replaced, in seconds. A claimed
+    /// cluster is never failed for it; its `ApiReachable` condition says so.
+    #[arg(long, env = "CKS_UNREACHABLE_GRACE_SECONDS", default_value_t = 120)]
+    pub unreachable_grace_seconds: u64,
+
     /// Run controllers only while holding the leader Lease.
     #[arg(long, env = "CKS_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_election: bool,
@@ -142,6 +148,8 @@ pub struct ControllerConfig {
     pub poll: Duration,
     /// Safety-net resync interval.
     pub resync: Duration,
+    /// See [`Args::unreachable_grace_seconds`].
+    pub unreachable_grace: Duration,
     /// See [`Args::max_sessions_per_user`].
     pub max_sessions_per_user: u32,
     /// See [`Args::ssh_transport`].
@@ -162,6 +170,7 @@ impl ControllerConfig {
             retry_base: Duration::from_millis(50),
             poll: Duration::from_millis(100),
             resync: Duration::from_secs(30),
+            unreachable_grace: Duration::from_secs(60),
             max_sessions_per_user: 1,
             ssh_transport: SshTransportKind::Direct,
             ssh_port: 22,
@@ -179,6 +188,7 @@ impl From<&Args> for ControllerConfig {
             retry_base: Duration::from_secs_f64(args.retry_base_seconds.max(0.001)),
             poll: Duration::from_secs_f64(args.poll_seconds.max(0.01)),
             resync: Duration::from_secs(args.resync_seconds.max(1)),
+            unreachable_grace: Duration::from_secs(args.unreachable_grace_seconds),
             max_sessions_per_user: args.max_sessions_per_user.max(1),
             ssh_transport: args.ssh_transport,
             ssh_port: args.ssh_port,
