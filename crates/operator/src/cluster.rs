@@ -39,7 +39,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::access::{self, ApiTarget};
 use crate::cluster_machine::{self as machine, Progress, ResetStep, SnapshotStep, VmObs};
 use crate::context::Context;
-use crate::error::{Error, Result, kube_err};
+use crate::error::{Error, ErrorBackoff, Result, kube_err};
 use crate::isolation;
 use crate::probe::ProbeTarget;
 
@@ -90,6 +90,8 @@ pub async fn run(
         map(store.clone()),
         map(store.clone()),
     );
+    let backoff = Arc::new(ErrorBackoff::default());
+    let on_error = backoff.clone();
     controller
         .watches(
             Api::<DeserializeGuard<VirtualMachine>>::all(client.clone()),
@@ -117,7 +119,21 @@ pub async fn run(
             move |o| m5(&o),
         )
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(
+            move |guard, ctx| {
+                let backoff = backoff.clone();
+                async move {
+                    let key = backoff_key(&guard);
+                    let result = reconcile(guard, ctx).await;
+                    if result.is_ok() {
+                        backoff.succeeded(&key);
+                    }
+                    result
+                }
+            },
+            move |guard, error, ctx| error_policy(guard, error, ctx, &on_error),
+            ctx,
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "practicecluster controller event");
@@ -137,90 +153,139 @@ impl<K: Resource> HasLabels for DeserializeGuard<K> {
     }
 }
 
-/// Requeue by kind of error: a spec that cannot work waits for a change; anything else
-/// retries soon.
+fn backoff_key(guard: &DeserializeGuard<PracticeCluster>) -> String {
+    format!("{}/{}", guard.namespace().unwrap_or_default(), guard.name_any())
+}
+
+/// Requeue by kind of error: an object that cannot be read waits for a change; anything
+/// else retries after a delay that doubles with each consecutive failure of the object.
 pub fn error_policy(
     guard: Arc<DeserializeGuard<PracticeCluster>>,
     error: &Error,
     ctx: Arc<Context>,
+    backoff: &ErrorBackoff,
 ) -> Action {
     ctx.metrics.reconcile_failed(CONTROLLER, error.category());
     warn!(cluster = %guard.name_any(), error = %error, reason = error.category(), "reconcile failed");
     if error.needs_spec_change() {
         Action::await_change()
     } else {
-        Action::requeue(ctx.config.retry_base.max(Duration::from_millis(200)))
+        let base = ctx.config.retry_base.max(Duration::from_millis(200));
+        Action::requeue(backoff.failed(&backoff_key(&guard), base))
     }
 }
 
 /// Reconciles one PracticeCluster.
+///
+/// The object is read again from the API first: the watch cache may not have seen this
+/// controller's last status write yet, or a claim, and every status write below is guarded
+/// by the resourceVersion read here.
 pub async fn reconcile(guard: Arc<DeserializeGuard<PracticeCluster>>, ctx: Arc<Context>) -> Result<Action> {
     let name = guard.name_any();
     let namespace = guard.namespace().unwrap_or_default();
     let span = info_span!("reconcile", controller = CONTROLLER, cluster = %name, namespace = %namespace);
     async move {
         ctx.metrics.reconciled(CONTROLLER);
-        let pc = ctx.accept(guard.as_ref(), "PracticeCluster").await?;
-        if pc.meta().deletion_timestamp.is_some() {
-            return cleanup(pc, &ctx).await;
-        }
-        if !pc.finalizers().iter().any(|f| f == finalizers::CLUSTER_CLEANUP) {
-            let mut list = pc.finalizers().to_vec();
-            list.push(finalizers::CLUSTER_CLEANUP.to_owned());
-            set_finalizers(pc, &ctx, list).await?;
-            // The write triggers the next reconcile.
+        let api: Api<DeserializeGuard<PracticeCluster>> = Api::namespaced(ctx.client.clone(), &namespace);
+        let Some(fresh) = api
+            .get_opt(&name)
+            .await
+            .map_err(kube_err("get", "PracticeCluster", &name))?
+        else {
             return Ok(Action::await_change());
+        };
+        match ctx.accept(&fresh, "PracticeCluster").await {
+            Ok(pc) => reconcile_object(pc, &ctx).await,
+            // Its spec is unreadable, but its namespace is found by name and labels, so its
+            // deletion still cleans up and completes.
+            Err(_) if fresh.meta().deletion_timestamp.is_some() => cleanup(&fresh, &ctx).await,
+            Err(e) => Err(e),
         }
-        Reconciler::new(pc, &ctx)?.reconcile().await
     }
     .instrument(span)
     .await
 }
 
+/// Reconciles a PracticeCluster as it was read at some moment. Every write it makes (status,
+/// finalizers, the reset request, the `Recreate` delete) is guarded by that read's
+/// resourceVersion, so anything written since (a Session's claim above all) wins: the write
+/// fails and the next reconcile decides from the new object.
+pub async fn reconcile_object(pc: &PracticeCluster, ctx: &Context) -> Result<Action> {
+    if pc.meta().deletion_timestamp.is_some() {
+        return cleanup(pc, ctx).await;
+    }
+    if !pc.finalizers().iter().any(|f| f == finalizers::CLUSTER_CLEANUP) {
+        let mut list = pc.finalizers().to_vec();
+        list.push(finalizers::CLUSTER_CLEANUP.to_owned());
+        set_finalizers(pc, ctx, list).await?;
+        // The write triggers the next reconcile.
+        return Ok(Action::await_change());
+    }
+    match Reconciler::new(pc, ctx) {
+        Ok(reconciler) => reconciler.reconcile().await,
+        // The template is immutable: no change will ever make it build.
+        Err(e) if e.needs_spec_change() => fail_for_good(pc, ctx, e.category(), e.to_string()).await,
+        Err(e) => Err(e),
+    }
+}
+
 /// Writes the finalizer list guarded by the resourceVersion read, so a concurrent change
-/// is a conflict (retried) rather than lost.
-async fn set_finalizers(pc: &PracticeCluster, ctx: &Context, list: Vec<String>) -> Result<()> {
-    let api: Api<PracticeCluster> = Api::namespaced(ctx.client.clone(), &pc.namespace().unwrap_or_default());
-    let patch = json!({"metadata": {"finalizers": list, "resourceVersion": pc.resource_version()}});
-    api.patch(&pc.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+/// is a conflict (retried) rather than lost. Works on objects that do not deserialize.
+async fn set_finalizers<K: Resource>(obj: &K, ctx: &Context, list: Vec<String>) -> Result<()> {
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let api: Api<DeserializeGuard<PracticeCluster>> = Api::namespaced(
+        ctx.client.clone(),
+        obj.meta().namespace.as_deref().unwrap_or_default(),
+    );
+    let patch = json!({"metadata": {"finalizers": list, "resourceVersion": obj.meta().resource_version}});
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-        .map_err(kube_err("patch finalizers of", "PracticeCluster", pc.name_any()))?;
+        .map_err(kube_err("patch finalizers of", "PracticeCluster", name))?;
     Ok(())
 }
 
-/// Deletes the cluster's namespace (and with it every VM, disk, snapshot and Secret) and
-/// releases the finalizer once the namespace is gone.
-/// True when `ns` was created for `pc`: the operator labels each cluster's namespace with
-/// the cluster's name and itself as manager.
-pub fn namespace_belongs_to(ns: &Namespace, pc: &PracticeCluster) -> bool {
+/// True when `ns` was created for the cluster named `cluster`: the operator labels each
+/// cluster's namespace with the cluster's name and itself as manager.
+pub fn namespace_belongs_to(ns: &Namespace, cluster: &str) -> bool {
     let labels = ns.labels();
-    labels.get(labels::CLUSTER).map(String::as_str) == Some(pc.name_any().as_str())
+    labels.get(labels::CLUSTER).map(String::as_str) == Some(cluster)
         && labels.get(labels::MANAGED_BY).map(String::as_str) == Some(labels::MANAGED_BY_VALUE)
 }
 
-async fn remove_cleanup_finalizer(pc: &PracticeCluster, ctx: &Context) -> Result<Action> {
-    let list: Vec<String> = pc
-        .finalizers()
+async fn remove_cleanup_finalizer<K: Resource>(obj: &K, ctx: &Context) -> Result<Action> {
+    let list: Vec<String> = obj
+        .meta()
+        .finalizers
         .iter()
+        .flatten()
         .filter(|f| *f != finalizers::CLUSTER_CLEANUP)
         .cloned()
         .collect();
-    set_finalizers(pc, ctx, list).await?;
+    set_finalizers(obj, ctx, list).await?;
     Ok(Action::await_change())
 }
 
-async fn cleanup(pc: &PracticeCluster, ctx: &Context) -> Result<Action> {
-    if !pc.finalizers().iter().any(|f| f == finalizers::CLUSTER_CLEANUP) {
+/// Deletes the cluster's namespace (and with it every VM, disk, snapshot and Secret) and
+/// releases the finalizer once the namespace is gone. Reads only the object's metadata, so
+/// a PracticeCluster whose spec no longer deserializes is cleaned up the same way.
+async fn cleanup<K: Resource<DynamicType = ()>>(pc: &K, ctx: &Context) -> Result<Action> {
+    if !pc
+        .meta()
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == finalizers::CLUSTER_CLEANUP)
+    {
         return Ok(Action::await_change());
     }
-    let ns_name = pc.name_any();
+    let ns_name = pc.meta().name.clone().unwrap_or_default();
     let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
     match namespaces
         .get_opt(&ns_name)
         .await
         .map_err(kube_err("get", "Namespace", &ns_name))?
     {
-        Some(ns) if !namespace_belongs_to(&ns, pc) => {
+        Some(ns) if !namespace_belongs_to(&ns, &ns_name) => {
             // Never delete a namespace this cluster did not create (a hand-made PracticeCluster
             // named like an existing namespace); just let the PracticeCluster go.
             warn!(namespace = %ns_name, "namespace is not the cluster's own; leaving it");
@@ -257,6 +322,78 @@ async fn cleanup(pc: &PracticeCluster, ctx: &Context) -> Result<Action> {
     }
 }
 
+/// Replaces the status of `pc` guarded by the resourceVersion it was read with: a claim (or
+/// any other write) since then makes this a conflict, and the next reconcile decides again
+/// from the new object. `Ok(false)` on such a conflict.
+///
+/// A PUT of the status subresource rather than a server-side apply: it carries the
+/// precondition on every API server, the development control plane included.
+async fn replace_status(pc: &PracticeCluster, status: &PracticeClusterStatus, ctx: &Context) -> Result<bool> {
+    let api: Api<PracticeCluster> = Api::namespaced(ctx.client.clone(), &pc.namespace().unwrap_or_default());
+    let mut next = pc.clone();
+    next.metadata.managed_fields = None;
+    next.status = Some(status.clone());
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PostParams::default()
+    };
+    match api.replace_status(&pc.name_any(), &params, &next).await {
+        Ok(_) => Ok(true),
+        Err(e) if is_status(&e, 409) => {
+            info!("the cluster changed since it was read; deciding again");
+            Ok(false)
+        }
+        Err(e) => Err(kube_err("replace status of", "PracticeCluster", pc.name_any())(e)),
+    }
+}
+
+/// Marks a cluster Failed without retries (its template cannot build VMs): the pool
+/// replaces it and reports Degraded.
+async fn fail_for_good(
+    pc: &PracticeCluster,
+    ctx: &Context,
+    reason: &'static str,
+    message: String,
+) -> Result<Action> {
+    let status = pc.status.clone().unwrap_or_default();
+    if status.phase == PracticeClusterPhase::Failed {
+        return Ok(Action::requeue(ctx.config.resync));
+    }
+    let now = Timestamp::now();
+    let failed = machine::given_up(&status, reason, &message, pc.meta().generation, now);
+    record_give_up(pc, ctx, status.phase, reason, &message).await;
+    Ok(if replace_status(pc, &failed, ctx).await? {
+        Action::requeue(ctx.config.resync)
+    } else {
+        Action::requeue(ctx.config.retry_base)
+    })
+}
+
+async fn record_give_up(
+    pc: &PracticeCluster,
+    ctx: &Context,
+    phase: PracticeClusterPhase,
+    reason: &'static str,
+    message: &str,
+) {
+    ctx.metrics
+        .step_failures
+        .get_or_create(&crate::metrics::FailureLabels {
+            phase: format!("{phase:?}"),
+            reason: reason.to_owned(),
+        })
+        .inc();
+    warn!(reason, message = %message, "giving up on the cluster");
+    ctx.event(
+        pc,
+        EventType::Warning,
+        reason,
+        "GiveUp",
+        format!("{message} (not retried)"),
+    )
+    .await;
+}
+
 /// One reconcile of one cluster.
 struct Reconciler<'a> {
     pc: &'a PracticeCluster,
@@ -276,6 +413,18 @@ enum Outcome {
     Enter(PracticeClusterPhase),
     /// The step failed.
     Fail(&'static str, String),
+    /// Failed without retries: retrying cannot help.
+    GiveUp {
+        /// Short stable reason.
+        reason: &'static str,
+        /// What failed.
+        message: String,
+        /// Halt the VMs (they exist and are the cluster's own).
+        halt: bool,
+    },
+    /// The handler changed the object itself (or deleted it): the status read is stale, so
+    /// nothing more is written; the action says when to look again.
+    Written(Action),
 }
 
 impl<'a> Reconciler<'a> {
@@ -308,54 +457,102 @@ impl<'a> Reconciler<'a> {
         Api::namespaced(self.ctx.client.clone(), &self.vm_ns)
     }
 
+    /// The timeout of the current phase, for the phases that have one.
+    fn phase_timeout(&self) -> Option<i32> {
+        use PracticeClusterPhase::*;
+        match self.status.phase {
+            Resetting => Some(self.pc.spec.reset.timeout_seconds),
+            Provisioning | Bootstrapping | Snapshotting => Some(self.pc.spec.provisioning.timeout_seconds),
+            _ => None,
+        }
+    }
+
+    fn timed_out(&self) -> bool {
+        self.phase_timeout().is_some_and(|timeout| {
+            machine::timed_out(&self.status, timeout, self.ctx.config.retry_base, self.now)
+        })
+    }
+
+    fn timeout_message(&self, error: Option<&Error>) -> String {
+        let phase = self.status.phase;
+        let timeout = self.phase_timeout().unwrap_or_default();
+        let detail = match error {
+            Some(e) => e.to_string(),
+            None => self
+                .status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == condition_types::READY)
+                .map(|c| c.message.clone())
+                .unwrap_or_default(),
+        };
+        format!("{phase:?} did not finish within {timeout}s: {detail}")
+    }
+
     async fn reconcile(mut self) -> Result<Action> {
         use PracticeClusterPhase::*;
-        let phase = self.status.phase;
-        let outcome = match phase {
-            Pending => Outcome::Enter(Provisioning),
-            Provisioning => self.provisioning().await?,
-            Bootstrapping => self.bootstrapping().await?,
-            Snapshotting => self.snapshotting().await?,
-            Available | Assigned => self.settled().await?,
-            Resetting => self.resetting().await?,
-            Failed => Outcome::Wait(self.ctx.config.resync),
+        let handled = match self.status.phase {
+            Pending => Ok(Outcome::Enter(Provisioning)),
+            Provisioning => self.provisioning().await,
+            Bootstrapping => self.bootstrapping().await,
+            Snapshotting => self.snapshotting().await,
+            Available | Assigned => self.settled().await,
+            Resetting => self.resetting().await,
+            Failed => Ok(Outcome::Wait(self.ctx.config.resync)),
+        };
+        let outcome = match handled {
+            Ok(outcome) => outcome,
+            Err(e) if e.needs_spec_change() => Outcome::GiveUp {
+                reason: e.category(),
+                message: e.to_string(),
+                // Nothing of this cluster's is running: the template never rendered, or
+                // the namespace is someone else's.
+                halt: false,
+            },
+            // A step that keeps erroring ends like one that keeps waiting.
+            Err(e) if self.timed_out() => Outcome::Fail("Timeout", self.timeout_message(Some(&e))),
+            Err(e) => {
+                if self.phase_timeout().is_some() {
+                    // Say what the step is stuck on; the error policy backs off.
+                    self.set_ready(false, e.category(), e.to_string());
+                    if let Err(write) = self.write_status().await {
+                        warn!(error = %write, "recording the error in the status failed");
+                    }
+                }
+                return Err(e);
+            }
         };
         let action = match outcome {
-            Outcome::Wait(after) => {
-                let timeout = match phase {
-                    Resetting => Some(self.pc.spec.reset.timeout_seconds),
-                    Provisioning | Bootstrapping | Snapshotting => {
-                        Some(self.pc.spec.provisioning.timeout_seconds)
-                    }
-                    _ => None,
-                };
-                if let Some(timeout) = timeout
-                    && machine::timed_out(&self.status, timeout, self.ctx.config.retry_base, self.now)
-                {
-                    let waiting = self
-                        .status
-                        .conditions
-                        .iter()
-                        .find(|c| c.type_ == condition_types::READY);
-                    let detail = waiting.map(|c| c.message.clone()).unwrap_or_default();
-                    self.fail(
-                        "Timeout",
-                        format!("{phase:?} did not finish within {timeout}s: {detail}"),
-                    )
-                    .await?
-                } else {
-                    Action::requeue(after)
-                }
+            Outcome::Wait(_) if self.timed_out() => {
+                let message = self.timeout_message(None);
+                self.fail("Timeout", message).await?
             }
+            Outcome::Wait(after) => Action::requeue(after),
             Outcome::Enter(next) => self.enter(next).await,
             Outcome::Fail(reason, message) => self.fail(reason, message).await?,
+            Outcome::GiveUp {
+                reason,
+                message,
+                halt,
+            } => self.give_up(reason, message, halt).await?,
+            Outcome::Written(action) => return Ok(action),
         };
-        self.write_status().await?;
+        if !self.write_status().await? {
+            return Ok(Action::requeue(self.ctx.config.retry_base));
+        }
         Ok(action)
     }
 
     async fn enter(&mut self, next: PracticeClusterPhase) -> Action {
         let from = self.status.phase;
+        // A claim written on a cluster that was not Available (only possible by hand) is
+        // still a claim: never report such a cluster as free.
+        let next = if next == PracticeClusterPhase::Available && self.pc.spec.claim_ref.is_some() {
+            self.set_ready(false, "Assigned", self.claim_message());
+            PracticeClusterPhase::Assigned
+        } else {
+            next
+        };
         info!(from = ?from, to = ?next, "phase change");
         self.status.phase = next;
         self.status.phase_since = Some(Time(self.now));
@@ -372,6 +569,28 @@ impl<'a> Reconciler<'a> {
             )
             .await;
         Action::requeue(Duration::ZERO)
+    }
+
+    fn claim_message(&self) -> String {
+        match &self.pc.spec.claim_ref {
+            Some(c) => format!("claimed by Session {}", c.name),
+            None => "ready to be claimed".to_owned(),
+        }
+    }
+
+    async fn give_up(&mut self, reason: &'static str, message: String, halt: bool) -> Result<Action> {
+        record_give_up(self.pc, self.ctx, self.status.phase, reason, &message).await;
+        if halt {
+            self.halt_all().await?;
+        }
+        self.status = machine::given_up(
+            &self.status,
+            reason,
+            &message,
+            self.pc.meta().generation,
+            self.now,
+        );
+        Ok(Action::requeue(self.ctx.config.resync))
     }
 
     async fn fail(&mut self, reason: &'static str, message: String) -> Result<Action> {
@@ -676,55 +895,151 @@ impl<'a> Reconciler<'a> {
         })
     }
 
-    /// Available or Assigned: follow the claim and reset requests.
+    /// Available or Assigned: follow the claim and reset requests, and check that the
+    /// practice API still answers.
     async fn settled(&mut self) -> Result<Outcome> {
         self.observe().await?;
+        let phase = self.status.phase;
         let claimed = self.pc.spec.claim_ref.is_some();
         let reset_requested = self.pc.annotations().contains_key(annotations::RESET_REQUESTED);
-        let available = self.status.phase == PracticeClusterPhase::Available;
+        let available = phase == PracticeClusterPhase::Available;
         self.set_ready(
             available && !claimed,
             if available { "Available" } else { "Assigned" },
-            match &self.pc.spec.claim_ref {
-                Some(c) => format!("claimed by Session {}", c.name),
-                None => "ready to be claimed".to_owned(),
-            },
+            self.claim_message(),
         );
-        let Some(next) = machine::claim_transition(self.status.phase, claimed, reset_requested) else {
+        if let Some(next) = machine::claim_transition(phase, claimed, reset_requested) {
+            if next == PracticeClusterPhase::Resetting {
+                if self.pc.spec.reset.strategy == ResetStrategy::Recreate {
+                    return self.delete_for_recreate().await;
+                }
+                self.status = machine::start_reset(&self.status, phase == PracticeClusterPhase::Assigned);
+            }
+            // The status write that makes this so is guarded by the resourceVersion read: a
+            // claim written since then wins, and the next reconcile sees it.
+            return Ok(Outcome::Enter(next));
+        }
+        let Some(why) = self.check_api().await? else {
             return Ok(Outcome::Wait(self.ctx.config.resync));
         };
-        if next == PracticeClusterPhase::Resetting {
-            if self.pc.spec.reset.strategy == ResetStrategy::Recreate {
-                // The pool builds a fresh cluster in its place.
-                let api: Api<PracticeCluster> =
-                    Api::namespaced(self.ctx.client.clone(), &self.pc.namespace().unwrap_or_default());
-                api.delete(&self.name(), &DeleteParams::background())
-                    .await
-                    .map_err(kube_err("delete", "PracticeCluster", self.name()))?;
-                self.ctx
-                    .event(
-                        self.pc,
-                        EventType::Normal,
-                        "Recreating",
-                        "Delete",
-                        "released; reset strategy Recreate deletes the cluster".to_owned(),
-                    )
-                    .await;
-                return Ok(Outcome::Wait(self.ctx.config.resync));
-            }
-            if reset_requested {
-                let api: Api<PracticeCluster> =
-                    Api::namespaced(self.ctx.client.clone(), &self.pc.namespace().unwrap_or_default());
-                let patch = json!({"metadata": {"annotations": {annotations::RESET_REQUESTED: null}}});
-                api.patch(&self.name(), &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .map_err(kube_err("patch", "PracticeCluster", self.name()))?;
-            }
+        if claimed {
+            // Never fail a cluster under a student; the condition tells the Session and the
+            // administrator.
+            return Ok(Outcome::Wait(self.ctx.config.poll));
         }
-        Ok(Outcome::Enter(next))
+        self.set_ready(false, "ApiUnreachable", why.clone());
+        let grace = self.ctx.config.unreachable_grace;
+        if machine::false_for_longer_than(
+            &self.status.conditions,
+            condition_types::API_REACHABLE,
+            grace,
+            self.now,
+        ) {
+            return Ok(Outcome::GiveUp {
+                reason: "PracticeApiUnreachable",
+                message: format!(
+                    "the practice API stopped answering for longer than {}s: {why}",
+                    grace.as_secs()
+                ),
+                halt: true,
+            });
+        }
+        Ok(Outcome::Wait(self.ctx.config.poll))
+    }
+
+    /// Runs the readiness check of a settled cluster and records it in `ApiReachable`.
+    /// `None` when the practice API answered; else why not.
+    async fn check_api(&mut self) -> Result<Option<String>> {
+        let verdict = self.probe().await?;
+        self.set_api_reachable(verdict.as_deref());
+        Ok(verdict)
+    }
+
+    fn set_api_reachable(&mut self, why_not: Option<&str>) {
+        let generation = self.pc.meta().generation;
+        set_condition(
+            &mut self.status.conditions,
+            new_condition(
+                condition_types::API_REACHABLE,
+                ConditionStatus::from(why_not.is_none()),
+                if why_not.is_none() {
+                    "Answering"
+                } else {
+                    "NotAnswering"
+                },
+                why_not
+                    .unwrap_or("the practice API is ready with every node")
+                    .to_owned(),
+                generation,
+                self.now,
+            ),
+        );
+    }
+
+    /// Strategy Recreate: the released cluster deletes itself and the pool builds a fresh one.
+    /// The delete is guarded by the resourceVersion and uid read, so a cluster claimed in the
+    /// meantime is never deleted under its Session.
+    async fn delete_for_recreate(&mut self) -> Result<Outcome> {
+        let api: Api<PracticeCluster> =
+            Api::namespaced(self.ctx.client.clone(), &self.pc.namespace().unwrap_or_default());
+        if !crate::pool::delete_if_unchanged(&api, self.pc).await? {
+            info!("the cluster changed since it was read; deciding again");
+            return Ok(Outcome::Written(Action::requeue(self.ctx.config.retry_base)));
+        }
+        self.ctx
+            .event(
+                self.pc,
+                EventType::Normal,
+                "Recreating",
+                "Delete",
+                "released; reset strategy Recreate deletes the cluster".to_owned(),
+            )
+            .await;
+        Ok(Outcome::Written(Action::await_change()))
     }
 
     async fn resetting(&mut self) -> Result<Outcome> {
+        if let Some(claim) = &self.pc.spec.claim_ref {
+            // Only a claim made by hand lands here (Sessions claim Available clusters, guarded
+            // by their resourceVersion). Touch nothing under it; the reset goes on, with a
+            // fresh phase clock, once the claim is gone.
+            let message = format!(
+                "Session {} claimed the cluster during its reset; the reset waits for the claim to go",
+                claim.name
+            );
+            self.ctx
+                .event(
+                    self.pc,
+                    EventType::Warning,
+                    "ClaimedWhileResetting",
+                    "Reset",
+                    message.clone(),
+                )
+                .await;
+            self.set_ready(false, "ClaimedWhileResetting", message);
+            self.status.phase_since = Some(Time(self.now));
+            return Ok(Outcome::Wait(self.ctx.config.resync));
+        }
+        if self.pc.annotations().contains_key(annotations::RESET_REQUESTED) {
+            // The request is taken (this reset); clear it so the next Available does not
+            // reset again. Guarded like every write here.
+            let api: Api<PracticeCluster> =
+                Api::namespaced(self.ctx.client.clone(), &self.pc.namespace().unwrap_or_default());
+            let patch = json!({"metadata": {
+                "resourceVersion": self.pc.resource_version(),
+                "annotations": {annotations::RESET_REQUESTED: null},
+            }});
+            return match api
+                .patch(&self.name(), &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => Ok(Outcome::Written(Action::requeue(Duration::ZERO))),
+                Err(e) if is_status(&e, 409) => {
+                    Ok(Outcome::Written(Action::requeue(self.ctx.config.retry_base)))
+                }
+                Err(e) => Err(kube_err("patch", "PracticeCluster", self.name())(e)),
+            };
+        }
         if let Some(wait) = machine::backoff_remaining(&self.status, self.ctx.config.retry_base, self.now) {
             return Ok(Outcome::Wait(wait));
         }
@@ -790,7 +1105,6 @@ impl<'a> Reconciler<'a> {
         let started = self.status.phase_since.as_ref().map(|t| t.0).unwrap_or(self.now);
         if after_reset {
             let seconds = self.now.duration_since(started).as_secs_f64().max(0.0);
-            self.status.sessions_served += 1;
             self.status.last_reset_time = Some(Time(self.now));
             self.status.last_reset_duration_seconds = Some(seconds);
             self.ctx.metrics.reset_duration.observe(seconds);
@@ -807,6 +1121,7 @@ impl<'a> Reconciler<'a> {
             self.status.provision_duration_seconds = Some(seconds);
             self.ctx.metrics.provision_duration.observe(seconds);
         }
+        self.set_api_reachable(None);
         self.set_ready(true, "Available", "ready to be claimed".to_owned());
     }
 
@@ -857,7 +1172,7 @@ impl<'a> Reconciler<'a> {
                 .get_opt(&self.vm_ns)
                 .await
                 .map_err(kube_err("get", "Namespace", &self.vm_ns))?
-            && !namespace_belongs_to(&ns, self.pc)
+            && !namespace_belongs_to(&ns, &self.vm_ns)
         {
             let err = Error::ForeignNamespace {
                 namespace: self.vm_ns.clone(),
@@ -1086,26 +1401,14 @@ impl<'a> Reconciler<'a> {
         })
     }
 
-    async fn write_status(&mut self) -> Result<()> {
+    /// Writes the status when it changed, guarded by the resourceVersion read (see
+    /// [`replace_status`]); `Ok(false)` when the cluster changed meanwhile.
+    async fn write_status(&mut self) -> Result<bool> {
         self.status.observed_generation = self.pc.meta().generation;
         if self.pc.status.as_ref() == Some(&self.status) {
-            return Ok(());
+            return Ok(true);
         }
-        let api: Api<PracticeCluster> =
-            Api::namespaced(self.ctx.client.clone(), &self.pc.namespace().unwrap_or_default());
-        let patch = json!({
-            "apiVersion": PracticeCluster::api_version(&()),
-            "kind": PracticeCluster::kind(&()),
-            "status": self.status,
-        });
-        api.patch_status(
-            &self.name(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map_err(kube_err("apply status of", "PracticeCluster", self.name()))?;
-        Ok(())
+        replace_status(self.pc, &self.status, self.ctx).await
     }
 }
 

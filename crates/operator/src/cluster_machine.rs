@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use cks_api::conditions::{ConditionStatus, new_condition, set_condition};
+use cks_api::names::condition_types;
 use cks_api::practice_cluster::{PracticeClusterPhase, PracticeClusterStatus};
 use cks_kubevirt::cdi::{DataVolume, DataVolumePhase};
 use cks_kubevirt::common::find_condition;
@@ -283,6 +285,10 @@ pub enum ResetStep {
 
 /// The next reset step of one VM; `current` names the restore of this reset attempt.
 pub fn reset_step(vm: &VmObs, current: &str) -> ResetStep {
+    if vm.vm.is_none() {
+        // Nothing to restore into: waiting would only run into the timeout.
+        return ResetStep::Fail("VmMissing", format!("VM {} no longer exists", vm.name));
+    }
     let restore = vm
         .restores
         .iter()
@@ -355,8 +361,32 @@ pub fn leftover_restore_pvcs(pvcs: &[String], vms: &[VmObs]) -> Vec<String> {
 /// Number used in restore names for this reset attempt: a new one per reset and per retry,
 /// so an attempt never meets a restore of an earlier one under its own name.
 pub fn restore_number(status: &PracticeClusterStatus) -> u32 {
-    u32::try_from(status.sessions_served.max(0) + 1).unwrap_or(1) * 100
+    u32::try_from(status.resets.max(1)).unwrap_or(1) * 100
         + u32::try_from(status.attempts.max(0)).unwrap_or(0)
+}
+
+/// The status of a settled cluster entering Resetting: one more reset, and one more session
+/// served when a claim was released (an administrator's reset request is no session).
+pub fn start_reset(status: &PracticeClusterStatus, released: bool) -> PracticeClusterStatus {
+    let mut next = status.clone();
+    next.resets = status.resets + 1;
+    if released {
+        next.sessions_served = status.sessions_served + 1;
+    }
+    next
+}
+
+/// True when the condition `type_` has been `False` for longer than `grace`.
+pub fn false_for_longer_than(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    type_: &str,
+    grace: Duration,
+    now: Timestamp,
+) -> bool {
+    conditions
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == "False")
+        .is_some_and(|c| now.duration_since(c.last_transition_time.0).as_secs_f64() > grace.as_secs_f64())
 }
 
 /// Delay before retry number `attempts` (counted from 1): `base`, doubling, at most 5 min.
@@ -432,6 +462,34 @@ pub fn after_failure(
         next.failure_reason = Some(reason.to_owned());
         next.failure_message = Some(format!("attempt {} failed: {message}", next.attempts));
     }
+    next
+}
+
+/// The status of a cluster that failed for good, without retries (a template that cannot
+/// build VMs, a namespace that is not its own, a practice API that stopped answering).
+pub fn given_up(
+    status: &PracticeClusterStatus,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> PracticeClusterStatus {
+    let mut next = status.clone();
+    next.phase = PracticeClusterPhase::Failed;
+    next.phase_since = Some(Time(now));
+    next.failure_reason = Some(reason.to_owned());
+    next.failure_message = Some(message.to_owned());
+    set_condition(
+        &mut next.conditions,
+        new_condition(
+            condition_types::READY,
+            ConditionStatus::False,
+            reason,
+            message.to_owned(),
+            generation,
+            now,
+        ),
+    );
     next
 }
 
@@ -704,14 +762,66 @@ mod tests {
 
     #[test]
     fn restore_numbers_differ_per_reset_and_per_attempt() {
-        let mut s = PracticeClusterStatus::default();
+        let mut s = start_reset(&PracticeClusterStatus::default(), false);
         let first = restore_number(&s);
+        assert_eq!(first, 100);
         s.attempts = 1;
         let retry = restore_number(&s);
         s.attempts = 0;
-        s.sessions_served = 1;
+        // A second reset requested by an administrator serves no session, yet gets new names.
+        let s = start_reset(&s, false);
         let next = restore_number(&s);
         assert!(first != retry && retry != next && first != next);
+    }
+
+    #[test]
+    fn only_released_claims_count_as_sessions_served() {
+        let requested = start_reset(&PracticeClusterStatus::default(), false);
+        assert_eq!((requested.resets, requested.sessions_served), (1, 0));
+        let released = start_reset(&requested, true);
+        assert_eq!((released.resets, released.sessions_served), (2, 1));
+    }
+
+    #[test]
+    fn a_missing_vm_fails_the_reset_at_once() {
+        let o = VmObs::new(VmId::Worker(1), "c1");
+        assert!(matches!(
+            reset_step(&o, "c1-w1-reset-100"),
+            ResetStep::Fail("VmMissing", _)
+        ));
+    }
+
+    #[test]
+    fn a_condition_counts_as_false_too_long_only_after_the_grace() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+        let cond = |status: &str| Condition {
+            type_: "ApiReachable".into(),
+            status: status.into(),
+            reason: "x".into(),
+            message: String::new(),
+            observed_generation: None,
+            last_transition_time: Time(at(0)),
+        };
+        let grace = Duration::from_secs(60);
+        assert!(!false_for_longer_than(
+            &[cond("False")],
+            "ApiReachable",
+            grace,
+            at(60)
+        ));
+        assert!(false_for_longer_than(
+            &[cond("False")],
+            "ApiReachable",
+            grace,
+            at(61)
+        ));
+        assert!(!false_for_longer_than(
+            &[cond("True")],
+            "ApiReachable",
+            grace,
+            at(600)
+        ));
+        assert!(!false_for_longer_than(&[], "ApiReachable", grace, at(600)));
     }
 
     #[test]
@@ -763,6 +873,24 @@ mod tests {
         assert_eq!(
             after_failure(&resetting, 3, "RestoreFailed", "x", at(1)).phase,
             PracticeClusterPhase::Resetting
+        );
+    }
+
+    #[test]
+    fn giving_up_fails_at_once_with_the_reason() {
+        let s = PracticeClusterStatus {
+            phase: PracticeClusterPhase::Provisioning,
+            attempts: 1,
+            ..PracticeClusterStatus::default()
+        };
+        let failed = given_up(&s, "ForeignNamespace", "namespace x is not ours", Some(2), at(7));
+        assert_eq!(failed.phase, PracticeClusterPhase::Failed);
+        assert_eq!(failed.failure_reason.as_deref(), Some("ForeignNamespace"));
+        assert_eq!(failed.phase_since, Some(Time(at(7))));
+        let ready = failed.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "ForeignNamespace")
         );
     }
 

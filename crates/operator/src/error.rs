@@ -86,13 +86,56 @@ impl Error {
         }
     }
 
-    /// True when retrying cannot help until someone changes the object: the controller
-    /// waits for a change instead of requeueing.
+    /// True when retrying cannot help until someone changes the object: a PracticeCluster
+    /// whose (immutable) template cannot build VMs, or whose namespace is someone else's,
+    /// fails for good; an object that does not deserialize waits for a change. A bad SSH key
+    /// Secret or an unreadable PKI Secret is not among these: Secrets can be fixed, so those
+    /// retry with backoff until the phase times out.
     pub fn needs_spec_change(&self) -> bool {
-        matches!(
-            self,
-            Self::Layout { .. } | Self::InvalidObject { .. } | Self::ForeignNamespace { .. }
-        )
+        use cks_kubevirt::Error as Template;
+        match self {
+            Self::Layout { source, .. } => matches!(
+                source,
+                Template::InvalidClusterName { .. }
+                    | Template::UnsupportedKubernetesVersion { .. }
+                    | Template::ExtraCloudInitParse(_)
+                    | Template::ExtraCloudInitRefused { .. }
+            ),
+            Self::InvalidObject { .. } | Self::ForeignNamespace { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// Consecutive failed reconciles per object, so transient errors are retried after an
+/// exponentially growing delay. In memory only: after a restart retries start from the base
+/// delay again, which is harmless.
+#[derive(Debug, Default)]
+pub struct ErrorBackoff {
+    failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+}
+
+impl ErrorBackoff {
+    /// Records one more failure of `key` and returns the delay before the next try: `base`,
+    /// doubling per consecutive failure, at most 5 minutes.
+    pub fn failed(&self, key: &str, base: std::time::Duration) -> std::time::Duration {
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = failures.entry(key.to_owned()).or_insert(0);
+        *n = n.saturating_add(1);
+        let exp = (*n - 1).min(16);
+        base.saturating_mul(2u32.saturating_pow(exp))
+            .min(std::time::Duration::from_secs(300))
+    }
+
+    /// Forgets the failures of `key` after a successful reconcile.
+    pub fn succeeded(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(key);
     }
 }
 
@@ -127,6 +170,21 @@ mod tests {
     }
 
     #[test]
+    fn error_backoff_doubles_per_consecutive_failure_and_resets_on_success() {
+        let backoff = ErrorBackoff::default();
+        let base = std::time::Duration::from_secs(1);
+        let delays: Vec<u64> = (0..4).map(|_| backoff.failed("a", base).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8]);
+        assert_eq!(backoff.failed("b", base).as_secs(), 1, "counted per object");
+        backoff.succeeded("a");
+        assert_eq!(backoff.failed("a", base).as_secs(), 1);
+        for _ in 0..40 {
+            backoff.failed("c", base);
+        }
+        assert_eq!(backoff.failed("c", base).as_secs(), 300);
+    }
+
+    #[test]
     fn categories_name_the_api_failure() {
         let conflict = kube_err("apply", "VirtualMachine", "ns/vm")(api(409));
         assert_eq!(conflict.category(), "Conflict");
@@ -139,5 +197,15 @@ mod tests {
         };
         assert_eq!(ssh.category(), "SshKeyMissing");
         assert!(!ssh.needs_spec_change());
+        let template = Error::Layout {
+            cluster: "c".into(),
+            source: cks_kubevirt::Error::ExtraCloudInitParse("not a mapping".into()),
+        };
+        assert!(template.needs_spec_change(), "the template is immutable");
+        let secret = Error::Layout {
+            cluster: "c".into(),
+            source: cks_kubevirt::Error::InvalidSshKey("empty"),
+        };
+        assert!(!secret.needs_spec_change(), "a Secret can be fixed");
     }
 }

@@ -22,8 +22,12 @@ use serde_json::json;
 use tokio::sync::watch;
 
 fn run_cluster_controller(client: &Client) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    run_cluster_controller_with(Context::test(client.clone()))
+}
+
+fn run_cluster_controller_with(ctx: Context) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = watch::channel(false);
-    let ctx = Arc::new(Context::test(client.clone()));
+    let ctx = Arc::new(ctx);
     let handle = tokio::spawn(async move {
         cluster::run(ctx, Some(NS), async move {
             let _ = rx.wait_for(|stop| *stop).await;
@@ -273,12 +277,14 @@ async fn a_failed_restore_is_retried_under_a_new_name_and_the_reset_completes() 
     let pc = eventually("the retried reset to finish", || async {
         let pc = api.get("lab-rf4il").await.ok()?;
         let s = pc.status.as_ref()?;
-        (s.phase == PracticeClusterPhase::Available && s.sessions_served == 1).then_some(pc)
+        (s.phase == PracticeClusterPhase::Available && s.resets == 1 && s.last_reset_time.is_some())
+            .then_some(pc)
     })
     .await;
     assert!(!pc.annotations().contains_key("cks.io/reset-requested"));
     let status = pc.status.unwrap();
     assert_eq!((status.attempts, status.failure_reason), (0, None));
+    assert_eq!(status.sessions_served, 0, "a requested reset serves no session");
     let mut names: Vec<String> = restores(&client, "lab-rf4il")
         .list(&ListParams::default())
         .await
@@ -435,6 +441,12 @@ async fn a_cluster_named_like_a_foreign_namespace_neither_adopts_nor_deletes_it(
         .unwrap();
 
     common::warning_event(&client, "ForeignNamespace", "team-payments").await;
+    // The name cannot change, so waiting would be forever: the cluster fails for good.
+    let pc = wait_phase(&client, "team-payments", PracticeClusterPhase::Failed).await;
+    assert_eq!(
+        pc.status.unwrap().failure_reason.as_deref(),
+        Some("ForeignNamespace")
+    );
     let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), "team-payments");
     assert!(
         policies
@@ -464,4 +476,314 @@ async fn a_cluster_named_like_a_foreign_namespace_neither_adopts_nor_deletes_it(
     assert!(ns.metadata.deletion_timestamp.is_none());
     stop.send(true).unwrap();
     handle.await.unwrap();
+}
+
+async fn stop_controller(stop: watch::Sender<bool>, handle: tokio::task::JoinHandle<()>) {
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+}
+
+fn condition(
+    pc: &PracticeCluster,
+    type_: &str,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    pc.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .cloned()
+}
+
+/// Reads the cluster (as a controller would), then lets a Session claim it before the
+/// controller acts on what it read.
+async fn read_then_claim(api: &Api<PracticeCluster>, name: &str, session: &str) -> PracticeCluster {
+    let request = Patch::Merge(json!({"metadata": {"annotations": {"cks.io/reset-requested": "true"}}}));
+    api.patch(name, &PatchParams::default(), &request).await.unwrap();
+    let read = api.get(name).await.unwrap();
+    let claim = Patch::Merge(
+        json!({"spec": {"claimRef": {"name": session, "uid": "0b7c6f4e-5a1d-4c3b-9e2f-1a2b3c4d5e6f"}}}),
+    );
+    api.patch(name, &PatchParams::default(), &claim).await.unwrap();
+    read
+}
+
+#[tokio::test]
+async fn a_claim_written_after_the_read_wins_over_a_requested_reset() {
+    let (_server, client, _faults, fake) = setup().await;
+    let (stop, handle) = run_cluster_controller(&client);
+    let api: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
+    api.create(&PostParams::default(), &practice_cluster("lab-r4ce1", 2))
+        .await
+        .unwrap();
+    wait_phase(&client, "lab-r4ce1", PracticeClusterPhase::Available).await;
+    stop_controller(stop, handle).await;
+
+    let read = read_then_claim(&api, "lab-r4ce1", "alice").await;
+    let ctx = Context::test(client.clone());
+    cluster::reconcile_object(&read, &ctx)
+        .await
+        .expect("a conflict is not an error");
+    let pc = api.get("lab-r4ce1").await.unwrap();
+    let status = pc.status.as_ref().unwrap();
+    assert_eq!(
+        status.phase,
+        PracticeClusterPhase::Available,
+        "no reset under the claim"
+    );
+    assert_eq!(status.resets, 0);
+    assert!(
+        pc.annotations().contains_key("cks.io/reset-requested"),
+        "the request is kept"
+    );
+
+    // The next reconcile sees the claim; the request waits for the release.
+    let (_stop, _handle) = run_cluster_controller(&client);
+    let pc = wait_phase(&client, "lab-r4ce1", PracticeClusterPhase::Assigned).await;
+    assert_eq!(pc.status.unwrap().resets, 0);
+    assert!(
+        restores(&client, "lab-r4ce1")
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "nothing was restored under the claim"
+    );
+    fake.abort();
+}
+
+#[tokio::test]
+async fn a_claim_written_after_the_read_keeps_a_recreate_cluster_alive() {
+    let (_server, client, _faults, fake) = setup().await;
+    let (stop, handle) = run_cluster_controller(&client);
+    let api: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
+    let mut pc = practice_cluster("lab-r4ce2", 2);
+    pc.spec.reset.strategy = cks_api::cluster_pool::ResetStrategy::Recreate;
+    api.create(&PostParams::default(), &pc).await.unwrap();
+    wait_phase(&client, "lab-r4ce2", PracticeClusterPhase::Available).await;
+    stop_controller(stop, handle).await;
+
+    let read = read_then_claim(&api, "lab-r4ce2", "bob").await;
+    cluster::reconcile_object(&read, &Context::test(client.clone()))
+        .await
+        .expect("a conflict is not an error");
+    let pc = api.get("lab-r4ce2").await.unwrap();
+    assert!(
+        pc.metadata.deletion_timestamp.is_none(),
+        "deleted under its Session"
+    );
+
+    let (_stop, _handle) = run_cluster_controller(&client);
+    let pc = wait_phase(&client, "lab-r4ce2", PracticeClusterPhase::Assigned).await;
+    assert!(pc.metadata.deletion_timestamp.is_none());
+    fake.abort();
+}
+
+#[tokio::test]
+async fn a_claim_made_during_a_reset_holds_the_reset_until_released() {
+    let (_server, client, faults, fake) = setup().await;
+    let (_stop, _handle) = run_cluster_controller(&client);
+    let api: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
+    api.create(&PostParams::default(), &practice_cluster("lab-h0ld1", 2))
+        .await
+        .unwrap();
+    wait_phase(&client, "lab-h0ld1", PracticeClusterPhase::Available).await;
+    faults.hold_restores.store(true, Ordering::Relaxed);
+    let request = Patch::Merge(json!({"metadata": {"annotations": {"cks.io/reset-requested": "true"}}}));
+    api.patch("lab-h0ld1", &PatchParams::default(), &request)
+        .await
+        .unwrap();
+    let restores = restores(&client, "lab-h0ld1");
+    eventually("the restores to be created", || async {
+        (restores.list(&ListParams::default()).await.ok()?.items.len() == 2).then_some(())
+    })
+    .await;
+
+    // A claim by hand on a cluster that is not Available: the reset must not go on (and the
+    // cluster must not turn Available) under it.
+    let claim = Patch::Merge(json!({"spec": {"claimRef": {"name": "mallory"}}}));
+    api.patch("lab-h0ld1", &PatchParams::default(), &claim)
+        .await
+        .unwrap();
+    common::warning_event(&client, "ClaimedWhileResetting", "lab-h0ld1").await;
+    faults.hold_restores.store(false, Ordering::Relaxed);
+    let vms = {
+        let ar = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachine"),
+            "virtualmachines",
+        );
+        Api::<DynamicObject>::namespaced_with(client.clone(), "lab-h0ld1", &ar)
+    };
+    // The restores complete, yet nothing starts the VMs while the claim is on.
+    eventually("the restores to complete", || async {
+        let list = restores.list(&ListParams::default()).await.ok()?;
+        list.items
+            .iter()
+            .all(|r| r.data["status"]["complete"] == true)
+            .then_some(())
+    })
+    .await;
+    let pc = api.get("lab-h0ld1").await.unwrap();
+    assert_eq!(pc.status.as_ref().unwrap().phase, PracticeClusterPhase::Resetting);
+    assert_eq!(
+        condition(&pc, "Ready").map(|c| c.reason),
+        Some("ClaimedWhileResetting".to_owned())
+    );
+    for vm in vms.list(&ListParams::default()).await.unwrap() {
+        assert_eq!(
+            vm.data["spec"]["runStrategy"],
+            "Halted",
+            "{} started",
+            vm.name_any()
+        );
+    }
+
+    let release = Patch::Merge(json!({"spec": {"claimRef": null}}));
+    api.patch("lab-h0ld1", &PatchParams::default(), &release)
+        .await
+        .unwrap();
+    let pc = wait_phase(&client, "lab-h0ld1", PracticeClusterPhase::Available).await;
+    assert_eq!(pc.status.unwrap().sessions_served, 0);
+    fake.abort();
+}
+
+fn minutes_ago(minutes: i64) -> String {
+    (jiff::Timestamp::now() - jiff::SignedDuration::from_mins(minutes)).to_string()
+}
+
+/// Moves the start of the cluster's current phase into the past, as if its timeout had
+/// passed, until the cluster is in `phase` (the controller acted on it).
+async fn outlive_the_phase_timeout(
+    api: &Api<PracticeCluster>,
+    name: &str,
+    phase: PracticeClusterPhase,
+) -> PracticeCluster {
+    eventually(&format!("{name} to be {phase:?} after its timeout"), || async {
+        let pc = api.get(name).await.ok()?;
+        let status = pc.status.as_ref()?;
+        if status.phase == phase {
+            return Some(pc);
+        }
+        let since = status.phase_since.as_ref()?.0;
+        if jiff::Timestamp::now().duration_since(since).as_secs() < 3600 {
+            let patch = Patch::Merge(json!({"status": {"phaseSince": minutes_ago(120)}}));
+            let _ = api.patch_status(name, &PatchParams::default(), &patch).await;
+        }
+        None
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_step_that_keeps_erroring_fails_once_its_phase_times_out() {
+    let (_server, client, _faults, fake) = setup().await;
+    let (_stop, _handle) = run_cluster_controller(&client);
+    let api: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
+    let mut pc = practice_cluster("lab-n0key", 0);
+    pc.spec.template.ssh_key_secret_ref.name = "no-such-key".into();
+    api.create(&PostParams::default(), &pc).await.unwrap();
+
+    // The error is said in the status while the phase clock runs.
+    let pc = eventually("the missing key to be reported", || async {
+        let pc = api.get("lab-n0key").await.ok()?;
+        (condition(&pc, "Ready")?.reason == "SshKeyMissing").then_some(pc)
+    })
+    .await;
+    assert_eq!(pc.status.unwrap().phase, PracticeClusterPhase::Provisioning);
+
+    let pc = outlive_the_phase_timeout(&api, "lab-n0key", PracticeClusterPhase::Failed).await;
+    let status = pc.status.unwrap();
+    assert_eq!(status.failure_reason.as_deref(), Some("Timeout"));
+    let message = status.failure_message.unwrap();
+    assert!(message.contains("Provisioning did not finish"), "{message}");
+    assert!(message.contains("no-such-key"), "{message}");
+    fake.abort();
+}
+
+#[tokio::test]
+async fn a_reset_whose_vm_is_gone_fails_instead_of_erroring_forever() {
+    let (_server, client, _faults, fake) = setup().await;
+    let (_stop, _handle) = run_cluster_controller(&client);
+    let api: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
+    api.create(&PostParams::default(), &practice_cluster("lab-v4n1s", 0))
+        .await
+        .unwrap();
+    wait_phase(&client, "lab-v4n1s", PracticeClusterPhase::Available).await;
+    let vms = {
+        let ar = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachine"),
+            "virtualmachines",
+        );
+        Api::<DynamicObject>::namespaced_with(client.clone(), "lab-v4n1s", &ar)
+    };
+    vms.delete("lab-v4n1s-w1", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the VM to be gone", || async {
+        vms.get_opt("lab-v4n1s-w1").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let request = Patch::Merge(json!({"metadata": {"annotations": {"cks.io/reset-requested": "true"}}}));
+    api.patch("lab-v4n1s", &PatchParams::default(), &request)
+        .await
+        .unwrap();
+    let pc = wait_phase(&client, "lab-v4n1s", PracticeClusterPhase::Failed).await;
+    let status = pc.status.unwrap();
+    assert_eq!(status.failure_reason.as_deref(), Some("VmMissing"));
+    assert!(
+        status.failure_message.unwrap().contains("lab-v4n1s-w1"),
+        "the message names the VM"
+    );
+    fake.abort();
+}
+
+#[tokio::test]
+async fn a_template_that_cannot_build_fails_the_cluster_and_degrades_the_pool() {
+    let (_server, client, _faults, fake) = setup().await;
+    let (_stop, _handle) = run_cluster_controller(&client);
+    let (_stop_pool, mut rx) = watch::channel(false);
+    let ctx = Arc::new(Context::test(client.clone()));
+    tokio::spawn(async move {
+        cks_operator::pool::run(ctx, Some(NS), async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        })
+        .await;
+    });
+    let pools: Api<cks_api::ClusterPool> = Api::namespaced(client.clone(), NS);
+    let mut pool = common::pool("old", 1, 3, 1);
+    // Valid for the schema, but kubeadm's v1beta3 configuration needs 1.22 or later.
+    pool.spec.template.kubernetes_version = "1.21.0".into();
+    pool.spec.keep_failed = 1;
+    pools.create(&PostParams::default(), &pool).await.unwrap();
+
+    let failed = eventually("a Failed cluster", || async {
+        common::clusters(&client, "old").await.into_iter().find(|c| {
+            c.status
+                .as_ref()
+                .is_some_and(|s| s.phase == PracticeClusterPhase::Failed)
+        })
+    })
+    .await;
+    let status = failed.status.unwrap();
+    assert_eq!(
+        status.failure_reason.as_deref(),
+        Some("UnsupportedKubernetesVersion")
+    );
+    assert!(status.failure_message.unwrap().contains("1.21.0"));
+    common::warning_event(
+        &client,
+        "UnsupportedKubernetesVersion",
+        &failed.metadata.name.unwrap(),
+    )
+    .await;
+    let degraded = eventually("the pool to report Degraded", || async {
+        let s = pools.get("old").await.ok()?.status?;
+        s.conditions
+            .into_iter()
+            .find(|c| c.type_ == "Degraded" && c.status == "True")
+    })
+    .await;
+    assert_eq!(degraded.reason, "ClustersFailed");
+    fake.abort();
 }
