@@ -10,9 +10,12 @@ use std::sync::atomic::Ordering;
 use cks_api::PracticeCluster;
 use cks_api::practice_cluster::PracticeClusterPhase;
 use cks_operator::cluster;
+use cks_operator::config::ControllerConfig;
 use cks_operator::context::Context;
+use cks_operator::probe::{ClusterProbe, ProbeTarget};
 use common::fake_kubevirt::{self, Faults};
 use common::{NS, eventually, start};
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
@@ -785,5 +788,131 @@ async fn a_template_that_cannot_build_fails_the_cluster_and_degrades_the_pool() 
     })
     .await;
     assert_eq!(degraded.reason, "ClustersFailed");
+    fake.abort();
+}
+
+/// A readiness check that can be switched off, counting checks per cluster.
+#[derive(Debug, Default)]
+struct SwitchableProbe {
+    down: std::sync::atomic::AtomicBool,
+    checks: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+impl SwitchableProbe {
+    fn checks_of(&self, cluster: &str) -> usize {
+        self.checks.lock().unwrap().get(cluster).copied().unwrap_or(0)
+    }
+}
+
+impl ClusterProbe for SwitchableProbe {
+    fn check<'a>(&'a self, target: &'a ProbeTarget) -> BoxFuture<'a, Result<Option<String>, String>> {
+        let down = self.down.load(Ordering::SeqCst);
+        if down {
+            // The URL names the control-plane Service `{cluster}-cp...`.
+            let host = target.api.url.split("//").nth(1).unwrap_or_default();
+            let cluster = host.split("-cp").next().unwrap_or_default().to_owned();
+            *self.checks.lock().unwrap().entry(cluster).or_default() += 1;
+        }
+        Box::pin(async move {
+            if down {
+                Err("connection refused".to_owned())
+            } else {
+                Ok(None)
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn an_available_cluster_whose_api_stops_answering_fails_unless_claimed() {
+    let (_server, client, _faults, fake) = setup().await;
+    let probe = Arc::new(SwitchableProbe::default());
+    let ctx = Context {
+        probe: probe.clone(),
+        config: Arc::new(ControllerConfig {
+            // Settled clusters are checked on every resync.
+            resync: std::time::Duration::from_millis(200),
+            unreachable_grace: std::time::Duration::ZERO,
+            ..ControllerConfig::test()
+        }),
+        ..Context::test(client.clone())
+    };
+    let (_stop, _handle) = run_cluster_controller_with(ctx);
+    let api: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
+    for name in ["lab-fr33a", "lab-us3db"] {
+        api.create(&PostParams::default(), &practice_cluster(name, 2))
+            .await
+            .unwrap();
+    }
+    for name in ["lab-fr33a", "lab-us3db"] {
+        let pc = wait_phase(&client, name, PracticeClusterPhase::Available).await;
+        assert_eq!(
+            condition(&pc, "ApiReachable").map(|c| c.status),
+            Some("True".to_owned())
+        );
+    }
+    let claim = Patch::Merge(json!({"spec": {"claimRef": {"name": "frank"}}}));
+    api.patch("lab-us3db", &PatchParams::default(), &claim)
+        .await
+        .unwrap();
+    wait_phase(&client, "lab-us3db", PracticeClusterPhase::Assigned).await;
+
+    probe.down.store(true, Ordering::SeqCst);
+    let pc = wait_phase(&client, "lab-fr33a", PracticeClusterPhase::Failed).await;
+    let status = pc.status.unwrap();
+    assert_eq!(status.failure_reason.as_deref(), Some("PracticeApiUnreachable"));
+    assert!(status.failure_message.unwrap().contains("connection refused"));
+
+    // The claimed one is checked as often, and only says so.
+    let checks = probe.checks_of("lab-fr33a");
+    let pc = eventually("the claimed cluster to be checked as often", || async {
+        let pc = api.get("lab-us3db").await.ok()?;
+        (probe.checks_of("lab-us3db") > checks
+            && condition(&pc, "ApiReachable").is_some_and(|c| c.status == "False"))
+        .then_some(pc)
+    })
+    .await;
+    assert_eq!(pc.status.unwrap().phase, PracticeClusterPhase::Assigned);
+
+    probe.down.store(false, Ordering::SeqCst);
+    eventually("the claimed cluster's API to be reachable again", || async {
+        let pc = api.get("lab-us3db").await.ok()?;
+        condition(&pc, "ApiReachable")
+            .is_some_and(|c| c.status == "True")
+            .then_some(())
+    })
+    .await;
+    fake.abort();
+}
+
+#[tokio::test]
+async fn a_cluster_that_no_longer_deserializes_can_still_be_deleted() {
+    let (_server, client, _faults, fake) = setup().await;
+    let (_stop, _handle) = run_cluster_controller(&client);
+    let api: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
+    api.create(&PostParams::default(), &practice_cluster("lab-br0k3", 2))
+        .await
+        .unwrap();
+    wait_phase(&client, "lab-br0k3", PracticeClusterPhase::Available).await;
+
+    // Valid for the schema, unreadable for the operator (as after an incompatible change).
+    let raw = {
+        let ar = ApiResource::erase::<PracticeCluster>(&());
+        Api::<DynamicObject>::namespaced_with(client.clone(), NS, &ar)
+    };
+    let patch = Patch::Merge(json!({"status": {"phaseSince": "yesterday"}}));
+    raw.patch_status("lab-br0k3", &PatchParams::default(), &patch)
+        .await
+        .unwrap();
+    common::warning_event(&client, "InvalidObject", "lab-br0k3").await;
+
+    raw.delete("lab-br0k3", &DeleteParams::default()).await.unwrap();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    eventually("the cluster and its namespace to be gone", || async {
+        let ns_gone = namespaces.get_opt("lab-br0k3").await.ok()?.is_none();
+        let pc_gone = raw.get_opt("lab-br0k3").await.ok()?.is_none();
+        (ns_gone && pc_gone).then_some(())
+    })
+    .await;
     fake.abort();
 }
