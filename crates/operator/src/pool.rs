@@ -267,7 +267,7 @@ async fn reconcile_pool(pool: &ClusterPool, ctx: &Context, namespace: &str) -> R
     // counted, or a burst of events would overshoot the buffer.
     let lp = ListParams::default().labels(&format!("{}={name}", labels::POOL));
     let uid = pool.uid();
-    let clusters: Vec<PracticeCluster> = api
+    let (clusters, others): (Vec<PracticeCluster>, Vec<PracticeCluster>) = api
         .list(&lp)
         .await
         .map_err(kube_err(
@@ -277,10 +277,19 @@ async fn reconcile_pool(pool: &ClusterPool, ctx: &Context, namespace: &str) -> R
         ))?
         .items
         .into_iter()
-        .filter(|pc| pc.owner_references().iter().any(|o| Some(&o.uid) == uid.as_ref()))
-        .collect();
+        .partition(|pc| pc.owner_references().iter().any(|o| Some(&o.uid) == uid.as_ref()));
     let infos: Vec<ClusterInfo> = clusters.iter().map(|pc| cluster_info(pc, &hash, now)).collect();
-    let plan = pool_plan::plan(&pool.spec, &infos, now);
+    // Clusters of an earlier pool of the same name (garbage collection is tearing them
+    // down) are never touched, but their VMs still use the capacity `maxClusters` caps.
+    let planned: Vec<ClusterInfo> = infos
+        .iter()
+        .cloned()
+        .chain(others.iter().map(|pc| ClusterInfo {
+            deleting: true,
+            ..cluster_info(pc, &hash, now)
+        }))
+        .collect();
+    let plan = pool_plan::plan(&pool.spec, &planned, now);
 
     let mut events = Vec::new();
     for (victim, reason) in &plan.delete {

@@ -105,10 +105,11 @@ pub fn plan(spec: &ClusterPoolSpec, clusters: &[ClusterInfo], now: Timestamp) ->
     let rolling = spec.rollout.strategy == RolloutStrategy::Rolling;
     let mut delete: Vec<(String, DeleteReason)> = Vec::new();
 
-    // Failed clusters: keep the newest `keepFailed` for inspection, replace the rest.
+    // Failed clusters: keep the newest `keepFailed` for inspection, replace the rest. One
+    // still claimed is left to its Session, which releases it.
     let mut failed: Vec<&ClusterInfo> = clusters
         .iter()
-        .filter(|c| !c.deleting && c.phase == PracticeClusterPhase::Failed)
+        .filter(|c| !c.deleting && !c.assigned && c.phase == PracticeClusterPhase::Failed)
         .collect();
     failed.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.name.cmp(&b.name)));
     for c in failed.iter().skip(to_u32(spec.keep_failed) as usize) {
@@ -319,6 +320,25 @@ mod tests {
         assert!(p.capped, "buffer 1/2 with the cap reached");
         let p = plan(&spec(2, 6, 2), &clusters, at(1));
         assert_eq!((p.create, p.capped), (1, false));
+    }
+
+    #[test]
+    fn a_failed_cluster_still_claimed_is_left_to_its_session() {
+        let mut claimed = cluster("a", Failed);
+        claimed.assigned = true;
+        let clusters = [claimed, cluster("b", Failed)];
+        let mut s = spec(1, 6, 2);
+        s.keep_failed = 0;
+        let p = plan(&s, &clusters, at(1));
+        assert_eq!(deleted(&p), [("b", DeleteReason::Failed)]);
+    }
+
+    #[test]
+    fn clusters_torn_down_count_towards_the_cap() {
+        let mut old = cluster("old", Available);
+        old.deleting = true;
+        let p = plan(&spec(2, 2, 2), &[old], at(1));
+        assert_eq!((p.create, p.capped), (1, true));
     }
 
     #[test]

@@ -355,3 +355,66 @@ async fn a_cluster_claimed_after_it_was_listed_is_not_deleted() {
         "gone is not an error"
     );
 }
+
+#[tokio::test]
+async fn clusters_of_a_deleted_pool_still_tearing_down_count_against_max_clusters() {
+    let (_server, client) = start().await;
+    let _stop = run_pool_controller(&client);
+    let pools: Api<ClusterPool> = Api::namespaced(client.clone(), NS);
+    pools
+        .create(&PostParams::default(), &common::pool("again", 2, 3, 3))
+        .await
+        .unwrap();
+    wait_phases(&client, "again", &[(PracticeClusterPhase::Provisioning, 2)], 2).await;
+
+    // Their teardown takes a while (a finalizer, like the cluster controller's).
+    let api: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
+    let hold = Patch::Merge(json!({"metadata": {"finalizers": ["test.cks.io/hold"]}}));
+    let old: Vec<String> = clusters(&client, "again")
+        .await
+        .iter()
+        .map(|c| c.name_any())
+        .collect();
+    for name in &old {
+        api.patch(name, &PatchParams::default(), &hold).await.unwrap();
+    }
+    pools.delete("again", &Default::default()).await.unwrap();
+    eventually("the old pool's clusters to be tearing down", || async {
+        let list = clusters(&client, "again").await;
+        (list.len() == 2 && list.iter().all(|c| c.metadata.deletion_timestamp.is_some())).then_some(())
+    })
+    .await;
+
+    // The new pool of the same name has one slot left under maxClusters 3.
+    pools
+        .create(&PostParams::default(), &common::pool("again", 2, 3, 3))
+        .await
+        .unwrap();
+    let status = eventually("the new pool to report the cap", || async {
+        let s = pools.get("again").await.ok()?.status?;
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Degraded" && c.reason == "MaxClustersReached")
+            .then_some(s)
+    })
+    .await;
+    let new: Vec<PracticeCluster> = clusters(&client, "again")
+        .await
+        .into_iter()
+        .filter(|c| !old.contains(&c.name_any()))
+        .collect();
+    assert_eq!(
+        new.len(),
+        1,
+        "{:?}",
+        new.iter().map(|c| c.name_any()).collect::<Vec<_>>()
+    );
+    assert!(status.total <= 1, "the old pool's clusters are not this pool's");
+
+    // Once they are gone, the buffer is completed.
+    let release = Patch::Merge(json!({"metadata": {"finalizers": null}}));
+    for name in &old {
+        api.patch(name, &PatchParams::default(), &release).await.unwrap();
+    }
+    wait_phases(&client, "again", &[(PracticeClusterPhase::Provisioning, 2)], 2).await;
+}
