@@ -6,10 +6,12 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use cks_api::ClusterPool;
 use cks_operator::config::{Args, ControllerConfig};
 use cks_operator::http::{self, HttpState};
+use cks_operator::lease::LeaseLock;
 use cks_operator::metrics::Metrics;
 use cks_operator::probe::AlwaysReady;
 use cks_operator::runtime::{self, Runtime};
@@ -17,6 +19,7 @@ use clap::Parser;
 use common::{NS, clusters, eventually, start};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -207,4 +210,120 @@ async fn an_object_that_does_not_deserialize_is_refused_with_a_warning_event() {
     );
 
     common::warning_event(&client, "InvalidObject", "broken").await;
+}
+
+fn candidate(client: &Client, lease: &str, identity: &str) -> LeaseLock {
+    LeaseLock::new(client.clone(), NS, lease, identity, Duration::from_secs(1))
+}
+
+#[tokio::test]
+async fn a_standby_never_takes_a_live_lease_whose_holder_clock_is_behind() {
+    let (_server, client) = start().await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), NS);
+    let an_hour_ago = || MicroTime(jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1));
+    let lease: Lease = serde_json::from_value(json!({
+        "metadata": {"name": "skew"},
+        "spec": {"holderIdentity": "behind", "leaseDurationSeconds": 1},
+    }))
+    .unwrap();
+    leases.create(&PostParams::default(), &lease).await.unwrap();
+    let standby = candidate(&client, "skew", "standby");
+
+    // The holder keeps renewing, but its clock is an hour behind: every renewTime it writes
+    // looks long expired to a wall-clock comparison. Three lease durations of renewals.
+    let mut renewals = tokio::time::interval(Duration::from_millis(100));
+    for round in 0..30 {
+        renewals.tick().await;
+        let mut lease = leases.get("skew").await.unwrap();
+        lease.spec.as_mut().unwrap().renew_time = Some(an_hour_ago());
+        leases
+            .replace("skew", &PostParams::default(), &lease)
+            .await
+            .unwrap();
+        assert!(
+            !standby.try_acquire_or_renew().await.unwrap(),
+            "the standby took a live lease (round {round})"
+        );
+        assert!(!standby.is_leading());
+    }
+
+    // The holder stops: once the standby has seen the lease unchanged for a duration, it leads.
+    eventually("the standby to take the abandoned lease", || async {
+        standby.try_acquire_or_renew().await.ok()?.then_some(())
+    })
+    .await;
+    assert!(standby.is_leading());
+    assert_eq!(
+        leases
+            .get("skew")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .holder_identity
+            .as_deref(),
+        Some("standby")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_candidates_never_both_believe_they_lead() {
+    let (_server, client) = start().await;
+    let candidates = [
+        Arc::new(candidate(&client, "duo", "a")),
+        Arc::new(candidate(&client, "duo", "b")),
+    ];
+    // Each leads for a few renewals, then stalls (stops renewing, as a paused or partitioned
+    // process would) for longer than the lease, and comes back as a candidate.
+    let loops: Vec<_> = candidates
+        .iter()
+        .map(|lock| {
+            let lock = lock.clone();
+            tokio::spawn(async move {
+                loop {
+                    lock.acquire().await;
+                    for _ in 0..3 {
+                        tokio::time::sleep(lock.renew_interval()).await;
+                        let _ = lock.try_acquire_or_renew().await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                }
+            })
+        })
+        .collect();
+
+    let both = Arc::new(AtomicBool::new(false));
+    let terms = Arc::new(std::sync::Mutex::new([0usize; 2]));
+    let checker = {
+        let (candidates, both, terms) = (candidates.clone(), both.clone(), terms.clone());
+        tokio::spawn(async move {
+            let mut was = [false; 2];
+            loop {
+                let now = [candidates[0].is_leading(), candidates[1].is_leading()];
+                if now[0] && now[1] {
+                    both.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                for i in 0..2 {
+                    if now[i] && !was[i] {
+                        terms.lock().unwrap()[i] += 1;
+                    }
+                }
+                was = now;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    eventually("each candidate to lead twice", || async {
+        let terms = *terms.lock().unwrap();
+        (terms[0] >= 2 && terms[1] >= 2).then_some(())
+    })
+    .await;
+    checker.abort();
+    for l in loops {
+        l.abort();
+    }
+    assert!(
+        !both.load(std::sync::atomic::Ordering::SeqCst),
+        "both candidates believed they led at once"
+    );
 }
