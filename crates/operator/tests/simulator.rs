@@ -313,3 +313,62 @@ async fn reset_reverts_changes_made_inside_the_practice_cluster() {
     nothing_left(&client, "rev").await;
     let _ = std::fs::remove_dir_all(&disks);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_that_never_gets_an_ip_fails_its_cluster_at_the_timeout() {
+    let (_server, client) = start(&[(Fault::NoIp, 1.0)]).await;
+    let pools: Api<ClusterPool> = Api::namespaced(client.clone(), NS);
+    let mut p = common::pool("noip", 1, 2, 1);
+    p.spec.keep_failed = 1;
+    p.spec.provisioning.max_retries = 0;
+    pools.create(&PostParams::default(), &p).await.unwrap();
+    let api: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
+    let name = eventually("a cluster waiting for its control plane's IP", || async {
+        let list = clusters(&client, "noip").await;
+        list.iter()
+            .find(|c| {
+                c.status.as_ref().is_some_and(|s| {
+                    s.phase == PracticeClusterPhase::Bootstrapping
+                        && s.conditions
+                            .iter()
+                            .any(|c| c.type_ == "Ready" && c.message.contains("no IP"))
+                })
+            })
+            .map(ResourceExt::name_any)
+    })
+    .await;
+
+    // The CRD's minimum timeout is a minute; instead of waiting it out, the phase is made to
+    // have started two hours ago.
+    let pc = eventually("the cluster to fail on its timeout", || async {
+        let pc = api.get(&name).await.ok()?;
+        let status = pc.status.as_ref()?;
+        if status.phase == PracticeClusterPhase::Failed {
+            return Some(pc);
+        }
+        let since = status.phase_since.as_ref()?.0;
+        if jiff::Timestamp::now().duration_since(since).as_secs() < 3600 {
+            let two_hours_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(2);
+            let patch = Patch::Merge(json!({"status": {"phaseSince": two_hours_ago.to_string()}}));
+            let _ = api.patch_status(&name, &PatchParams::default(), &patch).await;
+        }
+        None
+    })
+    .await;
+    let status = pc.status.unwrap();
+    assert_eq!(status.failure_reason.as_deref(), Some("Timeout"));
+    let message = status.failure_message.unwrap();
+    assert!(message.contains("Bootstrapping did not finish"), "{message}");
+    assert!(message.contains("no IP"), "{message}");
+    let degraded = eventually("pool Degraded", || async {
+        let s = pools.get("noip").await.ok()?.status?;
+        s.conditions
+            .into_iter()
+            .find(|c| c.type_ == "Degraded" && c.status == "True")
+    })
+    .await;
+    assert_eq!(degraded.reason, "ClustersFailed");
+
+    pools.delete("noip", &DeleteParams::default()).await.unwrap();
+    nothing_left(&client, "noip").await;
+}
