@@ -1174,20 +1174,11 @@ impl<'a> Reconciler<'a> {
                 .map_err(kube_err("get", "Namespace", &self.vm_ns))?
             && !namespace_belongs_to(&ns, &self.vm_ns)
         {
-            let err = Error::ForeignNamespace {
+            // Fails the cluster for good (with a Warning event) in `reconcile`.
+            return Err(Error::ForeignNamespace {
                 namespace: self.vm_ns.clone(),
                 cluster: self.name(),
-            };
-            self.ctx
-                .event(
-                    self.pc,
-                    EventType::Warning,
-                    err.category(),
-                    "Provision",
-                    err.to_string(),
-                )
-                .await;
-            return Err(err);
+            });
         }
         self.apply(&isolation::namespace(&self.vm_ns, &labels)).await?;
         self.status.namespace = Some(self.vm_ns.clone());

@@ -23,7 +23,7 @@ use serde_json::json;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::context::Context;
-use crate::error::{Error, Result, kube_err};
+use crate::error::{Error, ErrorBackoff, Result, kube_err};
 use crate::metrics::PhaseLabels;
 use crate::pool_plan::{self, ClusterInfo, Plan};
 
@@ -55,10 +55,26 @@ pub async fn run(
         Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client, ns)),
         None => (Api::all(client.clone()), Api::all(client)),
     };
+    let backoff = Arc::new(ErrorBackoff::default());
+    let on_error = backoff.clone();
     Controller::new(pools, watcher::Config::default())
         .owns(clusters, watcher::Config::default())
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(
+            move |guard, ctx| {
+                let backoff = backoff.clone();
+                async move {
+                    let key = backoff_key(&guard);
+                    let result = reconcile(guard, ctx).await;
+                    if result.is_ok() {
+                        backoff.succeeded(&key);
+                    }
+                    result
+                }
+            },
+            move |guard, error, ctx| error_policy(guard, error, ctx, &on_error),
+            ctx,
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "clusterpool controller event");
@@ -67,14 +83,25 @@ pub async fn run(
         .await;
 }
 
-/// Requeue by kind of error.
-pub fn error_policy(guard: Arc<DeserializeGuard<ClusterPool>>, error: &Error, ctx: Arc<Context>) -> Action {
+fn backoff_key(guard: &DeserializeGuard<ClusterPool>) -> String {
+    format!("{}/{}", guard.namespace().unwrap_or_default(), guard.name_any())
+}
+
+/// Requeue by kind of error: an object that cannot be read waits for a change; anything
+/// else retries after a delay that doubles with each consecutive failure of the pool.
+pub fn error_policy(
+    guard: Arc<DeserializeGuard<ClusterPool>>,
+    error: &Error,
+    ctx: Arc<Context>,
+    backoff: &ErrorBackoff,
+) -> Action {
     ctx.metrics.reconcile_failed(CONTROLLER, error.category());
     warn!(pool = %guard.name_any(), error = %error, reason = error.category(), "reconcile failed");
     if error.needs_spec_change() {
         Action::await_change()
     } else {
-        Action::requeue(ctx.config.retry_base.max(Duration::from_millis(200)))
+        let base = ctx.config.retry_base.max(Duration::from_millis(200));
+        Action::requeue(backoff.failed(&backoff_key(&guard), base))
     }
 }
 
