@@ -238,6 +238,16 @@ async fn stopping_the_vm_stops_ssh_and_starting_boots_from_the_same_disk() {
     let (vm, ip) = start_vm().await;
     let h = connect(&ip, "cks", &vm.key).await;
     exec(&h, "echo kept > /root/state").await;
+    // A command still running when the VM stops loses its connection.
+    let mut running = h.channel_open_session().await.expect("channel");
+    running.exec(true, "echo started; sleep 600").await.expect("exec");
+    loop {
+        match running.wait().await {
+            Some(ChannelMsg::Data { data }) => break assert_eq!(&data[..], b"started\n"),
+            Some(ChannelMsg::Success | ChannelMsg::WindowAdjusted { .. }) => {}
+            other => panic!("expected the command's output, got {other:?}"),
+        }
+    }
     let put = |action: &str| {
         http::Request::put(format!(
             "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines/lab-cp/{action}"
@@ -262,6 +272,16 @@ async fn stopping_the_vm_stops_ssh_and_starting_boots_from_the_same_disk() {
             .then_some(())
     })
     .await;
+    let cut = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(msg) = running.wait().await {
+            assert!(
+                !matches!(msg, ChannelMsg::ExitStatus { .. }),
+                "the command must not finish on a stopped VM"
+            );
+        }
+    })
+    .await;
+    assert!(cut.is_ok(), "the open SSH connection outlived the stopped VM");
     vm.client.request_text(put("start")).await.expect("start");
     let ip = running_ip(&vm.client).await;
     let h = connect(&ip, "root", &vm.key).await;

@@ -536,11 +536,21 @@ async fn serve_ssh(listener: tokio::net::TcpListener, boot: Arc<Boot>) {
             ptys: HashMap::new(),
         };
         let config = config.clone();
-        // Connections live in the set, so stopping the machine drops them too.
+        // Connections live in the set, so stopping the machine drops them too. russh runs each
+        // session on a task of its own, which aborting this one would not end: the session
+        // talks through a pipe this task relays to the socket, so a stopped machine cuts its
+        // open connections the way a VM going down does.
         conns.spawn(async move {
-            if let Ok(session) = server::run_stream(config, socket, handler).await {
-                let _ = session.await;
-            }
+            let (session_end, mut relay_end) = tokio::io::duplex(64 * 1024);
+            let mut socket = socket;
+            // The relay runs from the start: the handshake happens inside `run_stream`.
+            let relay = tokio::io::copy_bidirectional(&mut socket, &mut relay_end);
+            let session = async move {
+                if let Ok(session) = server::run_stream(config, session_end, handler).await {
+                    let _ = session.await;
+                }
+            };
+            let _ = tokio::join!(relay, session);
         });
     }
 }
