@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 pub mod fake_kubevirt;
+pub mod session_env;
 pub mod sim;
+pub mod vrun_fixtures;
 
 use std::future::Future;
 use std::path::PathBuf;
