@@ -46,6 +46,9 @@ use crate::probe::ProbeTarget;
 /// Controller name in metrics and events.
 pub const CONTROLLER: &str = "practicecluster";
 
+/// `Ready` reason of a Resetting cluster on which a claim was written: the reset waits.
+const CLAIMED_WHILE_RESETTING: &str = "ClaimedWhileResetting";
+
 /// Key of the SSH public key in the pool's SSH key Secret.
 pub const SSH_PUBLIC_KEY: &str = "ssh-publickey";
 
@@ -409,6 +412,9 @@ struct Reconciler<'a> {
 enum Outcome {
     /// Stay in the phase; look again after this long.
     Wait(Duration),
+    /// Stay in the phase without acting and without its timeout running (a claim is on a
+    /// Resetting cluster); look again after this long.
+    Hold(Duration),
     /// Move to the phase (attempts reset, phase clock restarted).
     Enter(PracticeClusterPhase),
     /// The step failed.
@@ -527,7 +533,7 @@ impl<'a> Reconciler<'a> {
                 let message = self.timeout_message(None);
                 self.fail("Timeout", message).await?
             }
-            Outcome::Wait(after) => Action::requeue(after),
+            Outcome::Wait(after) | Outcome::Hold(after) => Action::requeue(after),
             Outcome::Enter(next) => self.enter(next).await,
             Outcome::Fail(reason, message) => self.fail(reason, message).await?,
             Outcome::GiveUp {
@@ -999,26 +1005,36 @@ impl<'a> Reconciler<'a> {
     }
 
     async fn resetting(&mut self) -> Result<Outcome> {
+        let held = self
+            .status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == condition_types::READY && c.reason == CLAIMED_WHILE_RESETTING);
         if let Some(claim) = &self.pc.spec.claim_ref {
             // Only a claim made by hand lands here (Sessions claim Available clusters, guarded
-            // by their resourceVersion). Touch nothing under it; the reset goes on, with a
-            // fresh phase clock, once the claim is gone.
+            // by their resourceVersion). Touch nothing under it; the reset goes on once the
+            // claim is gone.
             let message = format!(
                 "Session {} claimed the cluster during its reset; the reset waits for the claim to go",
                 claim.name
             );
-            self.ctx
-                .event(
-                    self.pc,
-                    EventType::Warning,
-                    "ClaimedWhileResetting",
-                    "Reset",
-                    message.clone(),
-                )
-                .await;
-            self.set_ready(false, "ClaimedWhileResetting", message);
+            if !held {
+                self.ctx
+                    .event(
+                        self.pc,
+                        EventType::Warning,
+                        CLAIMED_WHILE_RESETTING,
+                        "Reset",
+                        message.clone(),
+                    )
+                    .await;
+            }
+            self.set_ready(false, CLAIMED_WHILE_RESETTING, message);
+            return Ok(Outcome::Hold(self.ctx.config.resync));
+        }
+        if held {
+            // The claim went: the reset's timeout counts from now, not from before the hold.
             self.status.phase_since = Some(Time(self.now));
-            return Ok(Outcome::Wait(self.ctx.config.resync));
         }
         if self.pc.annotations().contains_key(annotations::RESET_REQUESTED) {
             // The request is taken (this reset); clear it so the next Available does not

@@ -642,12 +642,29 @@ async fn a_claim_made_during_a_reset_holds_the_reset_until_released() {
         );
     }
 
+    // However long the hold lasted, the reset's timeout counts from the release.
+    let long_ago = Patch::Merge(json!({"status": {"phaseSince": minutes_ago(120)}}));
+    api.patch_status("lab-h0ld1", &PatchParams::default(), &long_ago)
+        .await
+        .unwrap();
     let release = Patch::Merge(json!({"spec": {"claimRef": null}}));
     api.patch("lab-h0ld1", &PatchParams::default(), &release)
         .await
         .unwrap();
     let pc = wait_phase(&client, "lab-h0ld1", PracticeClusterPhase::Available).await;
-    assert_eq!(pc.status.unwrap().sessions_served, 0);
+    let status = pc.status.unwrap();
+    assert_eq!((status.sessions_served, status.attempts), (0, 0));
+    let names: Vec<String> = restores
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.name_any())
+        .collect();
+    assert!(
+        names.iter().all(|n| n.ends_with("-reset-100")),
+        "the reset was retried: {names:?}"
+    );
     fake.abort();
 }
 
