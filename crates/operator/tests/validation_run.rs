@@ -559,3 +559,95 @@ async fn a_vm_that_drops_ssh_mid_rule_ends_the_run_in_error() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_operator_evaluates_running_runs_again_and_records_finished_ones_once() {
+    let (_server, client) = common::start().await;
+    let catalog = catalog();
+    inert_cluster(&client, "c-fay").await;
+    ready_session(&client, "fay", SCENARIO, Some("c-fay"), &["task-1", "task-2"]).await;
+
+    // What a previous operator left: a run stopped mid-evaluation, and a finished run whose
+    // attempt never reached the Session.
+    let runs: Api<ValidationRun> = Api::namespaced(client.clone(), NS);
+    create_run(&client, "fay-running", "fay", "01").await;
+    create_run(&client, "fay-finished", "fay", "02").await;
+    let started = "2026-01-01T00:00:00Z";
+    let running = json!({"status": {"phase": "Running", "startTime": started}});
+    runs.patch_status("fay-running", &PatchParams::default(), &Patch::Merge(&running))
+        .await
+        .unwrap();
+    let finished = json!({"status": {
+        "phase": "Failed", "startTime": started, "completionTime": started,
+        "message": "0 of 1 rules passed; failed: mode-is-enforce", "passedRules": 0, "totalRules": 1,
+        "results": [{"task": "task-2", "id": "mode-is-enforce", "passed": false,
+            "message": "/etc/cks/mode must say enforce.", "actual": "audit"}],
+        "conditions": [{"type": "Complete", "status": "True", "reason": "Failed",
+            "message": "0 of 1 rules passed", "lastTransitionTime": started}],
+    }});
+    runs.patch_status("fay-finished", &PatchParams::default(), &Patch::Merge(&finished))
+        .await
+        .unwrap();
+    let before = runs.get("fay-finished").await.unwrap().status.unwrap();
+
+    let ctx = start_controller(Context::test(client.clone()), &catalog);
+    let run = eventually("the interrupted run evaluated again", || async {
+        let run = runs.get("fay-running").await.ok()?;
+        (run.status.as_ref()?.phase == ValidationRunPhase::Error).then_some(run)
+    })
+    .await;
+    assert_eq!(complete_reason(&run), reasons::CLUSTER_UNREACHABLE);
+    assert_ne!(
+        run.status
+            .as_ref()
+            .unwrap()
+            .start_time
+            .as_ref()
+            .map(|t| t.0.to_string()),
+        Some(started.to_owned()),
+        "a new evaluation has a new start"
+    );
+
+    let session = eventually("both attempts recorded", || async {
+        let s = get_session(&client, "fay").await;
+        (session_task(&s, "task-1").attempts == 1 && session_task(&s, "task-2").attempts == 1).then_some(s)
+    })
+    .await;
+    let task2 = session_task(&session, "task-2");
+    assert_eq!(task2.state, TaskState::Failed);
+    assert_eq!(task2.last_run.as_deref(), Some("fay-finished"));
+    let recorded = eventually("the finished run marked as recorded", || async {
+        let run = runs.get("fay-finished").await.ok()?;
+        let marked = run
+            .status
+            .as_ref()?
+            .conditions
+            .iter()
+            .any(|c| c.type_ == validation_run::TASKS_RECORDED);
+        marked.then_some(run)
+    })
+    .await;
+    let after = recorded.status.clone().unwrap();
+    assert_eq!(
+        (after.phase, &after.results, &after.message),
+        (before.phase, &before.results, &before.message),
+        "a finished run is never evaluated again"
+    );
+
+    // Once recorded, reconciling it again touches neither the run nor the Session.
+    let session = get_session(&client, "fay").await;
+    let guarded: Api<DeserializeGuard<ValidationRun>> = Api::namespaced(client.clone(), NS);
+    let guard = guarded.get("fay-finished").await.unwrap();
+    validation_run::reconcile(Arc::new(guard), ctx)
+        .await
+        .expect("reconcile");
+    assert_eq!(
+        runs.get("fay-finished").await.unwrap().resource_version(),
+        recorded.resource_version()
+    );
+    assert_eq!(
+        get_session(&client, "fay").await.resource_version(),
+        session.resource_version()
+    );
+    assert_eq!(session_task(&session, "task-2").attempts, 1);
+}
