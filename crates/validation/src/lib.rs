@@ -30,12 +30,14 @@ mod condition;
 mod engine;
 mod error;
 mod output;
+pub mod portforward;
 pub mod ssh;
 
 pub use cluster::{ClusterApi, Found, KubeCluster};
 pub use engine::{Engine, EngineOptions, RESULT_ACTUAL_LIMIT, RuleOutcome, TaskSelector, ValidationReport};
 pub use error::Error;
 pub use output::{Captured, DEFAULT_OUTPUT_LIMIT};
+pub use portforward::PortForward;
 pub use ssh::{
     Direct, Endpoint, ExecOutput, ExecRequest, ExitStatus, SshConfig, SshExecutor, SshStream, TargetResolver,
     Transport, VmExec,
