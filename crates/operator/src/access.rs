@@ -3,12 +3,13 @@
 //! over SSH with the pool's key (setup scripts, command and file rules).
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cks_api::practice_cluster::PracticeCluster;
 use cks_kubevirt::naming::{self, VmId};
 use cks_kubevirt::objects::KUBECONFIG_KEY;
-use cks_validation::{Endpoint, SshConfig, TargetResolver};
+use cks_validation::{Endpoint, PortForward, SshConfig, TargetResolver};
 use k8s_openapi::api::core::v1::Secret;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, ResourceExt};
@@ -181,9 +182,7 @@ impl PracticeAccess {
         let ssh = match ctx.config.ssh_transport {
             SshTransportKind::Direct => ssh,
             SshTransportKind::PortForward => {
-                return Err(access_err(
-                    "the port-forward SSH transport is not available yet".to_owned(),
-                ));
+                ssh.with_transport(Arc::new(PortForward::new(ctx.client.clone(), &vm_namespace)))
             }
         };
 
