@@ -44,6 +44,9 @@ pub const TASKS_RECORDED: &str = "TasksRecorded";
 /// Most results a run's status holds (the CRD schema's bound).
 pub const MAX_RESULTS: usize = 500;
 
+/// Failed rules named in a Failed run's message.
+const MESSAGE_RULES: usize = 10;
+
 /// Reasons in the `Complete` condition and the events of a run.
 pub mod reasons {
     /// The run's Session does not exist.
@@ -231,9 +234,14 @@ pub fn evaluated_status(
                 .filter(|r| !r.passed)
                 .map(|r| r.rule.as_str())
                 .collect();
+            // The results say everything; the message stays one readable line.
+            let mut named = failed[..failed.len().min(MESSAGE_RULES)].join(", ");
+            if failed.len() > MESSAGE_RULES {
+                named.push_str(&format!(" and {} more", failed.len() - MESSAGE_RULES));
+            }
             (
                 reasons::FAILED,
-                format!("{passed} of {total} rules passed; failed: {}", failed.join(", ")),
+                format!("{passed} of {total} rules passed; failed: {named}"),
             )
         }
     };

@@ -361,6 +361,13 @@ fn the_status_carries_verdict_counts_and_cause() {
     assert_eq!(failed.results[1].message, "fix b");
     assert_eq!(failed.results[1].actual.as_deref(), Some("nope"));
 
+    let many: Vec<RuleOutcome> = (0..12).map(|i| outcome(&format!("r{i}"), false, None)).collect();
+    let many = evaluated_status(&report(many), Some(1), start.clone(), now);
+    assert_eq!(
+        many.message.as_deref(),
+        Some("0 of 12 rules passed; failed: r0, r1, r2, r3, r4, r5, r6, r7, r8, r9 and 2 more")
+    );
+
     let cause = cks_validation::Error::Ssh {
         target: "control-plane".into(),
         cause: "connection closed".into(),
