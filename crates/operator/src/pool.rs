@@ -381,7 +381,9 @@ async fn reconcile_pool(pool: &ClusterPool, ctx: &Context, namespace: &str) -> R
             .await
             .map_err(kube_err("apply status of", "ClusterPool", name.clone()))?;
     }
-    Ok(if plan.is_empty() {
+    // Clusters of an earlier pool are not owned by this one, so their going away triggers no
+    // reconcile: look again soon while any are left.
+    Ok(if plan.is_empty() && others.is_empty() {
         Action::requeue(ctx.config.resync)
     } else {
         Action::requeue(ctx.config.poll)
