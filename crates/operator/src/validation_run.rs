@@ -493,13 +493,13 @@ impl<'a> Reconciler<'a> {
         self.catalog.as_ref()?.get(id).cloned()
     }
 
-    /// The task label already set (it was computed while the scenario could be seen, and a
-    /// later catalog or Session change must not move the run to another pruning group), else
-    /// [`task_label`].
+    /// [`task_label`] on a run's first reconcile (whatever label its creator set); after that
+    /// the label it got, so a later catalog or Session change never moves a run to another
+    /// pruning group.
     fn task_label(&self) -> String {
         match self.run.labels().get(labels::TASK) {
-            Some(label) => label.clone(),
-            None => task_label(&self.run.spec.task, self.scenario().as_deref()),
+            Some(label) if self.run.status.is_some() => label.clone(),
+            _ => task_label(&self.run.spec.task, self.scenario().as_deref()),
         }
     }
 

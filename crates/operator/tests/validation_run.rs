@@ -234,17 +234,24 @@ async fn an_unreachable_cluster_is_an_error_that_counts_and_old_runs_are_pruned(
         cks_api::session::SessionPhase::Ready
     );
 
-    // Three more runs of task 1 (as `task-1`, `1`, `01`) and one of every task.
+    // Three more runs of task 1 (as `task-1`, `1`, `01`; one created with a task label of its
+    // own, which the controller replaces) and one of every task.
+    let runs: Api<ValidationRun> = Api::namespaced(client.clone(), NS);
     for (name, task) in [
         ("erin-2", "task-1"),
         ("erin-3", "1"),
         ("erin-4", "01"),
         ("erin-all", ""),
     ] {
-        create_run(&client, name, "erin", task).await;
+        let run: ValidationRun = serde_json::from_value(json!({
+            "apiVersion": "cks.io/v1alpha1", "kind": "ValidationRun",
+            "metadata": {"name": name, "namespace": NS, "labels": {"cks.io/task": task}},
+            "spec": {"session": "erin", "task": task},
+        }))
+        .unwrap();
+        runs.create(&PostParams::default(), &run).await.unwrap();
         finished_run(&client, name).await;
     }
-    let runs: Api<ValidationRun> = Api::namespaced(client.clone(), NS);
     eventually(
         "the two newest runs of task 1 and the all-tasks run kept",
         || async {
