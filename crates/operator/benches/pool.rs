@@ -1,97 +1,67 @@
-//! Pool benchmark on the KubeVirt simulator: time from pool creation to N Available
-//! clusters (N = 1, 10, 50), one reset against 20 concurrent resets, and the peak RSS of the
-//! process with 200 PracticeClusters. `CKS_BENCH_PROFILE=fast` (default `realistic`) runs the
-//! same with millisecond timings. The simulator serves no practice-cluster API yet, so the
-//! readiness check is the always-ready probe, and control-plane Services get their ClusterIP
-//! from a stand-in allocator (the development control plane has none). The RSS includes the
-//! in-process development control plane.
+//! Pool benchmark: the `cks-operator` binary against the `cks-devcluster` binary with the
+//! KubeVirt simulator, each its own process, so each one's memory is its own. Prints the time
+//! from pool creation to N Available clusters, one reset against many concurrent resets, and
+//! the peak RSS of the operator and of the control plane with 200 PracticeClusters.
+//!
+//! `CKS_BENCH_PROFILE` (default `realistic`) picks the simulator timings for the pool and
+//! reset figures; the 200-cluster memory run always uses `fast`. Sizes:
+//! `CKS_BENCH_POOL_SIZES` (default `1,10,50`), `CKS_BENCH_RESETS` (default `20`; `0` skips),
+//! `CKS_BENCH_RSS_CLUSTERS` (default `200`; `0` skips). `cks-devcluster` must be built first
+//! (`cargo build --release -p cks-devcluster`), see `support::devcluster_bin`.
 
-use std::sync::Arc;
+mod support;
+
 use std::time::{Duration, Instant};
 
 use cks_api::practice_cluster::PracticeClusterPhase;
 use cks_api::{ClusterPool, PracticeCluster};
-use cks_devcluster::kubevirt::{SimOptions, Timings};
-use cks_devcluster::{DevCluster, Options};
-use cks_operator::context::Context;
-use cks_operator::{cluster, pool};
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
+use support::{DevClusterProcess, NS, OperatorProcess};
 
-const NS: &str = "bench";
+/// Generous bound on any one wait; a stuck run fails instead of hanging `make bench`.
+const LIMIT: Duration = Duration::from_secs(3600);
 
-async fn start(timings: Timings) -> (DevCluster, Client) {
-    let server = DevCluster::start(Options {
-        kubevirt: Some(SimOptions {
-            timings,
-            golden_images: vec!["vm-templates/golden".into()],
-            ..SimOptions::default()
-        }),
-        ..Options::default()
-    })
-    .await
-    .expect("devcluster starts");
-    let mut manifests = cks_devcluster::apply::read_manifests(
-        &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../crds"),
-    )
-    .unwrap();
-    cks_devcluster::apply::order(&mut manifests);
-    server.apply(&manifests).unwrap();
-    let client = server.client().await.unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap(),
-        )
-        .await
-        .unwrap();
-    let key: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "ssh-key"},
-        "stringData": {"ssh-publickey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOa5c2Pf0b6y6k3c cks@lab"},
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), NS)
-        .create(&PostParams::default(), &key)
-        .await
-        .unwrap();
-    let c = client.clone();
-    tokio::spawn(async move {
-        let services: Api<Service> = Api::all(c.clone());
-        let mut n: u32 = 10;
-        loop {
-            if let Ok(list) = services
-                .list(&ListParams::default().labels("cks.io/role=control-plane"))
-                .await
-            {
-                for svc in list
-                    .items
-                    .iter()
-                    .filter(|s| s.spec.as_ref().and_then(|s| s.cluster_ip.as_ref()).is_none())
-                {
-                    let api: Api<Service> = Api::namespaced(c.clone(), &svc.namespace().unwrap_or_default());
-                    let ip = format!("10.96.{}.{}", n / 250, n % 250 + 1);
-                    n += 1;
-                    let patch = Patch::Merge(json!({"spec": {"clusterIP": ip}}));
-                    let _ = api.patch(&svc.name_any(), &PatchParams::default(), &patch).await;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
-    let mut ctx = Context::test(client.clone());
-    let mut config = cks_operator::config::ControllerConfig::test();
-    config.poll = Duration::from_millis(500);
-    config.retry_base = Duration::from_secs(1);
-    ctx.config = Arc::new(config);
-    let ctx = Arc::new(ctx);
-    tokio::spawn(pool::run(ctx.clone(), Some(NS), std::future::pending()));
-    tokio::spawn(cluster::run(ctx, Some(NS), std::future::pending()));
-    (server, client)
+/// A control plane with the simulator and an operator against it.
+struct Stack {
+    server: DevClusterProcess,
+    operator: OperatorProcess,
+    client: Client,
 }
 
-fn pool_spec(name: &str, n: i32) -> ClusterPool {
+impl Stack {
+    async fn start(profile: &str) -> Self {
+        let server = DevClusterProcess::start(Some(profile));
+        let client = server.client().await;
+        support::bench_namespace(&client).await;
+        let operator = OperatorProcess::start(&server);
+        Self {
+            server,
+            operator,
+            client,
+        }
+    }
+
+    fn clusters(&self) -> Api<PracticeCluster> {
+        Api::namespaced(self.client.clone(), NS)
+    }
+
+    fn assert_running(&mut self) {
+        self.server.assert_running();
+        self.operator.assert_running();
+    }
+
+    /// `operator peak … MiB, control plane peak … MiB`.
+    fn memory(&self) -> String {
+        let (op, _) = support::memory_mib(self.operator.pid());
+        let (cp, _) = support::memory_mib(self.server.pid());
+        format!("peak RSS operator {op:>6.1} MiB, control plane {cp:>7.1} MiB")
+    }
+}
+
+fn pool_spec(name: &str, n: usize) -> ClusterPool {
+    let n = i32::try_from(n).expect("pool size fits i32");
     serde_json::from_value(json!({
         "apiVersion": "cks.io/v1alpha1", "kind": "ClusterPool",
         "metadata": {"name": name, "namespace": NS},
@@ -106,130 +76,166 @@ fn pool_spec(name: &str, n: i32) -> ClusterPool {
             },
         },
     }))
-    .unwrap()
+    .expect("a ClusterPool")
 }
 
-async fn clusters(client: &Client, pool: &str) -> Vec<PracticeCluster> {
-    Api::<PracticeCluster>::namespaced(client.clone(), NS)
-        .list(&ListParams::default().labels(&format!("cks.io/pool={pool}")))
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
+fn phase(pc: &PracticeCluster) -> Option<PracticeClusterPhase> {
+    pc.status.as_ref().map(|s| s.phase)
 }
 
-fn available(pc: &PracticeCluster) -> bool {
-    pc.status
-        .as_ref()
-        .is_some_and(|s| s.phase == PracticeClusterPhase::Available)
+fn sessions_served(pc: &PracticeCluster) -> i32 {
+    pc.status.as_ref().map_or(0, |s| s.sessions_served)
 }
 
-async fn wait_until(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn pool_to_available(client: &Client, name: &str, n: i32) -> Duration {
+/// Creates a pool of `n` and returns the time from just before the create call until the
+/// watch shows `n` Available clusters.
+async fn pool_to_available(stack: &mut Stack, name: &str, n: usize) -> Duration {
+    stack.assert_running();
     let started = Instant::now();
-    Api::<ClusterPool>::namespaced(client.clone(), NS)
+    Api::<ClusterPool>::namespaced(stack.client.clone(), NS)
         .create(&PostParams::default(), &pool_spec(name, n))
         .await
-        .unwrap();
-    wait_until(&format!("{n} Available"), Duration::from_secs(1800), async || {
-        let list = clusters(client, name).await;
-        list.len() == n as usize && list.iter().all(available)
-    })
+        .expect("creating the pool");
+    support::wait_for(
+        stack.clusters(),
+        &format!("cks.io/pool={name}"),
+        &format!("{n} Available clusters in pool {name}"),
+        LIMIT,
+        |clusters| {
+            clusters.len() == n
+                && clusters
+                    .values()
+                    .all(|pc| phase(pc) == Some(PracticeClusterPhase::Available))
+        },
+    )
     .await;
-    started.elapsed()
+    let took = started.elapsed();
+    stack.assert_running();
+    took
 }
 
-async fn reset(client: &Client, names: &[String]) -> Duration {
-    let api: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
+/// Claims `names` (as a Session would), waits until they are Assigned, then releases them
+/// all at once and returns the time from the first release until every one is Available
+/// again with one more session served.
+async fn reset(stack: &mut Stack, pool: &str, names: &[String]) -> Duration {
+    let api = stack.clusters();
+    let selector = format!("cks.io/pool={pool}");
+    let before: Vec<i32> = {
+        let mut served = Vec::new();
+        for name in names {
+            served.push(sessions_served(&api.get(name).await.expect("reading a cluster")));
+        }
+        served
+    };
     for name in names {
         let claim = Patch::Merge(json!({"spec": {"claimRef": {"name": format!("s-{name}")}}}));
-        api.patch(name, &PatchParams::default(), &claim).await.unwrap();
+        api.patch(name, &PatchParams::default(), &claim)
+            .await
+            .expect("claiming a cluster");
     }
-    wait_until("Assigned", Duration::from_secs(600), async || {
-        let mut all = true;
-        for name in names {
-            let pc = api.get(name).await.unwrap();
-            all &= pc
-                .status
-                .is_some_and(|s| s.phase == PracticeClusterPhase::Assigned);
-        }
-        all
-    })
+    support::wait_for(
+        api.clone(),
+        &selector,
+        "claimed clusters Assigned",
+        LIMIT,
+        |all| {
+            names
+                .iter()
+                .all(|n| all.get(n).and_then(phase) == Some(PracticeClusterPhase::Assigned))
+        },
+    )
     .await;
     let started = Instant::now();
-    for name in names {
-        let release = Patch::Merge(json!({"spec": {"claimRef": null}}));
-        api.patch(name, &PatchParams::default(), &release).await.unwrap();
-    }
-    wait_until("resets", Duration::from_secs(1800), async || {
-        let mut all = true;
-        for name in names {
-            let pc = api.get(name).await.unwrap();
-            all &= pc
-                .status
-                .is_some_and(|s| s.phase == PracticeClusterPhase::Available && s.sessions_served >= 1);
-        }
-        all
-    })
+    let release = Patch::Merge(json!({"spec": {"claimRef": null}}));
+    let params = PatchParams::default();
+    futures::future::try_join_all(names.iter().map(|name| api.patch(name, &params, &release)))
+        .await
+        .expect("releasing the clusters");
+    support::wait_for(
+        api,
+        &selector,
+        "released clusters Available again",
+        LIMIT,
+        |all| {
+            names.iter().zip(&before).all(|(n, served)| {
+                all.get(n).is_some_and(|pc| {
+                    phase(pc) == Some(PracticeClusterPhase::Available) && sessions_served(pc) > *served
+                })
+            })
+        },
+    )
     .await;
-    started.elapsed()
-}
-
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    let took = started.elapsed();
+    stack.assert_running();
+    took
 }
 
 #[tokio::main]
 async fn main() {
-    // `cargo bench` passes `--bench`; a plain `cargo test --benches` passes nothing.
-    if !std::env::args().any(|a| a == "--bench") {
+    if !support::under_cargo_bench() {
         return;
     }
     let profile = std::env::var("CKS_BENCH_PROFILE").unwrap_or_else(|_| "realistic".to_owned());
-    let timings = Timings::profile(&profile).expect("CKS_BENCH_PROFILE is fast or realistic");
-    println!("cks-operator pool benchmark, simulator profile {profile}");
-    for n in [1, 10, 50] {
-        let (server, client) = start(timings.clone()).await;
-        let took = pool_to_available(&client, &format!("p{n}"), n).await;
+    assert!(
+        matches!(profile.as_str(), "fast" | "realistic"),
+        "CKS_BENCH_PROFILE is fast or realistic, not {profile:?}"
+    );
+    let pool_sizes = support::sizes("CKS_BENCH_POOL_SIZES", &[1, 10, 50]);
+    let resets = support::sizes("CKS_BENCH_RESETS", &[20])
+        .first()
+        .copied()
+        .unwrap_or(0);
+    let rss_clusters = support::sizes("CKS_BENCH_RSS_CLUSTERS", &[200])
+        .first()
+        .copied()
+        .unwrap_or(0);
+    println!("cks-operator pool benchmark (operator and control plane as separate processes)");
+    println!("  control plane: {}", support::devcluster_bin().display());
+    println!("  operator:      {}", support::operator_bin().display());
+    println!(
+        "  operator poll {} s, retry base {} s (CKS_POLL_SECONDS / CKS_RETRY_BASE_SECONDS, else defaults)",
+        std::env::var("CKS_POLL_SECONDS").unwrap_or_else(|_| "5".into()),
+        std::env::var("CKS_RETRY_BASE_SECONDS").unwrap_or_else(|_| "5".into()),
+    );
+    println!("simulator profile {profile}:");
+    for n in pool_sizes {
+        let mut stack = Stack::start(&profile).await;
+        let took = pool_to_available(&mut stack, &format!("p{n}"), n).await;
         println!(
-            "pool of {n:>3}: created -> all Available in {:>8.1} s",
-            took.as_secs_f64()
+            "  pool of {n:>3}: created -> all Available {:>8.1} s   ({})",
+            took.as_secs_f64(),
+            stack.memory()
         );
-        server.shutdown().await;
     }
-    {
-        let (server, client) = start(timings.clone()).await;
-        pool_to_available(&client, "r", 20).await;
-        let names: Vec<String> = clusters(&client, "r")
+    if resets > 0 {
+        let mut stack = Stack::start(&profile).await;
+        pool_to_available(&mut stack, "r", resets).await;
+        let names: Vec<String> = stack
+            .clusters()
+            .list(&kube::api::ListParams::default().labels("cks.io/pool=r"))
             .await
+            .expect("listing the pool's clusters")
+            .items
             .iter()
-            .map(|c| c.name_any())
+            .map(ResourceExt::name_any)
             .collect();
-        let one = reset(&client, &names[..1]).await;
-        println!("1 reset:                         {:>8.1} s", one.as_secs_f64());
-        let twenty = reset(
-            &client,
-            &names[1..].iter().chain(&names[..1]).cloned().collect::<Vec<_>>(),
-        )
-        .await;
-        println!("20 concurrent resets:            {:>8.1} s", twenty.as_secs_f64());
-        server.shutdown().await;
-    }
-    {
-        let (server, client) = start(Timings::fast()).await;
-        pool_to_available(&client, "big", 200).await;
+        let one = reset(&mut stack, "r", &names[..1]).await;
+        println!("  1 reset:                        {:>8.1} s", one.as_secs_f64());
+        let all = reset(&mut stack, "r", &names).await;
         println!(
-            "peak RSS with 200 PracticeClusters (operator + in-process control plane): {} MiB",
-            peak_rss_kib().unwrap_or(0) / 1024
+            "  {resets:>3} concurrent resets:           {:>8.1} s   ({})",
+            all.as_secs_f64(),
+            stack.memory()
         );
-        server.shutdown().await;
+    }
+    if rss_clusters > 0 {
+        let mut stack = Stack::start("fast").await;
+        let took = pool_to_available(&mut stack, "big", rss_clusters).await;
+        let (op_peak, op_now) = support::memory_mib(stack.operator.pid());
+        let (cp_peak, cp_now) = support::memory_mib(stack.server.pid());
+        println!("simulator profile fast, {rss_clusters} PracticeClusters:");
+        println!("  pool created -> all Available {:>8.1} s", took.as_secs_f64());
+        println!("  operator      peak RSS {op_peak:>7.1} MiB (now {op_now:.1} MiB)");
+        println!("  control plane peak RSS {cp_peak:>7.1} MiB (now {cp_now:.1} MiB)");
     }
 }

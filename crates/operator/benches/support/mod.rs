@@ -1,0 +1,415 @@
+//! Shared pieces of the operator benchmarks: the development control plane and the operator
+//! as separate processes (so each one's memory is its own), a bench namespace with the SSH key
+//! Secret the simulated VMs accept, watch-driven waiting, and latency summaries.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use russh::keys::PrivateKey;
+use russh::keys::ssh_key::LineEnding;
+use russh::keys::ssh_key::private::Ed25519Keypair;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+/// Namespace of every bench object.
+pub const NS: &str = "bench";
+
+/// Port of the simulated VMs' SSH servers.
+pub const SSH_PORT: u16 = 2222;
+
+/// The repository root (benches run with the package directory as working directory).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `$CKS_DEVCLUSTER_BIN`, else `cks-devcluster` next to this package's `cks-operator` binary
+/// (the same target profile directory); it is another package's binary, so `cargo bench`
+/// does not build it: `cargo build --release -p cks-devcluster` first.
+pub fn devcluster_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("CKS_DEVCLUSTER_BIN") {
+        return bin.into();
+    }
+    let bin = Path::new(env!("CARGO_BIN_EXE_cks-operator")).with_file_name("cks-devcluster");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build --release --locked -p cks-devcluster` first \
+         (or point CKS_DEVCLUSTER_BIN at a build)",
+        bin.display()
+    );
+    bin
+}
+
+/// `$CKS_OPERATOR_BIN`, else the `cks-operator` binary cargo built for this benchmark.
+pub fn operator_bin() -> PathBuf {
+    std::env::var_os("CKS_OPERATOR_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_cks-operator")),
+        PathBuf::from,
+    )
+}
+
+/// A directory under the system temp dir, removed when dropped.
+#[derive(Debug)]
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    /// A fresh, empty directory whose name starts with `tag`.
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "cks-bench-{tag}-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&dir).expect("creating a scratch directory");
+        Self(dir)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A field of `/proc/PID/status` in KiB (`VmHWM`, `VmRSS`); `None` once the process is gone.
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Peak and current resident memory of a process, in MiB, for printing.
+pub fn memory_mib(pid: u32) -> (f64, f64) {
+    let mib = |field| status_kib(pid, field).unwrap_or(0) as f64 / 1024.0;
+    (mib("VmHWM"), mib("VmRSS"))
+}
+
+/// A child process stopped with SIGTERM (then SIGKILL) when dropped, its stderr in a file.
+#[derive(Debug)]
+struct Process {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Self {
+        let stderr = std::fs::File::create(&log).expect("creating a log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name} ({:?}): {e}", cmd.get_program()));
+        Self { name, child, log }
+    }
+
+    /// Panics with the end of the log when the process has exited.
+    fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "{} exited ({status}); end of its log:\n{}",
+                self.name,
+                tail.join("\n")
+            );
+        }
+    }
+
+    fn stop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        // SIGTERM lets the control plane remove its disks; no signal crate in the workspace.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The `cks-devcluster` binary running with the cks-lab CRDs, optionally with the KubeVirt
+/// simulator, on a free loopback port.
+#[derive(Debug)]
+pub struct DevClusterProcess {
+    process: Process,
+    kubeconfig: PathBuf,
+    // Dropped after the process (field order), so the disks are gone only once it stopped.
+    _dir: Scratch,
+}
+
+impl DevClusterProcess {
+    /// Starts the server and waits until it serves with the CRDs applied. `profile` is the
+    /// simulator profile (`fast`, `realistic`), `None` for no simulator.
+    pub fn start(profile: Option<&str>) -> Self {
+        let dir = Scratch::new("devcluster");
+        let kubeconfig = dir.path().join("kubeconfig");
+        let mut cmd = Command::new(devcluster_bin());
+        cmd.arg("--addr")
+            .arg("127.0.0.1:0")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .arg("--apply")
+            .arg(repo_root().join("crds"))
+            .arg("--log")
+            .arg("warn")
+            .stdout(Stdio::piped());
+        if let Some(profile) = profile {
+            cmd.args(["--simulate-kubevirt", "--kubevirt-profile", profile])
+                .args(["--golden-image", "vm-templates/golden"])
+                .args(["--vm-ssh-port", &SSH_PORT.to_string()])
+                .arg("--vm-disk-dir")
+                .arg(dir.path().join("disks"));
+        }
+        let mut process = Process::spawn("cks-devcluster", cmd, dir.path().join("devcluster.log"));
+        // The banner comes after the manifests are applied, so the CRDs exist once it shows.
+        let stdout = process.child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("cks-devcluster serving") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(()) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {
+                    process.assert_running();
+                }
+                Err(_) => {
+                    process.assert_running();
+                    panic!("cks-devcluster did not start serving within a minute");
+                }
+            }
+        }
+        Self {
+            process,
+            kubeconfig,
+            _dir: dir,
+        }
+    }
+
+    /// Process id, for its memory figures.
+    pub fn pid(&self) -> u32 {
+        self.process.child.id()
+    }
+
+    /// The kubeconfig the server wrote.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// A kube-rs client of the server.
+    pub async fn client(&self) -> Client {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("reading the kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("a client config from the kubeconfig");
+        Client::try_from(config).expect("a client")
+    }
+
+    /// Panics with the end of the server's log if it exited.
+    pub fn assert_running(&mut self) {
+        self.process.assert_running();
+    }
+}
+
+/// The `cks-operator` binary against a [`DevClusterProcess`], managing [`NS`] with the
+/// simulator's access settings and no leader election.
+#[derive(Debug)]
+pub struct OperatorProcess {
+    process: Process,
+    _dir: Scratch,
+}
+
+impl OperatorProcess {
+    /// Starts the operator. Retry and poll intervals are the operator's defaults unless
+    /// `CKS_RETRY_BASE_SECONDS` / `CKS_POLL_SECONDS` are set (the process inherits them).
+    pub fn start(server: &DevClusterProcess) -> Self {
+        let dir = Scratch::new("operator");
+        let mut cmd = Command::new(operator_bin());
+        cmd.env("KUBECONFIG", server.kubeconfig())
+            .args(["--namespace", NS])
+            .args(["--practice-api", "vmi-ip"])
+            .args(["--ssh-port", &SSH_PORT.to_string()])
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .args(["--leader-election", "false"])
+            .args(["--log-format", "json", "--log", "warn"])
+            .arg("--scenarios")
+            .arg(repo_root().join("scenarios"))
+            .stdout(Stdio::null());
+        let process = Process::spawn("cks-operator", cmd, dir.path().join("operator.log"));
+        Self { process, _dir: dir }
+    }
+
+    /// Process id, for its memory figures.
+    pub fn pid(&self) -> u32 {
+        self.process.child.id()
+    }
+
+    /// Panics with the end of the operator's log if it exited.
+    pub fn assert_running(&mut self) {
+        self.process.assert_running();
+    }
+}
+
+/// The test-only VM key of the bench's `ssh-key` Secret (fixed seed, never used elsewhere).
+pub fn ssh_key() -> PrivateKey {
+    PrivateKey::from(Ed25519Keypair::from_seed(&[7; 32]))
+}
+
+/// Creates [`NS`] and the `ssh-key` Secret pools reference.
+pub async fn bench_namespace(client: &Client) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": NS}})).expect("a Namespace"),
+        )
+        .await
+        .expect("creating the bench namespace");
+    let key = ssh_key();
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "ssh-key"},
+        "stringData": {
+            "ssh-privatekey": key.to_openssh(LineEnding::LF).expect("PEM of the key").to_string(),
+            "ssh-publickey": key.public_key().to_openssh().expect("public key"),
+        },
+    }))
+    .expect("a Secret");
+    Api::<Secret>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("creating the ssh-key Secret");
+}
+
+/// Watches `api` (objects matching `labels`) until `done` holds for the current set of
+/// objects by name, or panics after `limit` saying `what` it waited for. Driven by watch
+/// events, so waiting costs the server nothing per check.
+pub async fn wait_for<K>(
+    api: Api<K>,
+    labels: &str,
+    what: &str,
+    limit: Duration,
+    mut done: impl FnMut(&BTreeMap<String, K>) -> bool,
+) -> BTreeMap<String, K>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let mut objects = BTreeMap::new();
+    let mut initial = BTreeMap::new();
+    let mut events = std::pin::pin!(watcher(api, watcher::Config::default().labels(labels)));
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .unwrap_or_else(|_| panic!("timed out after {limit:?} waiting for {what}"))
+            .expect("the watch ended");
+        match event {
+            Ok(watcher::Event::Apply(o)) => {
+                objects.insert(o.name_any(), o);
+            }
+            Ok(watcher::Event::Delete(o)) => {
+                objects.remove(&o.name_any());
+            }
+            Ok(watcher::Event::Init) => initial.clear(),
+            Ok(watcher::Event::InitApply(o)) => {
+                initial.insert(o.name_any(), o);
+            }
+            Ok(watcher::Event::InitDone) => objects = std::mem::take(&mut initial),
+            // The watcher retries by itself; the deadline bounds it.
+            Err(_) => continue,
+        }
+        if done(&objects) {
+            return objects;
+        }
+    }
+}
+
+/// Latencies of one measured batch.
+#[derive(Debug, Default)]
+pub struct Latencies(pub Vec<Duration>);
+
+impl Latencies {
+    /// The `p`-quantile (0..=1), nearest rank.
+    pub fn quantile(&self, p: f64) -> Duration {
+        let mut sorted = self.0.clone();
+        sorted.sort();
+        if sorted.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
+        sorted[rank - 1]
+    }
+
+    /// `p50 … p99 … max …` in milliseconds.
+    pub fn summary(&self) -> String {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        format!(
+            "p50 {:>8.1} ms   p99 {:>8.1} ms   max {:>8.1} ms",
+            ms(self.quantile(0.50)),
+            ms(self.quantile(0.99)),
+            ms(self.quantile(1.0)),
+        )
+    }
+}
+
+/// `VAR` as a comma-separated list of numbers, else `default`.
+pub fn sizes(var: &str, default: &[usize]) -> Vec<usize> {
+    match std::env::var(var) {
+        Ok(v) => v
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse()
+                    .unwrap_or_else(|e| panic!("{var}: {s:?} is not a number: {e}"))
+            })
+            .collect(),
+        Err(_) => default.to_vec(),
+    }
+}
+
+/// True when run by `cargo bench` (which passes `--bench`); `cargo test --benches` passes
+/// nothing and must not start minutes of simulation.
+pub fn under_cargo_bench() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
