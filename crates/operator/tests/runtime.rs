@@ -223,14 +223,14 @@ async fn a_standby_never_takes_a_live_lease_whose_holder_clock_is_behind() {
     let an_hour_ago = || MicroTime(jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1));
     let lease: Lease = serde_json::from_value(json!({
         "metadata": {"name": "skew"},
-        "spec": {"holderIdentity": "behind", "leaseDurationSeconds": 1},
+        "spec": {"holderIdentity": "behind", "leaseDurationSeconds": 2},
     }))
     .unwrap();
     leases.create(&PostParams::default(), &lease).await.unwrap();
-    let standby = candidate(&client, "skew", "standby");
+    let standby = LeaseLock::new(client.clone(), NS, "skew", "standby", Duration::from_secs(2));
 
     // The holder keeps renewing, but its clock is an hour behind: every renewTime it writes
-    // looks long expired to a wall-clock comparison. Three lease durations of renewals.
+    // looks long expired to a wall-clock comparison. A lease duration and a half of renewals.
     let mut renewals = tokio::time::interval(Duration::from_millis(100));
     for round in 0..30 {
         renewals.tick().await;
@@ -299,10 +299,19 @@ async fn two_candidates_never_both_believe_they_lead() {
         tokio::spawn(async move {
             let mut was = [false; 2];
             loop {
-                let now = [candidates[0].is_leading(), candidates[1].is_leading()];
-                if now[0] && now[1] {
+                // Read a, b, a, b: both leading at once shows as a leader read true on both
+                // sides of the other's true read, which a preemption between two reads cannot
+                // fake.
+                let reads = [
+                    candidates[0].is_leading(),
+                    candidates[1].is_leading(),
+                    candidates[0].is_leading(),
+                    candidates[1].is_leading(),
+                ];
+                if reads.windows(3).any(|w| w.iter().all(|leading| *leading)) {
                     both.store(true, std::sync::atomic::Ordering::SeqCst);
                 }
+                let now = [reads[2], reads[3]];
                 for i in 0..2 {
                     if now[i] && !was[i] {
                         terms.lock().unwrap()[i] += 1;
