@@ -369,7 +369,10 @@ pub fn restore_number(status: &PracticeClusterStatus) -> u32 {
 /// served when a claim was released (an administrator's reset request is no session).
 pub fn start_reset(status: &PracticeClusterStatus, released: bool) -> PracticeClusterStatus {
     let mut next = status.clone();
-    next.resets = status.resets + 1;
+    // Every release is a reset, so `resets >= sessionsServed`, except in clusters last reset
+    // by an operator that numbered restores by sessions served: counting on from there keeps
+    // the new names clear of their last restore's.
+    next.resets = status.resets.max(status.sessions_served) + 1;
     if released {
         next.sessions_served = status.sessions_served + 1;
     }
@@ -772,6 +775,16 @@ mod tests {
         let s = start_reset(&s, false);
         let next = restore_number(&s);
         assert!(first != retry && retry != next && first != next);
+    }
+
+    #[test]
+    fn restore_numbers_stay_clear_of_those_numbered_by_sessions_served() {
+        // Last reset by an operator that named restores 100 × (served + 1): `-reset-200`.
+        let before = PracticeClusterStatus {
+            sessions_served: 2,
+            ..PracticeClusterStatus::default()
+        };
+        assert!(restore_number(&start_reset(&before, false)) > 200);
     }
 
     #[test]
