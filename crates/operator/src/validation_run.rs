@@ -416,11 +416,23 @@ pub async fn reconcile(guard: Arc<DeserializeGuard<ValidationRun>>, ctx: Arc<Con
     let span = info_span!("reconcile", controller = CONTROLLER, run = %name, namespace = %namespace);
     async move {
         ctx.metrics.reconciled(CONTROLLER);
-        let run = ctx.accept(guard.as_ref(), "ValidationRun").await?;
-        if run.meta().deletion_timestamp.is_some() {
+        let cached = ctx.accept(guard.as_ref(), "ValidationRun").await?;
+        // The watch cache can lag behind this controller's own writes (Running, the verdict,
+        // TasksRecorded); deciding on a stale copy would evaluate a finished run again or
+        // count its attempt twice, so decisions use the run as the API has it now.
+        let api: Api<ValidationRun> = Api::namespaced(ctx.client.clone(), &namespace);
+        let Some(run) = api.get_opt(&name).await.map_err(kube_err(
+            "get",
+            "ValidationRun",
+            format!("{namespace}/{name}"),
+        ))?
+        else {
+            return Ok(Action::await_change());
+        };
+        if run.meta().deletion_timestamp.is_some() || run.uid() != cached.uid() {
             return Ok(Action::await_change());
         }
-        Reconciler::read(run, &ctx).await?.reconcile().await
+        Reconciler::read(&run, &ctx).await?.reconcile().await
     }
     .instrument(span)
     .await

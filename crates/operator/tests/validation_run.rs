@@ -658,3 +658,44 @@ async fn a_restarted_operator_evaluates_running_runs_again_and_records_finished_
     );
     assert_eq!(session_task(&session, "task-2").attempts, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_finishing_together_all_count_in_the_session() {
+    let (_server, client) = common::start().await;
+    let catalog = catalog();
+    let ctx = start_controller(Context::test(client.clone()), &catalog);
+    inert_cluster(&client, "c-gus").await;
+    ready_session(&client, "gus", SCENARIO, Some("c-gus"), &["task-1", "task-2"]).await;
+
+    // Created at once, evaluated concurrently: their Session writes conflict and are retried.
+    let names: Vec<String> = (0..6).map(|i| format!("gus-{i}")).collect();
+    futures::future::join_all(names.iter().enumerate().map(|(i, name)| {
+        let client = client.clone();
+        async move {
+            let task = if i % 2 == 0 { "01" } else { "" };
+            create_run(&client, name, "gus", task).await;
+        }
+    }))
+    .await;
+    for name in &names {
+        finished_run(&client, name).await;
+    }
+    let session = eventually("six attempts on task 1 and three on task 2", || async {
+        let s = get_session(&client, "gus").await;
+        let counts = (
+            session_task(&s, "task-1").attempts,
+            session_task(&s, "task-2").attempts,
+        );
+        (counts == (6, 3)).then_some(s)
+    })
+    .await;
+    let last = session_task(&session, "task-1").last_run.unwrap();
+    assert!(names.contains(&last), "{last}");
+    // Each run was evaluated exactly once, though its own writes queued more reconciles.
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &ctx.metrics.registry()).unwrap();
+    assert!(
+        text.contains(r#"cks_operator_validation_runs_total{phase="Error"} 6"#),
+        "{text}"
+    );
+}
