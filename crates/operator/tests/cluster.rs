@@ -933,3 +933,30 @@ async fn a_cluster_that_no_longer_deserializes_can_still_be_deleted() {
     .await;
     fake.abort();
 }
+
+#[tokio::test]
+async fn a_missing_ssh_key_secret_is_retried_until_it_appears() {
+    let (_server, client, _faults, fake) = setup().await;
+    let (_stop, _handle) = run_cluster_controller(&client);
+    let api: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
+    let mut pc = practice_cluster("lab-l4tek", 2);
+    pc.spec.template.ssh_key_secret_ref.name = "late-key".into();
+    api.create(&PostParams::default(), &pc).await.unwrap();
+    eventually("the missing key to be reported", || async {
+        let pc = api.get("lab-l4tek").await.ok()?;
+        (condition(&pc, "Ready")?.reason == "SshKeyMissing").then_some(())
+    })
+    .await;
+
+    // Not a reason to give up: the Secret can still come, and the retries find it.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let key: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "late-key"},
+        "stringData": {"ssh-publickey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOa5c2Pf0b6y6k3c cks@lab"},
+    }))
+    .unwrap();
+    secrets.create(&PostParams::default(), &key).await.unwrap();
+    let pc = wait_phase(&client, "lab-l4tek", PracticeClusterPhase::Available).await;
+    assert_eq!(pc.status.unwrap().attempts, 0);
+    fake.abort();
+}
