@@ -649,7 +649,18 @@ impl<'a> Reconciler<'a> {
         let report = match tokio::time::timeout(deadline, engine.validate(&admitted.scenario, selector)).await
         {
             Ok(Ok(report)) => report,
-            Ok(Err(e)) => return self.finish(unreachable(e.to_string())).await,
+            // The engine's only error is an unknown task, which admission already ruled out
+            // for this same scenario.
+            Ok(Err(e)) => {
+                let status = error_status(
+                    reasons::TASK_NOT_FOUND,
+                    &e.to_string(),
+                    generation,
+                    Some(start.clone()),
+                    Timestamp::now(),
+                );
+                return self.finish(status).await;
+            }
             Err(_) => {
                 let cause = format!("the validation did not finish within {}s", deadline.as_secs());
                 return self.finish(unreachable(cause)).await;
