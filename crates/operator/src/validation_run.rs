@@ -376,6 +376,25 @@ pub fn runs_to_prune<'a>(runs: &'a [ValidationRun], task: &str, keep: usize) -> 
     finished.into_iter().skip(keep).collect()
 }
 
+/// True when nothing is left to do for a run: finished, its attempt recorded in the Session
+/// (or not an attempt), labelled and owned by its Session. Such a run is not read further, so
+/// an operator restart costs one read per old run.
+pub fn is_settled(run: &ValidationRun) -> bool {
+    let Some(status) = run.status.as_ref() else {
+        return false;
+    };
+    let recorded =
+        status.start_time.is_none() || find_condition(&status.conditions, TASKS_RECORDED).is_some();
+    let labelled = [labels::SESSION, labels::TASK]
+        .iter()
+        .all(|k| run.labels().contains_key(*k));
+    let owned = run
+        .owner_references()
+        .iter()
+        .any(|o| o.kind == "Session" && o.name == run.spec.session);
+    status.phase.is_finished() && recorded && labelled && owned
+}
+
 /// Runs the controller until `stop` resolves.
 pub async fn run(
     ctx: Arc<Context>,
@@ -429,7 +448,7 @@ pub async fn reconcile(guard: Arc<DeserializeGuard<ValidationRun>>, ctx: Arc<Con
         else {
             return Ok(Action::await_change());
         };
-        if run.meta().deletion_timestamp.is_some() || run.uid() != cached.uid() {
+        if run.meta().deletion_timestamp.is_some() || run.uid() != cached.uid() || is_settled(&run) {
             return Ok(Action::await_change());
         }
         Reconciler::read(&run, &ctx).await?.reconcile().await

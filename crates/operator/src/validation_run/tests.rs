@@ -401,3 +401,41 @@ fn the_status_carries_verdict_counts_and_cause() {
         reasons::TASK_NOT_FOUND
     );
 }
+
+#[test]
+fn a_run_is_settled_once_finished_recorded_labelled_and_owned() {
+    let mut run = vrun("r", "task-1", 1, Some(ValidationRunPhase::Failed));
+    run.labels_mut().insert(labels::SESSION.into(), "s1".into());
+    let session = session(SessionPhase::Ready, Some("c1"));
+    run.metadata.owner_references = session.controller_owner_ref(&()).map(|o| vec![o]);
+    assert!(is_settled(&run), "a refusal (never started) is settled");
+
+    let status = run.status.as_mut().unwrap();
+    status.start_time = Some(Time(Timestamp::from_second(1).unwrap()));
+    assert!(
+        !is_settled(&run),
+        "an evaluated run waits for its attempt to be recorded"
+    );
+    set_condition(
+        &mut run.status.as_mut().unwrap().conditions,
+        new_condition(
+            TASKS_RECORDED,
+            ConditionStatus::True,
+            "Recorded",
+            "",
+            None,
+            Timestamp::now(),
+        ),
+    );
+    assert!(is_settled(&run));
+
+    let mut unowned = run.clone();
+    unowned.metadata.owner_references = None;
+    assert!(!is_settled(&unowned));
+    let mut unlabelled = run.clone();
+    unlabelled.labels_mut().remove(labels::SESSION);
+    assert!(!is_settled(&unlabelled));
+    let mut running = run.clone();
+    running.status.as_mut().unwrap().phase = ValidationRunPhase::Running;
+    assert!(!is_settled(&running));
+}
