@@ -699,3 +699,98 @@ async fn runs_finishing_together_all_count_in_the_session() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_session_controller_a_student_validates_a_task_end_to_end() {
+    let (_server, client) = common::sim::start(&[], None).await;
+    let catalog = catalog();
+    Api::<ClusterPool>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &common::pool("pool", 1, 1, 1))
+        .await
+        .unwrap();
+    let ctx = start_controller(common::sim::context(&client), &catalog);
+    let sessions_ctx = Arc::new(Context {
+        scenarios: Some(catalog.store.clone()),
+        ..common::sim::context(&client)
+    });
+    tokio::spawn(cks_operator::session::run(
+        sessions_ctx,
+        Some(NS),
+        std::future::pending(),
+    ));
+
+    let session: Session = serde_json::from_value(json!({
+        "apiVersion": "cks.io/v1alpha1", "kind": "Session",
+        "metadata": {"name": "hana", "namespace": NS},
+        "spec": {"scenario": SCENARIO, "user": "hana", "pool": "pool", "durationMinutes": 60},
+    }))
+    .unwrap();
+    let sessions: Api<Session> = Api::namespaced(client.clone(), NS);
+    sessions.create(&PostParams::default(), &session).await.unwrap();
+    let session = eventually("the Session Ready", || async {
+        let s = sessions.get("hana").await.ok()?;
+        (s.status.as_ref()?.phase == cks_api::session::SessionPhase::Ready).then_some(s)
+    })
+    .await;
+    let cluster = session.status.as_ref().unwrap().cluster.clone().unwrap();
+    let pc = Api::<PracticeCluster>::namespaced(client.clone(), NS)
+        .get(&cluster)
+        .await
+        .unwrap();
+
+    // The student solves task 1 through the practice API.
+    let practice = PracticeAccess::load(&ctx, &pc)
+        .await
+        .unwrap()
+        .client()
+        .await
+        .unwrap();
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "secure",
+        "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}))
+    .unwrap();
+    Api::<Namespace>::all(practice.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let settings: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "settings"},
+        "data": {"mode": "strict-v1", "replicas": "5", "owner": "hana"}}))
+    .unwrap();
+    Api::<ConfigMap>::namespaced(practice, "secure")
+        .create(&PostParams::default(), &settings)
+        .await
+        .unwrap();
+
+    create_run(&client, "hana-1", "hana", "01").await;
+    let run = finished_run(&client, "hana-1").await;
+    assert_eq!(
+        run.status.as_ref().unwrap().phase,
+        ValidationRunPhase::Passed,
+        "{:?}",
+        run.status
+    );
+    let session = eventually("task 1 Passed in the Session", || async {
+        let s = sessions.get("hana").await.ok()?;
+        (session_task(&s, "task-1").state == TaskState::Passed).then_some(s)
+    })
+    .await;
+    let task1 = session_task(&session, "task-1");
+    assert_eq!((task1.attempts, task1.last_run.as_deref()), (1, Some("hana-1")));
+    assert_eq!(session_task(&session, "task-2").attempts, 0);
+    // The Session controller keeps its hands off the tasks: still recorded after it next
+    // writes the Session (raising the duration makes it recompute the expiry).
+    sessions
+        .patch(
+            "hana",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"durationMinutes": 90}})),
+        )
+        .await
+        .unwrap();
+    let session = eventually("the new expiry written", || async {
+        let s = sessions.get("hana").await.ok()?;
+        (s.status.as_ref()?.observed_generation == s.metadata.generation).then_some(s)
+    })
+    .await;
+    assert_eq!(session_task(&session, "task-1").attempts, 1);
+    assert_eq!(session_task(&session, "task-1").state, TaskState::Passed);
+}
