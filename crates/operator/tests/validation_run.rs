@@ -1,8 +1,8 @@
 //! The ValidationRun controller against the development control plane: refusals with a
 //! reason, an unreachable cluster, pruning and idempotency on a plain server; and on the
 //! KubeVirt simulator a student's work (through the practice cluster's API and over SSH)
-//! turning Failed runs into Passed ones for every rule type and condition, and a VM that
-//! drops SSH in the middle of a rule.
+//! turning Failed runs into Passed ones for every rule type and condition, a VM that drops
+//! SSH in the middle of a rule, and a run end to end with the Session controller.
 
 mod common;
 
