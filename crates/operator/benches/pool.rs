@@ -52,11 +52,14 @@ impl Stack {
         self.operator.assert_running();
     }
 
-    /// `operator peak … MiB, control plane peak … MiB`.
+    /// `peak RSS operator … MiB, control plane … MiB; operator warnings …`.
     fn memory(&self) -> String {
         let (op, _) = support::memory_mib(self.operator.pid());
         let (cp, _) = support::memory_mib(self.server.pid());
-        format!("peak RSS operator {op:>6.1} MiB, control plane {cp:>7.1} MiB")
+        format!(
+            "peak RSS operator {op:>5.1} MiB, control plane {cp:>6.1} MiB; operator warnings {}",
+            self.operator.problems_logged()
+        )
     }
 }
 
@@ -87,10 +90,29 @@ fn sessions_served(pc: &PracticeCluster) -> i32 {
     pc.status.as_ref().map_or(0, |s| s.sessions_served)
 }
 
-/// Creates a pool of `n` and returns the time from just before the create call until the
-/// watch shows `n` Available clusters.
-async fn pool_to_available(stack: &mut Stack, name: &str, n: usize) -> Duration {
+/// Time from pool creation until the first, half and all of its clusters were Available.
+struct Provisioned {
+    first: Duration,
+    half: Duration,
+    all: Duration,
+}
+
+impl Provisioned {
+    fn summary(&self) -> String {
+        format!(
+            "{:>7.1} s (first {:.1} s, half {:.1} s)",
+            self.all.as_secs_f64(),
+            self.first.as_secs_f64(),
+            self.half.as_secs_f64()
+        )
+    }
+}
+
+/// Creates a pool of `n` and times it from just before the create call until the watch
+/// shows the first, half and all `n` clusters Available.
+async fn pool_to_available(stack: &mut Stack, name: &str, n: usize) -> Provisioned {
     stack.assert_running();
+    let (mut first, mut half) = (None, None);
     let started = Instant::now();
     Api::<ClusterPool>::namespaced(stack.client.clone(), NS)
         .create(&PostParams::default(), &pool_spec(name, n))
@@ -102,16 +124,27 @@ async fn pool_to_available(stack: &mut Stack, name: &str, n: usize) -> Duration 
         &format!("{n} Available clusters in pool {name}"),
         LIMIT,
         |clusters| {
-            clusters.len() == n
-                && clusters
-                    .values()
-                    .all(|pc| phase(pc) == Some(PracticeClusterPhase::Available))
+            let available = clusters
+                .values()
+                .filter(|pc| phase(pc) == Some(PracticeClusterPhase::Available))
+                .count();
+            if available >= 1 {
+                first.get_or_insert_with(|| started.elapsed());
+            }
+            if available >= n.div_ceil(2) {
+                half.get_or_insert_with(|| started.elapsed());
+            }
+            clusters.len() == n && available == n
         },
     )
     .await;
-    let took = started.elapsed();
+    let all = started.elapsed();
     stack.assert_running();
-    took
+    Provisioned {
+        first: first.unwrap_or(all),
+        half: half.unwrap_or(all),
+        all,
+    }
 }
 
 /// Claims `names` (as a Session would), waits until they are Assigned, then releases them
@@ -190,8 +223,14 @@ async fn main() {
         .copied()
         .unwrap_or(0);
     println!("cks-operator pool benchmark (operator and control plane as separate processes)");
-    println!("  control plane: {}", support::devcluster_bin().display());
-    println!("  operator:      {}", support::operator_bin().display());
+    println!(
+        "  control plane: {}",
+        support::describe_bin(&support::devcluster_bin())
+    );
+    println!(
+        "  operator:      {}",
+        support::describe_bin(&support::operator_bin())
+    );
     println!(
         "  operator poll {} s, retry base {} s (CKS_POLL_SECONDS / CKS_RETRY_BASE_SECONDS, else defaults)",
         std::env::var("CKS_POLL_SECONDS").unwrap_or_else(|_| "5".into()),
@@ -202,8 +241,8 @@ async fn main() {
         let mut stack = Stack::start(&profile).await;
         let took = pool_to_available(&mut stack, &format!("p{n}"), n).await;
         println!(
-            "  pool of {n:>3}: created -> all Available {:>8.1} s   ({})",
-            took.as_secs_f64(),
+            "  pool of {n:>3}: created -> all Available {}   ({})",
+            took.summary(),
             stack.memory()
         );
     }
@@ -234,7 +273,8 @@ async fn main() {
         let (op_peak, op_now) = support::memory_mib(stack.operator.pid());
         let (cp_peak, cp_now) = support::memory_mib(stack.server.pid());
         println!("simulator profile fast, {rss_clusters} PracticeClusters:");
-        println!("  pool created -> all Available {:>8.1} s", took.as_secs_f64());
+        println!("  pool created -> all Available {}", took.summary());
+        println!("  operator warnings logged {}", stack.operator.problems_logged());
         println!("  operator      peak RSS {op_peak:>7.1} MiB (now {op_now:.1} MiB)");
         println!("  control plane peak RSS {cp_peak:>7.1} MiB (now {cp_now:.1} MiB)");
     }

@@ -339,7 +339,7 @@ async fn main() {
     println!("cks-operator session allocation benchmark");
     println!(
         "  control plane: {} (no simulator)",
-        support::devcluster_bin().display()
+        support::describe_bin(&support::devcluster_bin())
     );
     println!("  Session controller in this process, operator default settings");
     for n in batches {

@@ -58,6 +58,19 @@ pub fn operator_bin() -> PathBuf {
     )
 }
 
+/// `PATH (built TIME)`, so a stale binary shows in the figures' header.
+pub fn describe_bin(path: &Path) -> String {
+    let built = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| jiff::Timestamp::try_from(t).ok())
+        .map_or_else(
+            || "?".to_owned(),
+            |t| t.strftime("%Y-%m-%d %H:%M UTC").to_string(),
+        );
+    format!("{} (built {built})", path.display())
+}
+
 /// A directory under the system temp dir, removed when dropped.
 #[derive(Debug)]
 pub struct Scratch(PathBuf);
@@ -135,6 +148,11 @@ impl Process {
                 tail.join("\n")
             );
         }
+    }
+
+    /// Lines logged so far, at the warn level the bench runs with: problems only.
+    fn log_lines(&self) -> usize {
+        std::fs::read_to_string(&self.log).map_or(0, |l| l.lines().count())
     }
 
     fn stop(&mut self) {
@@ -283,6 +301,11 @@ impl OperatorProcess {
     /// Process id, for its memory figures.
     pub fn pid(&self) -> u32 {
         self.process.child.id()
+    }
+
+    /// Warnings and errors the operator logged so far.
+    pub fn problems_logged(&self) -> usize {
+        self.process.log_lines()
     }
 
     /// Panics with the end of the operator's log if it exited.
