@@ -758,6 +758,15 @@ impl Reconciler {
             }
         }
         // Not this session's turn, or every candidate went to someone else.
+        if !candidates.is_empty()
+            && self.status.phase == SessionPhase::WaitingForCluster
+            && self.status.claiming.is_none()
+        {
+            // Sessions ahead are claiming the candidates right now, so the position is about
+            // to move again: rewriting it now would cost a write per waiting Session per
+            // claim. Look again after the next pass instead.
+            return Ok(Action::requeue(WAKE_INTERVAL));
+        }
         let mut next = self.status.clone();
         next.phase = SessionPhase::WaitingForCluster;
         next.claiming = None;
