@@ -2,7 +2,8 @@
 //! simulator: one simulated control-plane VM serving SSH and a nested practice-cluster API.
 //!
 //! For each rule type (resource rules through the practice API; command, script and file
-//! rules over SSH, directly to the VMI's IP and through the VMI `portforward` WebSocket) it
+//! rules over SSH, directly to the VMI's IP and through the VMI `portforward` WebSocket, on
+//! the control plane's shared client and on the transport's own `TCP_NODELAY` client) it
 //! prints p50/p99/max of one-rule runs, with the connection of an earlier run reused (as for
 //! every rule but the first within a run) and with a fresh connection each time (the first
 //! rule of a run: TCP, TLS or SSH handshake, and API discovery for resource rules). The floor
@@ -68,6 +69,7 @@ struct Lab {
     _server: DevCluster,
     _disks: tempfile::TempDir,
     host: kube::Client,
+    host_config: kube::Config,
     practice: kube::Config,
     key: PrivateKey,
     ip: String,
@@ -92,6 +94,10 @@ impl Lab {
         cks_devcluster::apply::order(&mut manifests);
         server.apply(&manifests).expect("CRDs apply");
         let host = server.client().await.expect("client");
+        let host_config =
+            kube::Config::from_custom_kubeconfig(server.kubeconfig().clone(), &KubeConfigOptions::default())
+                .await
+                .expect("client config");
         let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}})).expect("namespace");
         Api::<Namespace>::all(host.clone())
             .create(&PostParams::default(), &ns)
@@ -196,6 +202,7 @@ impl Lab {
             _server: server,
             _disks: disks,
             host,
+            host_config,
             practice,
             key,
             ip,
@@ -213,6 +220,9 @@ impl Lab {
             Transport::PortForward => {
                 config.with_transport(Arc::new(PortForward::new(self.host.clone(), NS)))
             }
+            Transport::PortForwardOwnClient => config.with_transport(Arc::new(
+                PortForward::from_config(&self.host_config, NS).expect("port-forward client"),
+            )),
             Transport::PracticeApi => unreachable!("resource rules use no SSH"),
         }
     }
@@ -223,6 +233,7 @@ enum Transport {
     PracticeApi,
     Direct,
     PortForward,
+    PortForwardOwnClient,
 }
 
 impl Transport {
@@ -231,6 +242,7 @@ impl Transport {
             Transport::PracticeApi => "practice API",
             Transport::Direct => "SSH direct",
             Transport::PortForward => "SSH port-forward",
+            Transport::PortForwardOwnClient => "SSH pf own client",
         }
     }
 }
@@ -355,7 +367,11 @@ async fn main() {
         let transports: &[Transport] = if via == Transport::PracticeApi {
             &[Transport::PracticeApi]
         } else {
-            &[Transport::Direct, Transport::PortForward]
+            &[
+                Transport::Direct,
+                Transport::PortForward,
+                Transport::PortForwardOwnClient,
+            ]
         };
         for &transport in transports {
             // Reused: executors shared by every run, opened by a warm-up run.
