@@ -294,6 +294,53 @@ async fn waiting_sessions_are_served_in_creation_order_with_their_queue_position
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_controller_carries_on_from_the_status_alone() {
+    let (_server, client) = common::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let scenarios = catalog(dir.path(), &[ScenarioDef::simple("basics")]);
+    create_pool(&client, &common::session_env::pool("p", 1, 120)).await;
+    available_cluster(&client, "p-one", "p", 1).await;
+    let _resets = reset_loop(&client);
+    let (stop, handle) = run_controller(Arc::new(context(&client, Some(scenarios.clone()))));
+    create_session(&client, &session("kim", "kim", "p", "basics")).await;
+    create_session(&client, &session("lou", "lou", "p", "basics")).await;
+    wait_session(&client, "kim", "Ready", |s| phase(s) == SessionPhase::Ready).await;
+    wait_session(&client, "lou", "queued first", |s| {
+        s.status.as_ref().and_then(|st| st.queue_position) == Some(1)
+    })
+    .await;
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+
+    // Nothing runs: the deletion waits on the finalizer.
+    let api: Api<Session> = Api::namespaced(client.clone(), NS);
+    api.delete("kim", &DeleteParams::default()).await.unwrap();
+    assert!(
+        api.get("kim")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+
+    let (_stop, _handle) = run_controller(Arc::new(context(&client, Some(scenarios))));
+    eventually("kim gone", || async {
+        api.get_opt("kim").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let lou = wait_session(&client, "lou", "Ready on p-one", |s| {
+        phase(s) == SessionPhase::Ready && s.status.as_ref().unwrap().cluster.as_deref() == Some("p-one")
+    })
+    .await;
+    let clusters: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
+    assert_eq!(
+        clusters.get("p-one").await.unwrap().spec.claim_ref.unwrap().uid,
+        lou.uid()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_sessions_fail_with_a_reason_and_an_event_and_claim_nothing() {
     let (_server, client) = common::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -622,6 +669,17 @@ const BAD_SETUP: &str = r#"steps:
       exit 3
 "#;
 
+const RESUMABLE_SETUP: &str = r#"steps:
+  - id: count
+    type: command
+    command: "mkdir -p /opt/cks && echo run >> /opt/cks/count"
+  - id: wait-for-go
+    type: script
+    timeout: 300
+    script: |
+      while [ ! -e /opt/cks/go ]; do sleep 0.2; done
+"#;
+
 async fn ssh(ctx: &Context, pc: &PracticeCluster, command: &str) -> (Option<u32>, String) {
     let access = PracticeAccess::load(ctx, pc).await.unwrap();
     let exec = SshExecutor::new(access.targets.clone(), access.ssh.clone());
@@ -750,4 +808,49 @@ async fn setup_runs_on_a_real_cluster_and_the_next_student_gets_it_clean() {
     assert_eq!(s.status.unwrap().setup.unwrap().step.as_deref(), Some("breaks"));
     common::warning_event(&client, reasons::SETUP_FAILED, "ivy").await;
     let _ = clusters.list(&ListParams::default()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_operator_resumes_setup_after_the_last_completed_step() {
+    let (_server, client) = common::sim::start(&[], None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let resumable = ScenarioDef {
+        setup: Some(RESUMABLE_SETUP),
+        ..ScenarioDef::simple("resumable")
+    };
+    let scenarios = catalog(dir.path(), &[resumable]);
+    let pools: Api<cks_api::ClusterPool> = Api::namespaced(client.clone(), NS);
+    pools
+        .create(&PostParams::default(), &common::pool("sim", 1, 1, 1))
+        .await
+        .unwrap();
+    let ctx = Arc::new(Context {
+        scenarios: Some(scenarios),
+        ..common::sim::context(&client)
+    });
+    let (stop, handle) = run_controller(ctx.clone());
+    create_session(&client, &session("max", "max", "sim", "resumable")).await;
+    let s = wait_session(&client, "max", "the second step running", |s| {
+        s.status
+            .as_ref()
+            .and_then(|st| st.setup.as_ref())
+            .is_some_and(|p| p.completed == 1 && p.step.as_deref() == Some("wait-for-go"))
+    })
+    .await;
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+
+    let clusters: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
+    let pc = clusters
+        .get(s.status.unwrap().cluster.as_deref().unwrap())
+        .await
+        .unwrap();
+    let (code, _) = ssh(&ctx, &pc, "touch /opt/cks/go").await;
+    assert_eq!(code, Some(0));
+    let (_stop, _handle) = run_controller(ctx.clone());
+    let s = wait_session(&client, "max", "Ready", |s| phase(s) == SessionPhase::Ready).await;
+    assert_eq!(s.status.unwrap().setup.unwrap().completed, 2);
+    let (code, out) = ssh(&ctx, &pc, "cat /opt/cks/count").await;
+    assert_eq!(code, Some(0));
+    assert_eq!(out.lines().count(), 1, "the first step ran again: {out:?}");
 }

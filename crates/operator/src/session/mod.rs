@@ -406,6 +406,21 @@ impl Reconciler {
     }
 
     async fn run(mut self) -> Result<Action> {
+        let waiting = self
+            .shared
+            .sessions
+            .state()
+            .iter()
+            .filter(|g| {
+                g.0.as_ref().is_ok_and(|s| {
+                    queue::is_waiting(s.status.as_ref().map(|st| st.phase).unwrap_or_default())
+                })
+            })
+            .count();
+        self.ctx()
+            .metrics
+            .sessions_waiting
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
         if self.session.meta().deletion_timestamp.is_some() {
             return self.finalize().await;
         }
@@ -684,9 +699,6 @@ impl Reconciler {
                 .filter(|s| !s.uid().is_some_and(|u| departed.contains(&u)))
         };
         let phase_of = |s: &Session| s.status.as_ref().map(|st| st.phase).unwrap_or_default();
-        self.ctx().metrics.sessions_waiting.set(
-            i64::try_from(live().filter(|s| queue::is_waiting(phase_of(s))).count()).unwrap_or(i64::MAX),
-        );
         let queue: Vec<QueueKey> = live()
             .filter(|s| queue::is_queued(phase_of(s)))
             .filter(|s| {
