@@ -431,6 +431,24 @@ async fn bad_sessions_fail_with_a_reason_and_an_event_and_claim_nothing() {
     assert_eq!(status.reason.as_deref(), Some(reasons::CLUSTER_LOST));
     assert!(status.message.unwrap().contains("disk on fire"));
     common::warning_event(&client, reasons::CLUSTER_LOST, older).await;
+
+    // A pool deleted under a waiting session: it would never get a cluster.
+    create_pool(&client, &common::session_env::pool("empty", 1, 120)).await;
+    create_session(&client, &session("stranded", "u4", "empty", "basics")).await;
+    wait_session(&client, "stranded", "waiting", |s| {
+        phase(s) == SessionPhase::WaitingForCluster
+    })
+    .await;
+    let pools: Api<cks_api::ClusterPool> = Api::namespaced(client.clone(), NS);
+    pools.delete("empty", &DeleteParams::default()).await.unwrap();
+    let failed = wait_session(&client, "stranded", "Failed", |s| {
+        phase(s) == SessionPhase::Failed
+    })
+    .await;
+    assert_eq!(
+        failed.status.unwrap().reason.as_deref(),
+        Some(reasons::POOL_NOT_FOUND)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

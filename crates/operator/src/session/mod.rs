@@ -658,13 +658,22 @@ impl Reconciler {
     /// WaitingForCluster (or just admitted): claim a cluster if this session's turn has come,
     /// else show the queue position.
     async fn allocate(&mut self, pool: Option<ClusterPool>) -> Result<Action> {
+        let pool = match pool {
+            Some(p) => Some(p),
+            None => self.get_pool().await?,
+        };
         if let Some(pc) = self.held_cluster().await? {
-            let pool = match pool {
-                Some(p) => Some(p),
-                None => self.get_pool().await?,
-            };
             return self.claimed(pc, pool.as_ref()).await;
         }
+        let pool_name = self.session.spec.pool.clone();
+        let Some(pool) = pool else {
+            // The pool went away while the session waited (its clusters go with it).
+            let message = format!(
+                "ClusterPool {pool_name} does not exist in namespace {}",
+                self.namespace
+            );
+            return self.fail(reasons::POOL_NOT_FOUND, message).await;
+        };
         let own_attempt = lock(&self.shared.attempts).get(&self.uid).cloned();
         if let Some(attempt) = &self.status.claiming
             && own_attempt.as_ref() != Some(attempt)
@@ -675,7 +684,6 @@ impl Reconciler {
                 return Ok(Action::requeue(CLAIM_ABANDONED_AFTER - age));
             }
         }
-        let pool_name = self.session.spec.pool.clone();
         let sessions = self.shared.sessions.state();
         let departed = {
             let mut departed = lock(&self.shared.departed);
@@ -747,19 +755,6 @@ impl Reconciler {
         candidates.sort_by_key(|g| g.name_any());
 
         if position <= candidates.len() {
-            let pool = match pool {
-                Some(p) => p,
-                None => match self.get_pool().await? {
-                    Some(p) => p,
-                    None => {
-                        let message = format!(
-                            "ClusterPool {pool_name} does not exist in namespace {}",
-                            self.namespace
-                        );
-                        return self.fail(reasons::POOL_NOT_FOUND, message).await;
-                    }
-                },
-            };
             for index in queue::claim_order(candidates.len(), position) {
                 let Ok(pc) = &candidates[index].0 else { continue };
                 match self.try_claim(pc).await? {
