@@ -39,6 +39,9 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, shared
             _ = shutdown.changed() => break,
             accepted = listener.accept() => {
                 let Ok((tcp, _)) = accepted else { continue };
+                // As Go servers do by default: small responses and watch events go out at
+                // once instead of waiting on the client's delayed ACK.
+                let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let app = app.clone();
                 conns.spawn(async move {

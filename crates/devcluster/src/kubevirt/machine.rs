@@ -529,6 +529,9 @@ async fn serve_ssh(listener: tokio::net::TcpListener, boot: Arc<Boot>) {
     });
     let mut conns = tokio::task::JoinSet::new();
     while let Ok((socket, _)) = listener.accept().await {
+        // OpenSSH sets TCP_NODELAY on interactive sessions; without it every command's reply
+        // waits on the client's delayed ACK (~40 ms).
+        let _ = socket.set_nodelay(true);
         let handler = VmSession {
             boot: boot.clone(),
             user: String::new(),

@@ -78,7 +78,10 @@ pub(crate) async fn serve(
         let ws = TokioIo::new(upgraded);
         // Like virt-api, dial after the upgrade; a refused connection closes the socket.
         match tokio::net::TcpStream::connect((ip.as_str(), port)).await {
-            Ok(tcp) => pump(ws, tcp).await,
+            Ok(tcp) => {
+                let _ = tcp.set_nodelay(true);
+                pump(ws, tcp).await
+            }
             Err(e) => tracing::debug!(%ip, port, error = %e, "portforward dial"),
         }
     });
