@@ -182,7 +182,12 @@ impl PracticeAccess {
         let ssh = match ctx.config.ssh_transport {
             SshTransportKind::Direct => ssh,
             SshTransportKind::PortForward => {
-                ssh.with_transport(Arc::new(PortForward::new(ctx.client.clone(), &vm_namespace)))
+                let tunnel = match &ctx.host_config {
+                    Some(config) => PortForward::from_config(config, &vm_namespace)
+                        .map_err(|e| access_err(format!("building the port-forward client: {e}")))?,
+                    None => PortForward::new(ctx.client.clone(), &vm_namespace),
+                };
+                ssh.with_transport(Arc::new(tunnel))
             }
         };
 

@@ -28,6 +28,10 @@ pub struct Context {
     pub probe: Arc<dyn ClusterProbe>,
     /// The scenario catalog (Sessions and ValidationRuns); `None` refuses every Session.
     pub scenarios: Option<Arc<CatalogStore>>,
+    /// Configuration of the host cluster's client, so the port-forward SSH transport can
+    /// build a client with TCP_NODELAY (kube-rs clients wait on delayed ACKs); `None` uses
+    /// `client` as it is.
+    pub host_config: Option<Arc<kube::Config>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -59,6 +63,7 @@ impl Context {
             config,
             probe: Arc::new(KubeProbe),
             scenarios: None,
+            host_config: None,
         }
     }
 

@@ -23,12 +23,14 @@ async fn main() -> anyhow::Result<()> {
         LogFormat::Json => builder.json().init(),
         LogFormat::Human => builder.init(),
     }
-    let client = kube::Client::try_default().await?;
+    let host_config = kube::Config::infer().await?;
+    let client = kube::Client::try_from(host_config.clone())?;
     let rt = Runtime {
         client,
         probe: None,
         config: None,
         scenarios: None,
+        host_config: Some(host_config),
     };
     runtime::run(&args, rt, shutdown_signal()).await
 }

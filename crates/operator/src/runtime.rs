@@ -30,6 +30,8 @@ pub struct Runtime {
     pub config: Option<ControllerConfig>,
     /// Replaces the scenario catalog loaded (and watched) from `--scenarios` (tests).
     pub scenarios: Option<Arc<CatalogStore>>,
+    /// The configuration `client` was built from, when known (see [`Context::host_config`]).
+    pub host_config: Option<kube::Config>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -123,6 +125,7 @@ pub async fn run(
         }
     }
 
+    let host_config = rt.host_config.clone().map(Arc::new);
     let make_ctx = |controller: &str| {
         let mut ctx = Context::new(
             rt.client.clone(),
@@ -135,6 +138,7 @@ pub async fn run(
             ctx.probe = probe.clone();
         }
         ctx.scenarios = Some(scenarios.clone());
+        ctx.host_config = host_config.clone();
         Arc::new(ctx)
     };
     let ns = args.namespace.as_deref();

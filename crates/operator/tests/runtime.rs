@@ -47,6 +47,7 @@ fn replica(client: &Client, identity: &str) -> tokio::task::JoinHandle<anyhow::R
         client: client.clone(),
         probe: Some(Arc::new(AlwaysReady)),
         scenarios: None,
+        host_config: None,
         config: Some(ControllerConfig::test()),
     };
     tokio::spawn(async move { runtime::run(&args, rt, std::future::pending()).await })
@@ -132,6 +133,7 @@ async fn a_stopped_leader_releases_the_lease() {
         client: client.clone(),
         probe: Some(Arc::new(AlwaysReady)),
         scenarios: None,
+        host_config: None,
         config: Some(ControllerConfig::test()),
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

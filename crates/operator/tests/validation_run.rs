@@ -794,3 +794,45 @@ async fn with_the_session_controller_a_student_validates_a_task_end_to_end() {
     assert_eq!(session_task(&session, "task-1").attempts, 1);
     assert_eq!(session_task(&session, "task-1").state, TaskState::Passed);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_port_forward_transport_vm_rules_run_through_the_host_api() {
+    let (server, client, pc) = sim_cluster().await;
+    let catalog = catalog();
+    let host_config = kube::Config::from_custom_kubeconfig(
+        server.kubeconfig().clone(),
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let config = ControllerConfig {
+        ssh_transport: cks_operator::config::SshTransportKind::PortForward,
+        ..common::sim::config()
+    };
+    let ctx = Context {
+        config: Arc::new(config),
+        host_config: Some(Arc::new(host_config)),
+        ..common::sim::context(&client)
+    };
+    start_controller(ctx, &catalog);
+    ready_session(
+        &client,
+        "pf",
+        SCENARIO,
+        Some(&pc.name_any()),
+        &["task-1", "task-2"],
+    )
+    .await;
+
+    let cp = ssh_login(&vm_ip(&pc, "control-plane")).await;
+    let worker = ssh_login(&vm_ip(&pc, "worker-1")).await;
+    let (_, code) = ssh_exec(&cp, "mkdir -p /etc/cks && echo enforce > /etc/cks/mode").await;
+    assert_eq!(code, 0);
+    let (_, code) = ssh_exec(&worker, "mkdir -p /etc/cks && echo hardened > /etc/cks/worker-ok").await;
+    assert_eq!(code, 0);
+    create_run(&client, "pf-1", "pf", "02").await;
+    let run = finished_run(&client, "pf-1").await;
+    let status = run.status.clone().unwrap();
+    assert_eq!(status.phase, ValidationRunPhase::Passed, "{:?}", status.results);
+    assert_eq!((status.passed_rules, status.total_rules), (14, 14));
+}
