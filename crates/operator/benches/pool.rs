@@ -275,6 +275,9 @@ async fn main() {
         println!("simulator profile fast, {rss_clusters} PracticeClusters:");
         println!("  pool created -> all Available {}", took.summary());
         println!("  operator warnings logged {}", stack.operator.problems_logged());
+        for problem in stack.operator.top_problems(3) {
+            println!("    {problem}");
+        }
         println!("  operator      peak RSS {op_peak:>7.1} MiB (now {op_now:.1} MiB)");
         println!("  control plane peak RSS {cp_peak:>7.1} MiB (now {cp_now:.1} MiB)");
     }

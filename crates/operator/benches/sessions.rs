@@ -197,10 +197,14 @@ async fn batch(n: usize, catalog: &Arc<CatalogStore>) {
     let floor_names: Vec<String> = names.iter().cycle().take(FLOOR_SAMPLES).cloned().collect();
     let floor = status_patches(&client, &floor_names, 1).await;
     println!("{n} concurrent Sessions, {n} warm clusters:");
-    println!("  floor: 1 status patch          {}", floor.summary());
+    println!("  {:<34}{}", "floor: 1 status patch at a time", floor.summary());
     if n > 1 {
         let parallel = status_patches(&client, &names, n).await;
-        println!("  floor: {n:>3} concurrent patches {}", parallel.summary());
+        println!(
+            "  {:<34}{}",
+            format!("floor: {n} concurrent status patches"),
+            parallel.summary()
+        );
     }
 
     let mut ctx = Context::new(
@@ -312,7 +316,11 @@ async fn batch(n: usize, catalog: &Arc<CatalogStore>) {
     clusters.dedup();
     assert_eq!(clusters.len(), n, "{n} Sessions must hold {n} different clusters");
 
-    println!("  created -> ClusterAssigned     {}", latencies.summary());
+    println!(
+        "  {:<34}{}",
+        "Session created -> ClusterAssigned",
+        latencies.summary()
+    );
 
     watching.abort();
     let _ = stop_tx.send(());

@@ -308,6 +308,28 @@ impl OperatorProcess {
         self.process.log_lines()
     }
 
+    /// The most frequent logged problems, as `count × message: first error seen`.
+    pub fn top_problems(&self, limit: usize) -> Vec<String> {
+        let log = std::fs::read_to_string(&self.process.log).unwrap_or_default();
+        let mut by_message: BTreeMap<String, (usize, String)> = BTreeMap::new();
+        for line in log.lines() {
+            let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let fields = &entry["fields"];
+            let message = fields["message"].as_str().unwrap_or("?").to_owned();
+            let error = fields["error"].as_str().unwrap_or_default().to_owned();
+            let seen = by_message.entry(message).or_insert((0, error));
+            seen.0 += 1;
+        }
+        let mut top: Vec<_> = by_message.into_iter().collect();
+        top.sort_by_key(|(_, (count, _))| std::cmp::Reverse(*count));
+        top.into_iter()
+            .take(limit)
+            .map(|(message, (count, error))| format!("{count} × {message}: {error}"))
+            .collect()
+    }
+
     /// Panics with the end of the operator's log if it exited.
     pub fn assert_running(&mut self) {
         self.process.assert_running();
