@@ -905,20 +905,45 @@ impl Reconciler {
                 self.now,
             ),
         );
+        // A scenario without setup steps is ready as soon as it has a cluster.
+        let no_setup = scenario.as_ref().is_some_and(|s| s.setup.is_empty());
+        let (ready, reason, message) = if no_setup {
+            (true, reasons::SETUP_SUCCEEDED, "no setup steps".to_owned())
+        } else {
+            (
+                false,
+                reasons::SETUP_RUNNING,
+                format!("{total} setup step(s) to run"),
+            )
+        };
         set_condition(
             &mut next.conditions,
             new_condition(
                 condition_types::SCENARIO_READY,
-                ConditionStatus::False,
-                reasons::SETUP_RUNNING,
-                format!("{total} setup step(s) to run"),
+                ConditionStatus::from(ready),
+                reason,
+                message,
                 generation,
                 self.now,
             ),
         );
+        if no_setup {
+            next.phase = SessionPhase::Ready;
+            next.reason = Some(reasons::SETUP_SUCCEEDED.to_owned());
+            next.message = Some(format!(
+                "cluster {cluster} assigned; the scenario has no setup steps"
+            ));
+            if let Some(progress) = next.setup.as_mut() {
+                progress.finished_at = Some(Time(self.now));
+            }
+        }
         if !self.write(next, with_tasks).await? {
             // The claim stays remembered; the next reconcile records it.
             return Ok(retry_after_conflict());
+        }
+        if no_setup {
+            self.ctx().metrics.setup_duration.observe(0.0);
+            self.count(SessionPhase::Ready, "");
         }
         let created = self
             .session
