@@ -580,14 +580,35 @@ async fn five_hundred_sessions_against_a_hundred_clusters(controllers: usize) {
     let order: Vec<String> = ordered.iter().map(ResourceExt::name_any).collect();
     let api: Api<Session> = Api::namespaced(client.clone(), NS);
     let mut served_in_rounds = Vec::new();
+    let last = Mutex::new(String::new());
     for round in 0..5 {
         let served = 100 * (round + 1);
         let expected: Vec<String> = order[100 * round..served].to_vec();
         let waiting_left = 500 - served;
         let (assigned, waiting) = common::session_env::eventually_long(
             &format!("round {round}: the next 100 in creation order assigned, the rest queued in order"),
+            &last,
             || async {
-                let (assigned, waiting) = assigned_in_order(&client).await?;
+                let Some((assigned, waiting)) = assigned_in_order(&client).await else {
+                    *last.lock().unwrap() = "an assigned session's cluster does not name it".to_owned();
+                    return None;
+                };
+                let phases = sessions(&client).await.iter().fold(BTreeMap::new(), |mut m, s| {
+                    *m.entry(format!("{:?}", phase(s))).or_insert(0) += 1;
+                    m
+                });
+                let misplaced: Vec<_> = waiting
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, (_, p))| usize::try_from(*p).ok() != Some(i + 1))
+                    .take(3)
+                    .map(|(i, (n, p))| format!("{n} at {p}, expected {}", i + 1))
+                    .collect();
+                *last.lock().unwrap() = format!(
+                    "{} assigned, {} waiting, phases {phases:?}, misplaced {misplaced:?}",
+                    assigned.len(),
+                    waiting.len()
+                );
                 let positions_ok = waiting.len() == waiting_left
                     && waiting
                         .iter()
@@ -613,6 +634,7 @@ async fn five_hundred_sessions_against_a_hundred_clusters(controllers: usize) {
     }
     common::session_env::eventually_long(
         "every session served and gone, every cluster Available",
+        &last,
         || async {
             let left = sessions(&client).await.len();
             let clusters = all_clusters(&client).await;

@@ -248,8 +248,9 @@ pub async fn all_clusters(client: &Client) -> Vec<PracticeCluster> {
 }
 
 /// Like [`eventually`] with a longer deadline, for the tests that move hundreds of objects
-/// on a shared, busy machine.
-pub async fn eventually_long<T, F, Fut>(what: &str, mut check: F) -> T
+/// on a shared, busy machine. `last` is what the check saw last (it goes into the failure
+/// message, so a stall can be diagnosed).
+pub async fn eventually_long<T, F, Fut>(what: &str, last: &std::sync::Mutex<String>, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -261,7 +262,8 @@ where
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
+            "timed out waiting for {what}; last seen: {}",
+            last.lock().unwrap()
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
