@@ -1498,7 +1498,8 @@ impl SetupJob {
             }
             let mut next = status.clone();
             change(&mut next);
-            summarise(&mut next, session.meta().generation, Timestamp::now());
+            // The spec (a raised duration) is the reconcile's to observe, not the setup's.
+            summarise(&mut next, status.observed_generation, Timestamp::now());
             let Some(diff) = merge_diff(&owned_json(&status, false), &owned_json(&next, false)) else {
                 return Ok(session);
             };
