@@ -166,6 +166,9 @@ async fn extension_is_capped_by_the_pool_and_expiry_releases_the_cluster() {
     .await;
     let message = s.status.unwrap().message.unwrap_or_default();
     assert!(message.contains("at most 120"), "{message}");
+    common::session_env::event(&client, "Normal", reasons::EXTENDED, "bob").await;
+    let capped = common::session_env::event(&client, "Normal", reasons::DURATION_CAPPED, "bob").await;
+    assert!(capped.message.unwrap_or_default().contains("200 minutes requested"));
 
     // startedAt is the source of truth: moved into the past, the session is over.
     let past = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(3);
@@ -180,6 +183,7 @@ async fn extension_is_capped_by_the_pool_and_expiry_releases_the_cluster() {
     let status = s.status.unwrap();
     assert_eq!(status.reason.as_deref(), Some(reasons::EXPIRED));
     assert!(status.ended_at.is_some());
+    common::session_env::event(&client, "Normal", reasons::EXPIRED, "bob").await;
     let clusters: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
     eventually("the cluster released and Available again", || async {
         let pc = clusters.get("p-one").await.ok()?;

@@ -268,3 +268,23 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// Waits for an Event of `type_` (`Normal` or `Warning`) with `reason` on the object named
+/// `object` in [`NS`].
+pub async fn event(
+    client: &Client,
+    type_: &str,
+    reason: &str,
+    object: &str,
+) -> k8s_openapi::api::core::v1::Event {
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), NS);
+    eventually(&format!("a {reason} {type_} event on {object}"), || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items.into_iter().find(|e| {
+            e.type_.as_deref() == Some(type_)
+                && e.reason.as_deref() == Some(reason)
+                && e.involved_object.name.as_deref() == Some(object)
+        })
+    })
+    .await
+}
