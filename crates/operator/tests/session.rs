@@ -168,7 +168,12 @@ async fn extension_is_capped_by_the_pool_and_expiry_releases_the_cluster() {
     assert!(message.contains("at most 120"), "{message}");
     common::session_env::event(&client, "Normal", reasons::EXTENDED, "bob").await;
     let capped = common::session_env::event(&client, "Normal", reasons::DURATION_CAPPED, "bob").await;
-    assert!(capped.message.unwrap_or_default().contains("200 minutes requested"));
+    assert!(
+        capped
+            .message
+            .unwrap_or_default()
+            .contains("200 minutes requested")
+    );
 
     // startedAt is the source of truth: moved into the past, the session is over.
     let past = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(3);
