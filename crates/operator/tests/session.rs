@@ -223,8 +223,15 @@ async fn force_release_ends_and_delete_releases_and_the_cluster_serves_the_next_
     let api: Api<Session> = Api::namespaced(client.clone(), NS);
     let clusters: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
 
-    create_session(&client, &session("carol", "carol", "p", "basics")).await;
-    wait_session(&client, "carol", "Ready", |s| phase(s) == SessionPhase::Ready).await;
+    // Asking for more than the pool allows from the start: capped at the claim.
+    let mut carol = session("carol", "carol", "p", "basics");
+    carol.spec.duration_minutes = 200;
+    create_session(&client, &carol).await;
+    let s = wait_session(&client, "carol", "Ready", |s| phase(s) == SessionPhase::Ready).await;
+    let st = s.status.unwrap();
+    let granted = st.expires_at.unwrap().0.duration_since(st.started_at.unwrap().0);
+    assert_eq!(granted.as_secs(), 120 * 60);
+    common::session_env::event(&client, "Normal", reasons::DURATION_CAPPED, "carol").await;
     api.patch(
         "carol",
         &PatchParams::default(),

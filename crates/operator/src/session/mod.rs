@@ -860,7 +860,7 @@ impl Reconciler {
         let cluster = pc.name_any();
         let scenario = self.scenario().ok();
         let pool_max = pool.map_or(1440, |p| p.spec.sessions.max_duration_minutes);
-        let (minutes, _) = queue::granted_minutes(self.session.spec.duration_minutes, pool_max);
+        let (minutes, capped) = queue::granted_minutes(self.session.spec.duration_minutes, pool_max);
         let mut next = self.status.clone();
         let fresh = next.cluster.as_deref() != Some(cluster.as_str());
         next.phase = SessionPhase::Initializing;
@@ -964,6 +964,21 @@ impl Reconciler {
                 format!("cluster {cluster} assigned"),
             )
             .await;
+        if capped {
+            let note = format!(
+                "{} minutes requested; pool {} allows at most {pool_max}",
+                self.session.spec.duration_minutes, self.session.spec.pool
+            );
+            self.ctx()
+                .event(
+                    &self.session,
+                    EventType::Normal,
+                    reasons::DURATION_CAPPED,
+                    "Claim",
+                    note,
+                )
+                .await;
+        }
         lock(&self.shared.departed).insert(self.uid.clone());
         self.shared.wake_all();
         Ok(Action::requeue(Duration::ZERO))
