@@ -236,7 +236,9 @@ async fn main() {
         std::env::var("CKS_POLL_SECONDS").unwrap_or_else(|_| "5".into()),
         std::env::var("CKS_RETRY_BASE_SECONDS").unwrap_or_else(|_| "5".into()),
     );
-    println!("simulator profile {profile}:");
+    if !pool_sizes.is_empty() || resets > 0 {
+        println!("simulator profile {profile}:");
+    }
     for n in pool_sizes {
         let mut stack = Stack::start(&profile).await;
         let took = pool_to_available(&mut stack, &format!("p{n}"), n).await;

@@ -308,7 +308,7 @@ impl OperatorProcess {
         self.process.log_lines()
     }
 
-    /// The most frequent logged problems, as `count × message: first error seen`.
+    /// The most frequent logged problems, as `count × target message: first error seen`.
     pub fn top_problems(&self, limit: usize) -> Vec<String> {
         let log = std::fs::read_to_string(&self.process.log).unwrap_or_default();
         let mut by_message: BTreeMap<String, (usize, String)> = BTreeMap::new();
@@ -317,7 +317,11 @@ impl OperatorProcess {
                 continue;
             };
             let fields = &entry["fields"];
-            let message = fields["message"].as_str().unwrap_or("?").to_owned();
+            let message = format!(
+                "{} {}",
+                entry["target"].as_str().unwrap_or("?"),
+                fields["message"].as_str().unwrap_or("?")
+            );
             let error = fields["error"].as_str().unwrap_or_default().to_owned();
             let seen = by_message.entry(message).or_insert((0, error));
             seen.0 += 1;
