@@ -197,11 +197,11 @@ async fn batch(n: usize, catalog: &Arc<CatalogStore>) {
     let floor_names: Vec<String> = names.iter().cycle().take(FLOOR_SAMPLES).cloned().collect();
     let floor = status_patches(&client, &floor_names, 1).await;
     println!("{n} concurrent Sessions, {n} warm clusters:");
-    println!("  {:<34}{}", "floor: 1 status patch at a time", floor.summary());
+    println!("  {:<38} {}", "floor: 1 status patch at a time", floor.summary());
     if n > 1 {
         let parallel = status_patches(&client, &names, n).await;
         println!(
-            "  {:<34}{}",
+            "  {:<38} {}",
             format!("floor: {n} concurrent status patches"),
             parallel.summary()
         );
@@ -317,7 +317,7 @@ async fn batch(n: usize, catalog: &Arc<CatalogStore>) {
     assert_eq!(clusters.len(), n, "{n} Sessions must hold {n} different clusters");
 
     println!(
-        "  {:<34}{}",
+        "  {:<38} {}",
         "Session created -> ClusterAssigned",
         latencies.summary()
     );
