@@ -206,6 +206,7 @@ async fn reset(stack: &mut Stack, pool: &str, names: &[String]) -> Duration {
 #[tokio::main]
 async fn main() {
     if !support::under_cargo_bench() {
+        support::self_check();
         return;
     }
     let profile = std::env::var("CKS_BENCH_PROFILE").unwrap_or_else(|_| "realistic".to_owned());

@@ -331,6 +331,7 @@ async fn batch(n: usize, catalog: &Arc<CatalogStore>) {
 #[tokio::main]
 async fn main() {
     if !support::under_cargo_bench() {
+        support::self_check();
         return;
     }
     let batches = support::sizes("CKS_BENCH_SESSIONS", &[1, 50, 200]);

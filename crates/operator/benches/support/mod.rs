@@ -310,28 +310,10 @@ impl OperatorProcess {
 
     /// The most frequent logged problems, as `count × target message: first error seen`.
     pub fn top_problems(&self, limit: usize) -> Vec<String> {
-        let log = std::fs::read_to_string(&self.process.log).unwrap_or_default();
-        let mut by_message: BTreeMap<String, (usize, String)> = BTreeMap::new();
-        for line in log.lines() {
-            let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
-            };
-            let fields = &entry["fields"];
-            let message = format!(
-                "{} {}",
-                entry["target"].as_str().unwrap_or("?"),
-                fields["message"].as_str().unwrap_or("?")
-            );
-            let error = fields["error"].as_str().unwrap_or_default().to_owned();
-            let seen = by_message.entry(message).or_insert((0, error));
-            seen.0 += 1;
-        }
-        let mut top: Vec<_> = by_message.into_iter().collect();
-        top.sort_by_key(|(_, (count, _))| std::cmp::Reverse(*count));
-        top.into_iter()
-            .take(limit)
-            .map(|(message, (count, error))| format!("{count} × {message}: {error}"))
-            .collect()
+        top_problems(
+            &std::fs::read_to_string(&self.process.log).unwrap_or_default(),
+            limit,
+        )
     }
 
     /// Panics with the end of the operator's log if it exited.
@@ -441,20 +423,90 @@ impl Latencies {
     }
 }
 
+/// The most frequent problems in a JSON log of the operator (tracing-subscriber's `json`
+/// format), as `count × target message: first error seen`, most frequent first.
+fn top_problems(log: &str, limit: usize) -> Vec<String> {
+    let mut by_message: BTreeMap<String, (usize, String)> = BTreeMap::new();
+    for line in log.lines() {
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let fields = &entry["fields"];
+        let message = format!(
+            "{} {}",
+            entry["target"].as_str().unwrap_or("?"),
+            fields["message"].as_str().unwrap_or("?")
+        );
+        let error = fields["error"].as_str().unwrap_or_default().to_owned();
+        by_message.entry(message).or_insert((0, error)).0 += 1;
+    }
+    let mut top: Vec<_> = by_message.into_iter().collect();
+    top.sort_by_key(|(_, (count, _))| std::cmp::Reverse(*count));
+    top.into_iter()
+        .take(limit)
+        .map(|(message, (count, error))| format!("{count} × {message}: {error}"))
+        .collect()
+}
+
 /// `VAR` as a comma-separated list of numbers, else `default`.
 pub fn sizes(var: &str, default: &[usize]) -> Vec<usize> {
     match std::env::var(var) {
-        Ok(v) => v
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                s.parse()
-                    .unwrap_or_else(|e| panic!("{var}: {s:?} is not a number: {e}"))
-            })
-            .collect(),
+        Ok(v) => parse_sizes(var, &v),
         Err(_) => default.to_vec(),
     }
+}
+
+/// `1, 10,50` -> `[1, 10, 50]`; empty items are skipped, anything else not a number panics
+/// naming `var`.
+fn parse_sizes(var: &str, value: &str) -> Vec<usize> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse()
+                .unwrap_or_else(|e| panic!("{var}: {s:?} is not a number: {e}"))
+        })
+        .collect()
+}
+
+/// Checks of the pure helpers above. A `harness = false` bench runs no `#[test]`s, so the
+/// benches call this when `cargo test --benches` starts them without `--bench`.
+pub fn self_check() {
+    let ms = Duration::from_millis;
+    let hundred = Latencies((1..=100).rev().map(ms).collect());
+    assert_eq!(hundred.quantile(0.50), ms(50), "p50 of 1..=100 ms");
+    assert_eq!(hundred.quantile(0.99), ms(99), "p99 of 1..=100 ms");
+    assert_eq!(hundred.quantile(1.0), ms(100), "max of 1..=100 ms");
+    assert_eq!(Latencies(vec![ms(7)]).quantile(0.99), ms(7), "p99 of one sample");
+    assert_eq!(Latencies::default().quantile(0.5), Duration::ZERO, "no samples");
+
+    assert_eq!(parse_sizes("V", "1, 10,,50 "), vec![1, 10, 50]);
+    assert!(parse_sizes("V", "").is_empty(), "an empty list selects nothing");
+    // The expected panic's message would read like a failure.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let refused = std::panic::catch_unwind(|| parse_sizes("V", "1,x")).is_err();
+    std::panic::set_hook(hook);
+    assert!(refused, "a non-number is refused");
+
+    let log = concat!(
+        r#"{"level":"ERROR","target":"kube_client::client::builder","fields":{"message":"failed with error refused"}}"#,
+        "\n",
+        r#"{"level":"WARN","target":"cks_operator::cluster","fields":{"message":"reconcile failed","error":"first"}}"#,
+        "\n",
+        "not json\n",
+        r#"{"level":"WARN","target":"cks_operator::cluster","fields":{"message":"reconcile failed","error":"second"}}"#,
+        "\n",
+    );
+    assert_eq!(
+        top_problems(log, 5),
+        vec![
+            "2 × cks_operator::cluster reconcile failed: first".to_owned(),
+            "1 × kube_client::client::builder failed with error refused: ".to_owned(),
+        ]
+    );
+    assert_eq!(top_problems(log, 1).len(), 1, "limited to the most frequent");
 }
 
 /// True when run by `cargo bench` (which passes `--bench`); `cargo test --benches` passes
