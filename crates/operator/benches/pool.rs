@@ -123,6 +123,7 @@ async fn pool_to_available(stack: &mut Stack, name: &str, n: usize) -> Provision
         &format!("cks.io/pool={name}"),
         &format!("{n} Available clusters in pool {name}"),
         LIMIT,
+        || stack.assert_running(),
         |clusters| {
             let available = clusters
                 .values()
@@ -171,6 +172,7 @@ async fn reset(stack: &mut Stack, pool: &str, names: &[String]) -> Duration {
         &selector,
         "claimed clusters Assigned",
         LIMIT,
+        || stack.assert_running(),
         |all| {
             names
                 .iter()
@@ -189,6 +191,7 @@ async fn reset(stack: &mut Stack, pool: &str, names: &[String]) -> Duration {
         &selector,
         "released clusters Available again",
         LIMIT,
+        || stack.assert_running(),
         |all| {
             names.iter().zip(&before).all(|(n, served)| {
                 all.get(n).is_some_and(|pc| {

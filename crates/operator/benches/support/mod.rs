@@ -14,7 +14,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use russh::keys::PrivateKey;
 use russh::keys::ssh_key::LineEnding;
@@ -354,12 +354,14 @@ pub async fn bench_namespace(client: &Client) {
 
 /// Watches `api` (objects matching `labels`) until `done` holds for the current set of
 /// objects by name, or panics after `limit` saying `what` it waited for. Driven by watch
-/// events, so waiting costs the server nothing per check.
+/// events, so waiting costs the server nothing per check; `alive` runs every second and
+/// panics if a process the wait depends on is gone, so a dead server fails the run at once.
 pub async fn wait_for<K>(
     api: Api<K>,
     labels: &str,
     what: &str,
     limit: Duration,
+    mut alive: impl FnMut(),
     mut done: impl FnMut(&BTreeMap<String, K>) -> bool,
 ) -> BTreeMap<String, K>
 where
@@ -367,13 +369,19 @@ where
 {
     let mut objects = BTreeMap::new();
     let mut initial = BTreeMap::new();
-    let mut events = std::pin::pin!(watcher(api, watcher::Config::default().labels(labels)));
+    let mut events =
+        std::pin::pin!(watcher(api, watcher::Config::default().labels(labels)).default_backoff());
     let deadline = tokio::time::Instant::now() + limit;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
-        let event = tokio::time::timeout_at(deadline, events.next())
-            .await
-            .unwrap_or_else(|_| panic!("timed out after {limit:?} waiting for {what}"))
-            .expect("the watch ended");
+        let event = tokio::select! {
+            event = events.next() => event.expect("the watch ended"),
+            _ = tick.tick() => {
+                alive();
+                continue;
+            }
+            () = tokio::time::sleep_until(deadline) => panic!("timed out after {limit:?} waiting for {what}"),
+        };
         match event {
             Ok(watcher::Event::Apply(o)) => {
                 objects.insert(o.name_any(), o);
@@ -386,7 +394,7 @@ where
                 initial.insert(o.name_any(), o);
             }
             Ok(watcher::Event::InitDone) => objects = std::mem::take(&mut initial),
-            // The watcher retries by itself; the deadline bounds it.
+            // The watcher retries with backoff; `alive` and the deadline bound it.
             Err(_) => continue,
         }
         if done(&objects) {
