@@ -864,13 +864,16 @@ impl State {
                 m.remove("managedFields");
             }
             patch::strategic_merge(&mut next, &cfg_clean, true);
-            if meta_str(&body, "resourceVersion").is_none() {
-                // Apply without a resourceVersion is unconditional.
-                meta_mut(&mut next).insert(
-                    "resourceVersion".into(),
-                    old["metadata"]["resourceVersion"].clone(),
-                );
-            }
+            // Apply without a resourceVersion is unconditional; with one it is a precondition,
+            // also when only the status part of the body is applied.
+            let precondition = body["metadata"]
+                .get("resourceVersion")
+                .filter(|rv| rv.as_str().is_some_and(|s| !s.is_empty()))
+                .cloned();
+            meta_mut(&mut next).insert(
+                "resourceVersion".into(),
+                precondition.unwrap_or_else(|| old["metadata"]["resourceVersion"].clone()),
+            );
             let result = self.update(rt, ns, name, next, status, opts)?;
             if !dry_run {
                 self.applied.entry(uid).or_default().insert(manager, body);

@@ -149,6 +149,50 @@ async fn server_side_apply_of_status_changes_only_status() {
 }
 
 #[tokio::test]
+async fn server_side_apply_with_a_resource_version_is_a_precondition_also_on_status() {
+    let cluster = common::start().await;
+    let api: Api<Deployment> = Api::default_namespaced(cluster.client().await.unwrap());
+    let created = api.create(&PostParams::default(), &deployment()).await.unwrap();
+    let read_rv = created.metadata.resource_version.clone().unwrap();
+    let pp = PatchParams::apply("status-writer").force();
+    let status = |rv: &str, ready: i32| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "resourceVersion": rv}, "status": {"readyReplicas": ready}})
+    };
+    let d = api
+        .patch_status("web", &pp, &Patch::Apply(status(&read_rv, 1)))
+        .await
+        .unwrap();
+    assert_eq!(d.status.unwrap().ready_replicas, Some(1));
+    // The object changed since `read_rv`: a write guarded by it must fail.
+    let err = api
+        .patch_status("web", &pp, &Patch::Apply(status(&read_rv, 2)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(s) if s.code == 409),
+        "stale resourceVersion"
+    );
+    let err = api
+        .patch(
+            "web",
+            &pp,
+            &Patch::Apply(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "resourceVersion": read_rv}, "spec": {"replicas": 3}})),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(s) if s.code == 409),
+        "stale resourceVersion on the object"
+    );
+    assert_eq!(
+        api.get("web").await.unwrap().status.unwrap().ready_replicas,
+        Some(1)
+    );
+}
+
+#[tokio::test]
 async fn server_side_apply_conflicts_between_managers_unless_forced() {
     let cluster = common::start().await;
     let api: Api<ConfigMap> = Api::default_namespaced(cluster.client().await.unwrap());
