@@ -88,6 +88,9 @@ pub const CLAIM_ABANDONED_AFTER: Duration = Duration::from_secs(30);
 /// batched rather than run per released cluster.
 pub const WAKE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Longest a reconcile waits for the caches to be filled before it looks again later.
+const CACHE_WAIT: Duration = Duration::from_millis(200);
+
 /// A setup task of this process.
 enum SetupTask {
     Running(tokio::task::AbortHandle),
@@ -284,10 +287,16 @@ pub async fn reconcile(guard: Arc<DeserializeGuard<Session>>, shared: Arc<Shared
         shared.ctx.metrics.reconciled(CONTROLLER);
         let session = shared.ctx.accept(guard.as_ref(), "Session").await?;
         // Queue positions and the user limit are computed from the caches: never from
-        // half-filled ones.
-        let _ = shared.sessions.wait_until_ready().await;
-        let _ = shared.clusters.wait_until_ready().await;
-        let _ = shared.pools.wait_until_ready().await;
+        // half-filled ones. The wait is bounded: a reconcile that waited on a store while it
+        // became ready was seen to miss the wakeup and hang forever, holding its Session.
+        let caches = async {
+            let _ = shared.sessions.wait_until_ready().await;
+            let _ = shared.clusters.wait_until_ready().await;
+            let _ = shared.pools.wait_until_ready().await;
+        };
+        if tokio::time::timeout(CACHE_WAIT, caches).await.is_err() {
+            return Ok(Action::requeue(CACHE_WAIT));
+        }
         Reconciler::new(session.clone(), shared.clone()).run().await
     }
     .instrument(span)
