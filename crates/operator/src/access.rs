@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cks_api::practice_cluster::PracticeCluster;
 use cks_kubevirt::naming::{self, VmId};
-use cks_kubevirt::objects::KUBECONFIG_KEY;
+use cks_kubevirt::objects::{ClusterLayout, KUBECONFIG_KEY};
 use cks_validation::{Endpoint, PortForward, SshConfig, TargetResolver};
 use k8s_openapi::api::core::v1::Secret;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -141,12 +141,14 @@ impl PracticeAccess {
                 ))
             })?;
 
-        let service_url = format!(
-            "https://{}:{}",
-            service_dns_name(&cluster, &vm_namespace, &ctx.config.host_cluster_domain),
-            naming::API_SERVER_PORT
-        );
-        let cp_name = VmId::ControlPlane.vm_name(&cluster);
+        // The names the cluster controller built the cluster with.
+        let layout = ClusterLayout::from_practice_cluster(pc, &vm_namespace)
+            .map_err(|source| Error::Layout {
+                cluster: cluster.clone(),
+                source,
+            })?
+            .with_host_cluster_domain(&ctx.config.host_cluster_domain);
+        let cp_name = layout.vm_name(VmId::ControlPlane);
         let cp_ip = status
             .vms
             .iter()
@@ -154,8 +156,8 @@ impl PracticeAccess {
             .and_then(|v| v.ip.as_deref());
         let (url, tls_server_name) = api_url(
             ctx.config.practice_api,
-            &service_url,
-            &service_dns_name(&cluster, &vm_namespace, &ctx.config.host_cluster_domain),
+            &layout.api_server_url(),
+            &layout.control_plane_dns_name(),
             cp_ip,
         )
         .ok_or_else(|| access_err("the control-plane VM has no IP yet".to_owned()))?;
@@ -211,14 +213,6 @@ impl PracticeAccess {
             reason: format!("practice cluster API: {reason}"),
         })
     }
-}
-
-/// DNS name of the control plane Service of `cluster` whose VMs live in `vm_namespace`.
-fn service_dns_name(cluster: &str, vm_namespace: &str, domain: &str) -> String {
-    format!(
-        "{}.{vm_namespace}.svc.{domain}",
-        naming::control_plane_service_name(cluster)
-    )
 }
 
 /// One key of a Secret as UTF-8; `None` when the Secret or the key is missing.
