@@ -40,5 +40,5 @@ pub use output::{Captured, DEFAULT_OUTPUT_LIMIT};
 pub use portforward::PortForward;
 pub use ssh::{
     Direct, Endpoint, ExecOutput, ExecRequest, ExitStatus, SshConfig, SshExecutor, SshStream, TargetResolver,
-    Transport, VmExec,
+    Transport, VmExec, script_request,
 };

@@ -221,9 +221,9 @@ pub trait VmExec: Send + Sync {
     }
 }
 
-/// The exec request of a `script` rule: the script goes to `bash -s` on stdin, so nothing of
-/// it is ever parsed as part of a command line.
-pub(crate) fn script_request(script: &str) -> ExecRequest {
+/// The exec request of a script (a `script` rule or setup step): the script goes to `bash -s`
+/// on stdin, so nothing of it is ever parsed as part of a command line.
+pub fn script_request(script: &str) -> ExecRequest {
     ExecRequest {
         command: "bash -s".to_owned(),
         stdin: Some(script.as_bytes().to_vec()),

@@ -138,10 +138,7 @@ impl StepExec for ClusterSteps {
                     self.exec(step, request, 0).await
                 }
                 SetupAction::Script { script, success_code } => {
-                    let request = ExecRequest {
-                        command: "bash -s".to_owned(),
-                        stdin: Some(script.as_bytes().to_vec()),
-                    };
+                    let request = cks_validation::script_request(script);
                     self.exec(step, request, u32::try_from(*success_code).unwrap_or(0))
                         .await
                 }
