@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use cks_scenarios::{Catalog, Check, Condition, Rule, Scenario, SetupAction};
+use cks_scenarios::{Catalog, Check, Condition, Rule, Scenario, SetupAction, WaitFor};
 
 pub fn run(id: &str, dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let catalog = Catalog::load(dir).with_context(|| format!("cannot load catalog {}", dir.display()))?;
@@ -121,7 +121,7 @@ pub fn render(sc: &Scenario) -> String {
     let m = &sc.metadata;
     let mut s = String::new();
     let _ = writeln!(s, "{} — {}", m.id, m.title);
-    let mut facts = vec![format!("category {}", m.category)];
+    let mut facts = vec![format!("category {}", m.category.as_deref().unwrap_or("(none)"))];
     if let Some(d) = m.difficulty {
         facts.push(format!("{d:?}").to_lowercase());
     }
@@ -170,6 +170,26 @@ pub fn render(sc: &Scenario) -> String {
             let _ = writeln!(s, "{line}");
             if let Some(d) = &step.description {
                 let _ = writeln!(s, "{}", indent(d.trim(), 5));
+            }
+            for c in &step.conditions {
+                let what = match &c.wait_for {
+                    WaitFor::ResourceExists { resource } => format!(
+                        "{} {}{} exists",
+                        resource.kind,
+                        resource
+                            .namespace
+                            .as_deref()
+                            .map(|n| format!("{n}/"))
+                            .unwrap_or_default(),
+                        resource.name.as_deref().unwrap_or("(any)")
+                    ),
+                    WaitFor::Command { command, target } => format!("`{command}` succeeds on {target}"),
+                };
+                let within = c
+                    .timeout
+                    .or(step.timeout)
+                    .map(|t| format!(" (within {})", duration(t)));
+                let _ = writeln!(s, "     then waits until {what}{}", within.unwrap_or_default());
             }
         }
         let _ = writeln!(s);
