@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use cks_scenarios::{Catalog, Check, Condition, Rule, Scenario, SetupAction, WaitFor};
+use cks_scenarios::{Catalog, Check, Condition, Rule, Scenario, SetupAction};
 
 pub fn run(id: &str, dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let catalog = Catalog::load(dir).with_context(|| format!("cannot load catalog {}", dir.display()))?;
@@ -172,24 +172,16 @@ pub fn render(sc: &Scenario) -> String {
                 let _ = writeln!(s, "{}", indent(d.trim(), 5));
             }
             for c in &step.conditions {
-                let what = match &c.wait_for {
-                    WaitFor::ResourceExists { resource } => format!(
-                        "{} {}{} exists",
-                        resource.kind,
-                        resource
-                            .namespace
-                            .as_deref()
-                            .map(|n| format!("{n}/"))
-                            .unwrap_or_default(),
-                        resource.name.as_deref().unwrap_or("(any)")
-                    ),
-                    WaitFor::Command { command, target } => format!("`{command}` succeeds on {target}"),
-                };
                 let within = c
                     .timeout
                     .or(step.timeout)
                     .map(|t| format!(" (within {})", duration(t)));
-                let _ = writeln!(s, "     then waits until {what}{}", within.unwrap_or_default());
+                let _ = writeln!(
+                    s,
+                    "     then waits until {}{}",
+                    c.wait_for,
+                    within.unwrap_or_default()
+                );
             }
         }
         let _ = writeln!(s);

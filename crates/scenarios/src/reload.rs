@@ -91,7 +91,8 @@ impl CatalogStore {
     /// Loads the directory again and swaps the result in. Scenarios that now fail keep their
     /// previous version (listed in [`Catalog::stale`]); their errors are still reported, but
     /// each error is logged only when it first appears. When the directory itself cannot be
-    /// read, the current catalog stays and the error is returned.
+    /// read, the current catalog stays and the error is returned. Blocking (it reads the whole
+    /// catalog): async code calls it through `spawn_blocking`.
     pub fn reload(&self) -> Result<Arc<Catalog>, ReloadError> {
         let mut reported = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
         let result = match Catalog::load_with(&self.dir, &self.options) {

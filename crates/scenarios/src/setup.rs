@@ -70,6 +70,22 @@ pub enum SetupAction {
     KubectlApply { manifest: String },
 }
 
+impl std::fmt::Display for WaitFor {
+    /// As a phrase for messages: `Deployment default/httpd exists`, `` `test -f x` succeeds on worker``.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WaitFor::ResourceExists { resource } => {
+                let name = resource.name.as_deref().unwrap_or("(any)");
+                match &resource.namespace {
+                    Some(ns) => write!(f, "{} {ns}/{name} exists", resource.kind),
+                    None => write!(f, "{} {name} exists", resource.kind),
+                }
+            }
+            WaitFor::Command { command, target } => write!(f, "`{command}` succeeds on {target}"),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct RawSetupFile {
     #[serde(alias = "setup")]

@@ -113,7 +113,7 @@ async fn wait_for_conditions(exec: &dyn StepExec, step: &SetupStep, poll: Durati
                 return Err(format!(
                     "condition {} ({}) did not hold within {}s: {why}",
                     index + 1,
-                    describe(&condition.wait_for),
+                    condition.wait_for,
                     limit.as_secs_f64()
                 ));
             }
@@ -122,20 +122,6 @@ async fn wait_for_conditions(exec: &dyn StepExec, step: &SetupStep, poll: Durati
         }
     }
     Ok(())
-}
-
-/// A condition as a student-readable phrase.
-fn describe(wait_for: &WaitFor) -> String {
-    match wait_for {
-        WaitFor::ResourceExists { resource } => {
-            let name = resource.name.as_deref().unwrap_or("(any)");
-            match &resource.namespace {
-                Some(ns) => format!("{} {ns}/{name} exists", resource.kind),
-                None => format!("{} {name} exists", resource.kind),
-            }
-        }
-        WaitFor::Command { command, target } => format!("`{command}` succeeds on {target}"),
-    }
 }
 
 /// The last [`OUTPUT_LIMIT`] bytes of `s` (the end of an output says most about a failure),
