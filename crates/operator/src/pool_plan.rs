@@ -307,6 +307,11 @@ pub struct Failures {
     pub counted: Vec<String>,
 }
 
+fn whole_second(t: Timestamp, up: bool) -> Timestamp {
+    let second = t.as_second() + i64::from(up && t.subsec_nanosecond() > 0);
+    Timestamp::from_second(second).unwrap_or(t)
+}
+
 /// Counts the clusters that failed since the last reconcile and derives when the next cluster
 /// may be created. Each Failed cluster is counted once: its name stays in `counted` while it
 /// exists undeleted. A cluster that became Available after the last failure resets the count
@@ -353,11 +358,13 @@ pub fn track_failures(
         next.consecutive = next
             .consecutive
             .saturating_add(u32::try_from(new.len()).unwrap_or(u32::MAX));
-        next.last_time = Some(now);
+        // Status times have whole seconds: the last failure is rounded down, the end of
+        // the wait up, so what is read back is what was decided and no wait is cut short.
+        next.last_time = Some(whole_second(now, false));
         let (reason, message) = last.failure.clone().unwrap_or_default();
         next.last = Some((last.name.clone(), reason, message));
         let delay = SignedDuration::try_from(backoff.delay(next.consecutive)).unwrap_or(SignedDuration::MAX);
-        next.next_create = now.checked_add(delay).ok();
+        next.next_create = now.checked_add(delay).ok().map(|t| whole_second(t, true));
     }
     if next.next_create.is_some_and(|t| t <= now) {
         next.next_create = None;
@@ -685,6 +692,19 @@ mod tests {
 
         // The replacement fails too: three in a row, 40 s.
         let third = track_failures(&after, &[failed("c", 4)], false, BACKOFF, at(5));
+        let late = track_failures(
+            &after,
+            &[failed("c", 4)],
+            false,
+            BACKOFF,
+            at(5) + SignedDuration::from_millis(1),
+        );
+        assert_eq!(
+            late.next_create,
+            Some(at(5) + SignedDuration::from_secs(41)),
+            "rounded up to the whole second a status can hold"
+        );
+        assert_eq!(late.last_time, Some(at(5)), "rounded down");
         assert_eq!(third.consecutive, 3);
         assert_eq!(third.counted, ["c"]);
         assert_eq!(third.next_create, Some(at(5) + SignedDuration::from_secs(40)));
