@@ -615,15 +615,16 @@ async fn a_pool_read_before_its_deletion_creates_no_cluster() {
     let stale = pools.get("gone").await.unwrap();
     pools.delete("gone", &Default::default()).await.unwrap();
     let ctx = Arc::new(Context::test(client.clone()));
-    pool::reconcile(Arc::new(DeserializeGuard(Ok(stale))), ctx)
-        .await
-        .unwrap();
+    // Whether the reconcile reports an error (its status write finds no pool) matters less
+    // than what it left behind.
+    let result = pool::reconcile(Arc::new(DeserializeGuard(Ok(stale))), ctx).await;
     let left: Vec<String> = clusters(&client, "gone")
         .await
         .iter()
         .map(|c| c.name_any())
         .collect();
     assert!(left.is_empty(), "clusters without a pool: {left:?}");
+    assert!(result.is_ok(), "{result:?}");
 }
 
 fn pool_series(ctx: &Context, pool: &str) -> usize {
