@@ -426,6 +426,9 @@ async fn clusters_of_a_deleted_pool_still_tearing_down_count_against_max_cluster
     wait_phases(&client, "again", &[(PracticeClusterPhase::Provisioning, 2)], 2).await;
 }
 
+/// An edit of a pool's JSON form.
+type Edit = fn(&mut serde_json::Value);
+
 fn pool_json(name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> serde_json::Value {
     let mut pool = serde_json::to_value(common::pool(name, 1, 3, 1)).unwrap();
     edit(&mut pool);
@@ -437,7 +440,7 @@ async fn templates_the_operator_cannot_build_are_refused_at_admission() {
     let (_server, client) = start().await;
     let raw: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), NS, &ApiResource::erase::<ClusterPool>(&()));
-    let cases: [(&str, fn(&mut serde_json::Value)); 4] = [
+    let cases: [(&str, Edit); 4] = [
         ("kubernetesVersion 1.12.0", |p| {
             p["spec"]["template"]["kubernetesVersion"] = json!("1.12.0")
         }),

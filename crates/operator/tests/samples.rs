@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use cks_api::{Session, ValidationRun};
+use cks_api::{ClusterPool, Session, ValidationRun};
+use cks_operator::isolation;
 use cks_scenarios::Catalog;
 
 fn repo() -> PathBuf {
@@ -95,4 +96,37 @@ async fn samples_directory_applies_with_kubectl_on_a_fresh_cluster_with_only_the
     ] {
         assert!(stdout.contains(created), "{created:?} missing from: {stdout}");
     }
+}
+
+#[test]
+fn sample_pool_keeps_metadata_and_shared_ranges_out_and_its_quota_holds_a_reset() {
+    let pool: ClusterPool = sample("clusterpool.yaml");
+    let policies = isolation::network_policies("c1", &Default::default(), &pool.spec.isolation, "cks-lab");
+    let json = serde_json::to_value(&policies[0]).unwrap();
+    let internet = json["spec"]["egress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["to"][0]["ipBlock"]["cidr"] == "0.0.0.0/0")
+        .expect("an egress rule to the internet");
+    let except = internet["to"][0]["ipBlock"]["except"].as_array().unwrap();
+    for blocked in [
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "169.254.0.0/16",
+        "100.64.0.0/10",
+    ] {
+        assert!(
+            except.contains(&serde_json::json!(blocked)),
+            "{blocked} reachable: {except:?}"
+        );
+    }
+    let quota = isolation::quota_check(
+        &pool.spec.template,
+        pool.spec.reset.strategy,
+        &pool.spec.isolation,
+    )
+    .expect("the sample sets a quota");
+    assert!(quota.sufficient, "{}", quota.message);
 }
