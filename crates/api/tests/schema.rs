@@ -403,3 +403,19 @@ fn storage_class_names_must_be_dns_subdomains() {
     let pool = pool_with(|p| p["spec"]["template"]["storageClassName"] = json!("Fast_SSD"));
     assert_refused("clusterpools", &pool, None, "/spec/template/storageClassName");
 }
+
+#[test]
+fn the_operators_quantity_parser_agrees_with_kubernetes_cel_is_quantity() {
+    let schema = json!({"type": "string", "x-kubernetes-validations": [{"rule": "isQuantity(self)"}]});
+    for text in [
+        "4Gi", "500m", "1.5", ".5", "5.", "1e3", "1E-3", "0", "+2", "-5Gi", "1n", "2Ei", "lots", "", "1gi",
+        "1.2.3", "1e", "1e2.5", "1Kb", "--1", ".", "Gi", "1 Gi",
+    ] {
+        let cel = Validator::new().validate(&schema, &json!(text), None).is_ok();
+        assert_eq!(
+            cks_api::quantity::millis(text).is_some(),
+            cel,
+            "{text:?}: the parser and CEL's isQuantity disagree"
+        );
+    }
+}
