@@ -13,7 +13,14 @@ mkdir -p "$state"
 command -v ssh-keygen >/dev/null || { echo "make run needs ssh-keygen (Debian: apt-get install openssh-client)" >&2; exit 1; }
 command -v bwrap >/dev/null || echo "note: without bwrap (Debian: apt-get install bubblewrap) the simulated VMs' SSH shells fail" >&2
 
-cargo build --locked -q -p cks-devcluster -p cks-operator
+cargo="${CARGO:-cargo}"
+"$cargo" build --locked -q -p cks-devcluster -p cks-operator
+# The binaries are wherever cargo puts them (CARGO_TARGET_DIR, build.target-dir, ...): ask it.
+target_dir=$("$cargo" metadata --format-version 1 --no-deps --locked |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+[ -n "$target_dir" ] && [ -x "$target_dir/debug/cks-operator" ] ||
+    { echo "cannot find the built binaries (cargo metadata said target directory '$target_dir')" >&2; exit 1; }
+bin="$target_dir/debug"
 
 # The sample pool's VM key: generated once per checkout, never committed.
 if [ ! -f "$state/ssh-key" ]; then
@@ -38,9 +45,10 @@ cleanup() {
 trap cleanup INT TERM EXIT
 
 rm -f "$kubeconfig"
-target/debug/cks-devcluster --kubeconfig "$kubeconfig" --simulate-kubevirt \
+"$bin/cks-devcluster" --kubeconfig "$kubeconfig" --simulate-kubevirt \
     --kubevirt-profile "$profile" --golden-image vm-templates/ubuntu-2204-kube-1-33 \
-    --apply crds --apply config/samples/clusterpool.yaml --apply config/samples/session.yaml \
+    --apply crds --apply config/samples/00-namespace.yaml \
+    --apply config/samples/clusterpool.yaml --apply config/samples/session.yaml \
     --apply "$state/ssh-key-secret.yaml" &
 pids+=($!)
 
@@ -52,7 +60,7 @@ for _ in $(seq 1 100); do
 done
 
 # The simulated VMs serve SSH on 2222 (port 22 needs root).
-KUBECONFIG="$kubeconfig" target/debug/cks-operator --namespace cks-lab --practice-api vmi-ip \
+KUBECONFIG="$kubeconfig" "$bin/cks-operator" --namespace cks-lab --practice-api vmi-ip \
     --scenarios scenarios --ssh-port 2222 --metrics-addr 127.0.0.1:8080 --log-format human &
 pids+=($!)
 

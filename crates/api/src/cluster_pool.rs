@@ -9,7 +9,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{LocalObjectReference, NamespacedObjectReference};
+use crate::common::{DNS1123_SUBDOMAIN, LocalObjectReference, NamespacedObjectReference};
+use crate::quantity;
 
 /// Desired state of a pool of practice clusters.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -37,6 +38,9 @@ use crate::common::{LocalObjectReference, NamespacedObjectReference};
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     // Cluster namespaces are named `<pool>-<5 chars>`, which must stay a DNS-1123 label.
     validation = Rule::new("self.metadata.name.size() <= 40").message("ClusterPool names are at most 40 characters: cluster namespaces are named after the pool"),
+    // Cluster names are DNS-1123 labels and name each control plane's Service (a DNS-1035
+    // label), so the pool's name must be one that starts with a letter.
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("ClusterPool names must be DNS-1035 labels (lower case letters, digits and '-', starting with a letter): they name each cluster's namespace and control-plane Service"),
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
@@ -109,8 +113,9 @@ fn default_max_concurrent_provisioning() -> i32 {
 #[serde(rename_all = "camelCase")]
 pub struct ClusterTemplate {
     /// Kubernetes version installed by the golden image, `MAJOR.MINOR` or `MAJOR.MINOR.PATCH`
-    /// (for example `1.33.0`). Scenarios state the version they need.
-    #[schemars(regex(pattern = r"^1\.[0-9]+(\.[0-9]+)?$"))]
+    /// (for example `1.33.0`), 1.22 or later (the kubeadm configuration the operator writes
+    /// needs v1beta3). Scenarios state the version they need.
+    #[schemars(regex(pattern = KUBERNETES_VERSION))]
     pub kubernetes_version: String,
 
     /// The control-plane VM.
@@ -126,7 +131,7 @@ pub struct ClusterTemplate {
     /// StorageClass of the cloned VM disks. Unset uses the cluster default; it must support
     /// CSI snapshots for the `Snapshot` reset strategy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS1123_SUBDOMAIN))]
     pub storage_class_name: Option<String>,
 
     /// Pod network CIDR of the practice cluster (`kubeadm init --pod-network-cidr`).
@@ -155,7 +160,12 @@ pub struct ClusterTemplate {
     pub extra_cloud_init: Option<String>,
 }
 
-const CIDR_V4: &str = r"^([0-9]{1,3}\.){3}[0-9]{1,3}/([0-9]|[12][0-9]|3[0-2])$";
+/// An IPv4 network in CIDR notation, each octet 0-255.
+const CIDR_V4: &str = r"^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/([0-9]|[12][0-9]|3[0-2])$";
+
+/// `1.MINOR[.PATCH]` with MINOR 22 or later: what `cks_kubevirt::kubeadm::KubernetesVersion`
+/// builds (kubeadm configuration v1beta3 or v1beta4).
+const KUBERNETES_VERSION: &str = r"^1\.(2[2-9]|[3-9][0-9]|[1-9][0-9][0-9])(\.[0-9]{1,9})?$";
 
 fn default_pod_cidr() -> String {
     "10.244.0.0/16".to_owned()
@@ -177,8 +187,10 @@ pub struct VmShape {
     #[schemars(range(min = 1, max = 64))]
     pub cpu: i32,
     /// Memory, as a Kubernetes quantity (for example `4Gi`).
+    #[schemars(schema_with = "quantity::positive_quantity")]
     pub memory: Quantity,
     /// Size of the root disk cloned from the golden image; at least the image's size.
+    #[schemars(schema_with = "quantity::positive_quantity")]
     pub disk_size: Quantity,
 }
 
@@ -194,8 +206,10 @@ pub struct WorkerShape {
     #[schemars(range(min = 1, max = 64))]
     pub cpu: i32,
     /// Memory of each worker, as a Kubernetes quantity.
+    #[schemars(schema_with = "quantity::positive_quantity")]
     pub memory: Quantity,
     /// Root disk size of each worker.
+    #[schemars(schema_with = "quantity::positive_quantity")]
     pub disk_size: Quantity,
 }
 
@@ -345,14 +359,18 @@ fn default_true() -> bool {
 }
 
 /// An allowed egress destination.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+// What the NetworkPolicy API requires of an ipBlock's `except`.
+#[x_kube(validation = Rule::new("!has(self.except) || self.except.all(e, cidr(self.cidr).containsCIDR(e) && cidr(e).prefixLength() > cidr(self.cidr).prefixLength())").message("every except network must lie strictly inside cidr"))]
 pub struct EgressRule {
     /// Destination network, in CIDR notation.
     #[schemars(regex(pattern = CIDR_V4))]
     pub cidr: String,
-    /// Networks inside `cidr` that stay blocked (for example the host cluster's own ranges).
+    /// Networks inside `cidr` that stay blocked (for example the host cluster's own ranges,
+    /// link-local `169.254.0.0/16` with cloud metadata services, and `100.64.0.0/10`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(regex(pattern = CIDR_V4)))]
     pub except: Vec<String>,
     /// TCP ports allowed; empty allows every port.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -370,12 +388,16 @@ pub struct PortNumber(#[schemars(range(min = 1, max = 65535))] pub i32);
 pub struct ResourceQuotaLimits {
     /// Total CPU requests (`requests.cpu`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "quantity::optional_positive_quantity")]
     pub cpu: Option<Quantity>,
     /// Total memory requests (`requests.memory`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "quantity::optional_positive_quantity")]
     pub memory: Option<Quantity>,
-    /// Total storage requested by PVCs (`requests.storage`).
+    /// Total storage requested by PVCs (`requests.storage`). A Snapshot reset holds every
+    /// VM's disk and its restored copy at once, so it needs twice the disks of a cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "quantity::optional_positive_quantity")]
     pub storage: Option<Quantity>,
     /// Maximum number of pods (`pods`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -453,7 +475,29 @@ pub struct ClusterPoolStatus {
     /// What the last scale event was, for example `created cluster intro-x7k2p (buffer 1/2)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scale_event: Option<String>,
-    /// `Ready` (warm buffer met) and `Degraded` (clusters failing or the cap reached).
+    /// Clusters built from the current template that failed since one last became
+    /// Available. Each one doubles the wait before the pool creates another cluster.
+    #[serde(default)]
+    pub consecutive_failures: i32,
+    /// When the pool last saw one of its clusters fail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_time: Option<Time>,
+    /// `failureReason` of the cluster that failed last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_reason: Option<String>,
+    /// `failureMessage` of the cluster that failed last, with its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_message: Option<String>,
+    /// While clusters keep failing, the pool creates none before this time (exponential
+    /// backoff, capped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_create_time: Option<Time>,
+    /// Failed clusters already counted in `consecutiveFailures`, so that each is counted once
+    /// however often the pool reconciles; a name leaves the list once its cluster is deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub counted_failures: Vec<String>,
+    /// `Ready` (warm buffer met), `Degraded` (clusters failing, the template unbuildable or
+    /// the cap reached) and `QuotaSufficient` (the ResourceQuota holds a cluster's reset).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

@@ -9,6 +9,7 @@ pub mod conditions;
 pub mod crds;
 pub mod names;
 pub mod practice_cluster;
+pub mod quantity;
 pub mod session;
 pub mod validation_run;
 

@@ -56,6 +56,9 @@ pub mod condition_types {
     pub const READY: &str = "Ready";
     /// ClusterPool: some clusters failed or cannot be created.
     pub const DEGRADED: &str = "Degraded";
+    /// ClusterPool: the ResourceQuota of each cluster namespace holds what a cluster needs,
+    /// its reset included.
+    pub const QUOTA_SUFFICIENT: &str = "QuotaSufficient";
     /// PracticeCluster: baseline snapshots exist and are ready to restore.
     pub const SNAPSHOTS_READY: &str = "SnapshotsReady";
     /// PracticeCluster: its practice API answered the last readiness check (Available and

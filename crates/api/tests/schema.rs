@@ -300,3 +300,122 @@ fn unknown_phase_in_status_is_refused() {
     session["status"] = json!({"phase": "Running"});
     assert_refused("sessions", &session, None, "/status/phase");
 }
+
+fn assert_admitted(plural: &str, object: &Value) {
+    let errors = admission_errors(plural, object, None);
+    assert!(errors.is_empty(), "refused: {errors:#?}");
+}
+
+#[test]
+fn kubernetes_versions_the_operator_cannot_bootstrap_are_refused() {
+    for version in ["1.12.0", "1.21", "1.21.9", "2.0", "1.33.0.1", "v1.33", "1.0999"] {
+        let pool = pool_with(|p| p["spec"]["template"]["kubernetesVersion"] = json!(version));
+        assert_refused("clusterpools", &pool, None, "/spec/template/kubernetesVersion");
+    }
+    for version in ["1.22", "1.22.0", "1.33.2", "1.100"] {
+        let pool = pool_with(|p| p["spec"]["template"]["kubernetesVersion"] = json!(version));
+        assert_admitted("clusterpools", &pool);
+    }
+}
+
+#[test]
+fn quantities_that_are_not_positive_quantities_are_refused() {
+    let fields: [&[&str]; 7] = [
+        &["template", "controlPlane", "memory"],
+        &["template", "controlPlane", "diskSize"],
+        &["template", "workers", "memory"],
+        &["template", "workers", "diskSize"],
+        &["isolation", "resourceQuota", "cpu"],
+        &["isolation", "resourceQuota", "memory"],
+        &["isolation", "resourceQuota", "storage"],
+    ];
+    for path in fields {
+        let set = |value: Value| {
+            pool_with(|p| {
+                let mut node = &mut p["spec"];
+                for key in path {
+                    node = &mut node[*key];
+                }
+                *node = value;
+            })
+        };
+        for bad in [
+            json!("lots"),
+            json!("-5Gi"),
+            json!(-5),
+            json!("0"),
+            json!(0),
+            json!("1e2.5"),
+        ] {
+            let errors = admission_errors("clusterpools", &set(bad.clone()), None);
+            assert!(!errors.is_empty(), "{path:?} = {bad} is admitted");
+        }
+        for good in [
+            json!("4Gi"),
+            json!("500m"),
+            json!(2),
+            json!("1.5Gi"),
+            json!("1e3"),
+        ] {
+            assert_admitted("clusterpools", &set(good));
+        }
+    }
+    let pool = pool_with(|p| p["spec"]["template"]["controlPlane"]["memory"] = json!("lots"));
+    assert_refused("clusterpools", &pool, None, "greater than zero");
+}
+
+#[test]
+fn pool_names_that_cannot_name_a_cluster_are_refused_by_cel() {
+    for name in ["1pool", "pool.a"] {
+        let pool = pool_with(|p| p["metadata"]["name"] = json!(name));
+        assert_refused("clusterpools", &pool, None, "DNS-1035 labels");
+    }
+}
+
+#[test]
+fn cidrs_with_octets_above_255_are_refused() {
+    let pool = pool_with(|p| p["spec"]["template"]["serviceCidr"] = json!("10.300.0.0/16"));
+    assert_refused("clusterpools", &pool, None, "/spec/template/serviceCidr");
+    let pool = pool_with(|p| p["spec"]["isolation"]["egress"][0]["cidr"] = json!("256.0.0.0/0"));
+    assert_refused("clusterpools", &pool, None, "/spec/isolation/egress/0/cidr");
+}
+
+#[test]
+fn egress_exceptions_must_be_networks_inside_the_rule() {
+    let pool = pool_with(|p| p["spec"]["isolation"]["egress"][0]["except"] = json!(["10.0.0.0"]));
+    assert_refused("clusterpools", &pool, None, "/spec/isolation/egress/0/except/0");
+    let pool = pool_with(|p| {
+        p["spec"]["isolation"]["egress"] = json!([{"cidr": "10.0.0.0/8", "except": ["192.168.0.0/16"]}]);
+    });
+    assert_refused("clusterpools", &pool, None, "strictly inside cidr");
+    let pool = pool_with(|p| {
+        p["spec"]["isolation"]["egress"] = json!([{"cidr": "10.0.0.0/8", "except": ["10.0.0.0/8"]}]);
+    });
+    assert_refused("clusterpools", &pool, None, "strictly inside cidr");
+    let pool = pool_with(|p| {
+        p["spec"]["isolation"]["egress"] = json!([{"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}]);
+    });
+    assert_admitted("clusterpools", &pool);
+}
+
+#[test]
+fn storage_class_names_must_be_dns_subdomains() {
+    let pool = pool_with(|p| p["spec"]["template"]["storageClassName"] = json!("Fast_SSD"));
+    assert_refused("clusterpools", &pool, None, "/spec/template/storageClassName");
+}
+
+#[test]
+fn the_operators_quantity_parser_agrees_with_kubernetes_cel_is_quantity() {
+    let schema = json!({"type": "string", "x-kubernetes-validations": [{"rule": "isQuantity(self)"}]});
+    for text in [
+        "4Gi", "500m", "1.5", ".5", "5.", "1e3", "1E-3", "0", "+2", "-5Gi", "1n", "2Ei", "lots", "", "1gi",
+        "1.2.3", "1e", "1e2.5", "1Kb", "--1", ".", "Gi", "1 Gi",
+    ] {
+        let cel = Validator::new().validate(&schema, &json!(text), None).is_ok();
+        assert_eq!(
+            cks_api::quantity::millis(text).is_some(),
+            cel,
+            "{text:?}: the parser and CEL's isQuantity disagree"
+        );
+    }
+}

@@ -1,14 +1,17 @@
 //! The namespace of a practice cluster and what isolates it on the host cluster: a
-//! ResourceQuota and NetworkPolicies from the pool's `isolation` settings. Pure builders.
+//! ResourceQuota and NetworkPolicies from the pool's `isolation` settings, and whether that
+//! quota holds what a cluster of the template needs. Pure builders.
 
 use std::collections::BTreeMap;
 
-use cks_api::cluster_pool::IsolationPolicy;
+use cks_api::cluster_pool::{ClusterTemplate, IsolationPolicy, ResetStrategy};
+use cks_api::quantity;
 use k8s_openapi::api::core::v1::{Namespace, ResourceQuota, ResourceQuotaSpec};
 use k8s_openapi::api::networking::v1::{
     IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
     NetworkPolicyPort, NetworkPolicySpec,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -41,7 +44,7 @@ pub fn resource_quota(
 ) -> Option<ResourceQuota> {
     let limits = isolation.resource_quota.as_ref()?;
     let mut hard = BTreeMap::new();
-    let mut put = |key: &str, value: Option<k8s_openapi::apimachinery::pkg::api::resource::Quantity>| {
+    let mut put = |key: &str, value: Option<Quantity>| {
         if let Some(v) = value {
             hard.insert(key.to_owned(), v);
         }
@@ -49,12 +52,7 @@ pub fn resource_quota(
     put("requests.cpu", limits.cpu.clone());
     put("requests.memory", limits.memory.clone());
     put("requests.storage", limits.storage.clone());
-    put(
-        "pods",
-        limits
-            .pods
-            .map(|p| k8s_openapi::apimachinery::pkg::api::resource::Quantity(p.to_string())),
-    );
+    put("pods", limits.pods.map(|p| Quantity(p.to_string())));
     Some(ResourceQuota {
         metadata: meta(QUOTA_NAME, namespace, labels),
         spec: Some(ResourceQuotaSpec {
@@ -63,6 +61,101 @@ pub fn resource_quota(
         }),
         ..ResourceQuota::default()
     })
+}
+
+/// Whether a pool's ResourceQuota holds one of its clusters at its peak, with the
+/// arithmetic for the pool's status; `None` when the pool sets no quota.
+///
+/// The peak is a `Snapshot` reset: a VirtualMachineRestore writes each VM's disk into a new
+/// PVC while the PVC it replaces still exists (the old one is deleted once the cluster is
+/// back), so `requests.storage` must hold every disk twice. A `Recreate` reset builds a new
+/// cluster in a new namespace, so once is enough. Memory counts the VMs' guest memory (the
+/// virt-launcher pods request a little more), pods one virt-launcher pod per VM. CPU is not
+/// checked: what a VM's pod requests per core depends on KubeVirt's CPU allocation ratio.
+pub fn quota_check(
+    template: &ClusterTemplate,
+    reset: ResetStrategy,
+    isolation: &IsolationPolicy,
+) -> Option<QuotaCheck> {
+    let limits = isolation.resource_quota.as_ref()?;
+    let workers = i128::from(template.workers.count.max(0));
+    let vms = 1 + workers;
+    let mut shortfalls = Vec::new();
+    let mut fits = Vec::new();
+    let mut compare = |what: &str, need: Option<i128>, how: String, limit: &Option<Quantity>| {
+        let Some(limit) = limit else { return };
+        let (Some(need), Some(have)) = (need, quantity::millis(&limit.0)) else {
+            shortfalls.push(format!("{what}: cannot compare {how} with quota {}", limit.0));
+            return;
+        };
+        if need > have {
+            shortfalls.push(format!(
+                "{what}: {how} = {} > quota {}",
+                quantity::format_bytes(need),
+                limit.0
+            ));
+        } else {
+            fits.push(format!("{what} {} of {}", quantity::format_bytes(need), limit.0));
+        }
+    };
+    let cp_disk = quantity::millis(&template.control_plane.disk_size.0);
+    let w_disk = quantity::millis(&template.workers.disk_size.0);
+    let disks = cp_disk.zip(w_disk).map(|(c, w)| c + workers * w);
+    let disk_terms = format!(
+        "{} + {workers} × {}",
+        template.control_plane.disk_size.0, template.workers.disk_size.0
+    );
+    let (storage, storage_how) = match reset {
+        ResetStrategy::Snapshot => (
+            disks.map(|d| 2 * d),
+            format!("a Snapshot reset holds each disk and its restored copy: 2 × ({disk_terms})"),
+        ),
+        ResetStrategy::Recreate => (disks, format!("the disks: {disk_terms}")),
+    };
+    compare("storage", storage, storage_how, &limits.storage);
+    let memory = quantity::millis(&template.control_plane.memory.0)
+        .zip(quantity::millis(&template.workers.memory.0))
+        .map(|(c, w)| c + workers * w);
+    let memory_how = format!(
+        "the VMs' memory {} + {workers} × {}",
+        template.control_plane.memory.0, template.workers.memory.0
+    );
+    compare("memory", memory, memory_how, &limits.memory);
+    if let Some(pods) = limits.pods
+        && i128::from(pods) < vms
+    {
+        shortfalls.push(format!(
+            "pods: one virt-launcher pod per VM = {vms} > quota {pods}"
+        ));
+    } else if let Some(pods) = limits.pods {
+        fits.push(format!("pods {vms} of {pods}"));
+    }
+    Some(if shortfalls.is_empty() {
+        QuotaCheck {
+            sufficient: true,
+            message: format!(
+                "the ResourceQuota holds a cluster and its reset: {}",
+                fits.join(", ")
+            ),
+        }
+    } else {
+        QuotaCheck {
+            sufficient: false,
+            message: format!(
+                "the ResourceQuota is too small for a cluster of this template: {}",
+                shortfalls.join("; ")
+            ),
+        }
+    })
+}
+
+/// Outcome of [`quota_check`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuotaCheck {
+    /// The quota holds a cluster at its peak.
+    pub sufficient: bool,
+    /// The arithmetic, for the pool's `QuotaSufficient` condition.
+    pub message: String,
 }
 
 fn meta(name: &str, namespace: &str, labels: &BTreeMap<String, String>) -> ObjectMeta {
@@ -229,5 +322,58 @@ mod tests {
             ..isolation()
         };
         assert!(network_policies("c1", &BTreeMap::new(), &off, "cks-lab").is_empty());
+    }
+
+    fn template(workers: i32) -> ClusterTemplate {
+        serde_json::from_value(json!({
+            "kubernetesVersion": "1.33.0",
+            "controlPlane": {"cpu": 2, "memory": "4Gi", "diskSize": "20Gi"},
+            "workers": {"count": workers, "cpu": 2, "memory": "2Gi", "diskSize": "20Gi"},
+            "goldenImage": {"namespace": "vm-templates", "name": "img"},
+            "sshKeySecretRef": {"name": "key"},
+        }))
+        .unwrap()
+    }
+
+    fn quota(storage: &str) -> IsolationPolicy {
+        serde_json::from_value(json!({
+            "resourceQuota": {"cpu": "8", "memory": "12Gi", "storage": storage, "pods": 20},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_snapshot_reset_needs_every_disk_twice() {
+        // The sample's 100Gi holds a 1-worker cluster's reset (80Gi) but not a 2-worker one's.
+        let one = quota_check(&template(1), ResetStrategy::Snapshot, &quota("100Gi")).unwrap();
+        assert!(one.sufficient, "{}", one.message);
+        assert!(one.message.contains("storage 80Gi of 100Gi"), "{}", one.message);
+        let two = quota_check(&template(2), ResetStrategy::Snapshot, &quota("100Gi")).unwrap();
+        assert!(!two.sufficient);
+        assert!(
+            two.message
+                .contains("2 × (20Gi + 2 × 20Gi) = 120Gi > quota 100Gi"),
+            "{}",
+            two.message
+        );
+        let recreate = quota_check(&template(2), ResetStrategy::Recreate, &quota("100Gi")).unwrap();
+        assert!(recreate.sufficient, "{}", recreate.message);
+    }
+
+    #[test]
+    fn memory_and_pods_are_checked_and_no_quota_checks_nothing() {
+        let mut isolation = quota("1Ti");
+        let limits = isolation.resource_quota.as_mut().unwrap();
+        limits.memory = Some(Quantity("5Gi".into()));
+        limits.pods = Some(1);
+        let check = quota_check(&template(1), ResetStrategy::Snapshot, &isolation).unwrap();
+        assert!(!check.sufficient);
+        assert!(
+            check.message.contains("memory 4Gi + 1 × 2Gi = 6Gi > quota 5Gi"),
+            "{}",
+            check.message
+        );
+        assert!(check.message.contains("= 2 > quota 1"), "{}", check.message);
+        assert!(quota_check(&template(1), ResetStrategy::Snapshot, &IsolationPolicy::default()).is_none());
     }
 }

@@ -209,6 +209,31 @@ impl Metrics {
         registry
     }
 
+    /// Sets the per-phase cluster gauges of pool `namespace/pool` from `counts`.
+    pub fn set_pool_clusters(&self, namespace: &str, pool: &str, counts: &[(String, usize)]) {
+        for (phase, n) in counts {
+            self.clusters
+                .get_or_create(&PhaseLabels {
+                    namespace: namespace.to_owned(),
+                    pool: pool.to_owned(),
+                    phase: phase.clone(),
+                })
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Removes every series of a deleted pool, so `/metrics` does not report its clusters
+    /// forever. `phases` are the phase labels the pool's series were created with.
+    pub fn forget_pool<'a>(&self, namespace: &str, pool: &str, phases: impl IntoIterator<Item = &'a str>) {
+        for phase in phases {
+            self.clusters.remove(&PhaseLabels {
+                namespace: namespace.to_owned(),
+                pool: pool.to_owned(),
+                phase: phase.to_owned(),
+            });
+        }
+    }
+
     /// Counts a reconcile of `controller`.
     pub fn reconciled(&self, controller: &str) {
         self.reconciles

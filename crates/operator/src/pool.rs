@@ -2,12 +2,16 @@
 //! (what to create and delete comes from [`crate::pool_plan`]) and reports counts and
 //! conditions in the pool's status. Clusters are owned by their pool (owner reference), so
 //! deleting a pool deletes its clusters, whose finalizers tear down their VMs.
+//!
+//! A template the operator cannot build is refused before any cluster is made from it, and
+//! clusters that fail for good are replaced with an exponential backoff kept in the pool's
+//! status, so a broken template or storage never turns into a create-fail-delete loop.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use cks_api::cluster_pool::{ClusterPool, ClusterPoolStatus, ClusterTemplate};
-use cks_api::conditions::{ConditionStatus, new_condition, set_condition};
+use cks_api::conditions::{ConditionStatus, find_condition, new_condition, set_condition};
 use cks_api::names::{FIELD_MANAGER, condition_types, labels};
 use cks_api::practice_cluster::{PracticeCluster, PracticeClusterPhase, PracticeClusterSpec};
 use futures::StreamExt;
@@ -24,8 +28,8 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::context::Context;
 use crate::error::{Error, ErrorBackoff, Result, kube_err};
-use crate::metrics::PhaseLabels;
-use crate::pool_plan::{self, ClusterInfo, Plan};
+use crate::isolation;
+use crate::pool_plan::{self, Backoff, ClusterInfo, Failures, Plan};
 
 /// Controller name in metrics and events.
 pub const CONTROLLER: &str = "clusterpool";
@@ -40,6 +44,9 @@ const PHASES: [PracticeClusterPhase; 8] = [
     PracticeClusterPhase::Resetting,
     PracticeClusterPhase::Failed,
 ];
+
+/// Longest wait between two clusters while clusters keep failing.
+const MAX_CREATE_BACKOFF: Duration = Duration::from_secs(600);
 
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(
@@ -57,6 +64,7 @@ pub async fn run(
     };
     let backoff = Arc::new(ErrorBackoff::default());
     let on_error = backoff.clone();
+    let metrics = ctx.metrics.clone();
     Controller::new(pools, watcher::Config::default())
         .owns(clusters, watcher::Config::default())
         .graceful_shutdown_on(shutdown)
@@ -75,10 +83,22 @@ pub async fn run(
             move |guard, error, ctx| error_policy(guard, error, ctx, &on_error),
             ctx,
         )
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "clusterpool controller event");
+        .for_each(move |result| {
+            match result {
+                // A pool that is gone (its clusters' deletion, or a requeue, still woke it):
+                // its labelled series go with it.
+                Err(kube::runtime::controller::Error::ObjectNotFound(pool)) => {
+                    let phases: Vec<String> = PHASES.iter().map(|p| format!("{p:?}")).collect();
+                    metrics.forget_pool(
+                        pool.namespace.as_deref().unwrap_or_default(),
+                        &pool.name,
+                        phases.iter().map(String::as_str),
+                    );
+                }
+                Err(e) => tracing::debug!(error = %e, "clusterpool controller event"),
+                Ok(_) => {}
             }
+            std::future::ready(())
         })
         .await;
 }
@@ -166,7 +186,15 @@ pub fn new_cluster(pool: &ClusterPool, name: &str, hash: &str) -> PracticeCluste
 /// What the planner needs from a cluster.
 pub fn cluster_info(pc: &PracticeCluster, hash: &str, now: Timestamp) -> ClusterInfo {
     let status = pc.status.clone().unwrap_or_default();
+    let failure = (status.phase == PracticeClusterPhase::Failed).then(|| {
+        (
+            status.failure_reason.clone().unwrap_or_default(),
+            status.failure_message.clone().unwrap_or_default(),
+        )
+    });
     ClusterInfo {
+        available_since: status.available_since.as_ref().map(|t| t.0),
+        failure,
         name: pc.name_any(),
         phase: status.phase,
         assigned: pc.spec.claim_ref.is_some(),
@@ -177,12 +205,62 @@ pub fn cluster_info(pc: &PracticeCluster, hash: &str, now: Timestamp) -> Cluster
     }
 }
 
+/// The failure record kept in a pool's status.
+pub fn failures_of(status: Option<&ClusterPoolStatus>) -> Failures {
+    let Some(status) = status else {
+        return Failures::default();
+    };
+    Failures {
+        consecutive: u32::try_from(status.consecutive_failures).unwrap_or(0),
+        last_time: status.last_failure_time.as_ref().map(|t| t.0),
+        last: status.last_failure_reason.as_ref().map(|reason| {
+            let message = status.last_failure_message.clone().unwrap_or_default();
+            // The message is stored as `<cluster>: <message>`.
+            let (cluster, message) = message
+                .split_once(": ")
+                .map(|(c, m)| (c.to_owned(), m.to_owned()))
+                .unwrap_or((String::new(), message));
+            (cluster, reason.clone(), message)
+        }),
+        next_create: status.next_create_time.as_ref().map(|t| t.0),
+        counted: status.counted_failures.clone(),
+    }
+}
+
+/// A condition reason must be CamelCase-ish (`^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$`);
+/// a cluster's failure reason is one, but is not trusted blindly.
+fn condition_reason(reason: &str, fallback: &'static str) -> String {
+    let ok = reason.starts_with(|c: char| c.is_ascii_alphabetic())
+        && reason.ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        && reason
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_,:".contains(c))
+        && reason.len() <= 1024;
+    if ok {
+        reason.to_owned()
+    } else {
+        fallback.to_owned()
+    }
+}
+
+/// What a reconcile learnt besides the clusters and the plan.
+#[derive(Clone, Debug, Default)]
+pub struct Findings {
+    /// Clusters failed in a row, and when the next may be created.
+    pub failures: Failures,
+    /// Why the template cannot be built at all (reason, message), if it cannot.
+    pub template_error: Option<(String, String)>,
+    /// Whether the ResourceQuota holds a cluster; `None` without a quota.
+    pub quota: Option<isolation::QuotaCheck>,
+}
+
 /// The pool's status from the clusters observed and the plan just carried out.
 pub fn pool_status(
     pool: &ClusterPool,
     clusters: &[ClusterInfo],
     hash: &str,
     plan: &Plan,
+    findings: &Findings,
     scale_event: Option<String>,
     now: Timestamp,
 ) -> ClusterPoolStatus {
@@ -215,29 +293,74 @@ pub fn pool_status(
             now,
         ),
     );
-    let (degraded, reason, message) = if status.failed > 0 {
+    let failures = &findings.failures;
+    status.consecutive_failures = i32::try_from(failures.consecutive).unwrap_or(i32::MAX);
+    status.last_failure_time = failures.last_time.map(Time);
+    status.last_failure_reason = failures.last.as_ref().map(|(_, reason, _)| reason.clone());
+    status.last_failure_message = failures
+        .last
+        .as_ref()
+        .map(|(cluster, _, message)| format!("{cluster}: {message}"));
+    status.next_create_time = failures.next_create.map(Time);
+    status.counted_failures = failures.counted.clone();
+    let (degraded, reason, message) = if let Some((reason, message)) = &findings.template_error {
         (
             true,
-            "ClustersFailed",
+            condition_reason(reason, "InvalidTemplate"),
+            format!("the template cannot be built, so no cluster is created until it changes: {message}"),
+        )
+    } else if let (true, Some((cluster, reason, message))) = (failures.consecutive > 0, &failures.last) {
+        let next = match failures.next_create {
+            Some(t) => format!("; the next cluster is created at {t} at the earliest"),
+            None => String::new(),
+        };
+        (
+            true,
+            condition_reason(reason, "ClustersFailed"),
+            format!(
+                "{} clusters failed in a row; the last, {cluster}: {message}{next}",
+                failures.consecutive
+            ),
+        )
+    } else if status.failed > 0 {
+        (
+            true,
+            "ClustersFailed".to_owned(),
             format!("{} clusters Failed", status.failed),
         )
     } else if plan.capped {
         (
             true,
-            "MaxClustersReached",
+            "MaxClustersReached".to_owned(),
             format!(
                 "the buffer of {min} cannot be met within maxClusters {}",
                 pool.spec.max_clusters
             ),
         )
     } else {
-        (false, "Healthy", "no failed clusters".to_owned())
+        (false, "Healthy".to_owned(), "no failed clusters".to_owned())
     };
     set_condition(
         &mut status.conditions,
         new_condition(
             condition_types::DEGRADED,
             ConditionStatus::from(degraded),
+            &reason,
+            message,
+            generation,
+            now,
+        ),
+    );
+    let (sufficient, reason, message) = match &findings.quota {
+        None => (true, "NoQuota", "the pool sets no ResourceQuota".to_owned()),
+        Some(check) if check.sufficient => (true, "QuotaCoversCluster", check.message.clone()),
+        Some(check) => (false, "QuotaTooSmall", check.message.clone()),
+    };
+    set_condition(
+        &mut status.conditions,
+        new_condition(
+            condition_types::QUOTA_SUFFICIENT,
+            ConditionStatus::from(sufficient),
             reason,
             message,
             generation,
@@ -245,6 +368,38 @@ pub fn pool_status(
         ),
     );
     status
+}
+
+/// Why a cluster of `pool` could never be built from its template, checked the way the
+/// cluster controller builds one (names, Kubernetes version, `extraCloudInit`), or `None`.
+/// Admission refuses most of this already; `extraCloudInit` rules cannot be written as CEL.
+pub fn template_error(pool: &ClusterPool) -> Option<(String, String)> {
+    // The longest name the pool gives a cluster, which also names its namespace.
+    let probe = format!("{}-xxxxx", pool.name_any());
+    match cks_kubevirt::objects::ClusterLayout::new(&probe, &pool.name_any(), &probe, &pool.spec.template) {
+        Err(e) => {
+            let message = e.to_string();
+            let err = Error::Layout {
+                cluster: probe,
+                source: e,
+            };
+            err.needs_spec_change()
+                .then(|| (err.category().to_owned(), message))
+        }
+        Ok(_) => None,
+    }
+}
+
+/// True when `pool` (as read) is still the live object: not deleted, not replaced by a new
+/// pool of the same name. A fresh read, not the cache: a pool deleted a moment ago must not
+/// get new clusters, which no garbage collection would ever come for on some servers.
+async fn still_there(pools: &Api<ClusterPool>, pool: &ClusterPool) -> Result<bool> {
+    let name = pool.name_any();
+    let live = pools
+        .get_opt(&name)
+        .await
+        .map_err(kube_err("get", "ClusterPool", name.clone()))?;
+    Ok(live.is_some_and(|p| p.uid() == pool.uid() && p.meta().deletion_timestamp.is_none()))
 }
 
 /// Deletes `observed` only if it is unchanged since it was read: the delete carries its
@@ -290,6 +445,7 @@ async fn reconcile_pool(pool: &ClusterPool, ctx: &Context, namespace: &str) -> R
     let name = pool.name_any();
     let hash = template_hash(&pool.spec.template);
     let api: Api<PracticeCluster> = Api::namespaced(ctx.client.clone(), namespace);
+    let pools: Api<ClusterPool> = Api::namespaced(ctx.client.clone(), namespace);
     // Read from the API, not a cache: a cluster created by the previous reconcile must be
     // counted, or a burst of events would overshoot the buffer.
     let lp = ListParams::default().labels(&format!("{}={name}", labels::POOL));
@@ -316,7 +472,31 @@ async fn reconcile_pool(pool: &ClusterPool, ctx: &Context, namespace: &str) -> R
             ..cluster_info(pc, &hash, now)
         }))
         .collect();
-    let plan = pool_plan::plan(&pool.spec, &planned, now);
+
+    let previous = failures_of(pool.status.as_ref());
+    let template_changed = pool
+        .status
+        .as_ref()
+        .and_then(|s| s.template_hash.as_deref())
+        .is_some_and(|h| h != hash);
+    let backoff = Backoff {
+        base: ctx.config.retry_base,
+        max: MAX_CREATE_BACKOFF,
+    };
+    let failures = pool_plan::track_failures(&previous, &infos, template_changed, backoff, now);
+    let findings = Findings {
+        template_error: template_error(pool),
+        quota: isolation::quota_check(
+            &pool.spec.template,
+            pool.spec.reset.strategy,
+            &pool.spec.isolation,
+        ),
+        failures,
+    };
+    let mut plan = pool_plan::plan(&pool.spec, &planned, findings.failures.next_create, now);
+    if findings.template_error.is_some() {
+        plan.create = 0;
+    }
 
     let mut events = Vec::new();
     for (victim, reason) in &plan.delete {
@@ -333,16 +513,33 @@ async fn reconcile_pool(pool: &ClusterPool, ctx: &Context, namespace: &str) -> R
             .await;
         events.push(note);
     }
+    if plan.create > 0 && !still_there(&pools, pool).await? {
+        info!("pool is being deleted; creating nothing");
+        return Ok(Action::await_change());
+    }
+    let mut created = Vec::new();
     for _ in 0..plan.create {
         let cluster = new_cluster(pool, &cluster_name(&name), &hash);
-        let created = api
+        let pc = api
             .create(&PostParams::default(), &cluster)
             .await
             .map_err(kube_err("create", "PracticeCluster", cluster.name_any()))?;
-        info!(cluster = %created.name_any(), "created cluster");
+        info!(cluster = %pc.name_any(), "created cluster");
+        created.push(pc);
+    }
+    // Deleted between the check and the creates: garbage collection may have run before the
+    // new clusters existed, so they are removed here rather than left without an owner.
+    if !created.is_empty() && !still_there(&pools, pool).await? {
+        for pc in &created {
+            delete_if_unchanged(&api, pc).await?;
+        }
+        info!("pool was deleted while creating clusters; removed them");
+        return Ok(Action::await_change());
+    }
+    for pc in &created {
         let note = format!(
             "created cluster {} (buffer {}/{})",
-            created.name_any(),
+            pc.name_any(),
             plan.warm,
             pool.spec.min_available
         );
@@ -351,22 +548,21 @@ async fn reconcile_pool(pool: &ClusterPool, ctx: &Context, namespace: &str) -> R
         events.push(note);
     }
 
-    for phase in PHASES {
-        let n = infos.iter().filter(|c| c.phase == phase).count();
-        ctx.metrics
-            .clusters
-            .get_or_create(&PhaseLabels {
-                namespace: namespace.to_owned(),
-                pool: name.clone(),
-                phase: format!("{phase:?}"),
-            })
-            .set(i64::try_from(n).unwrap_or(i64::MAX));
-    }
+    let counts: Vec<(String, usize)> = PHASES
+        .iter()
+        .map(|phase| {
+            (
+                format!("{phase:?}"),
+                infos.iter().filter(|c| c.phase == *phase).count(),
+            )
+        })
+        .collect();
+    ctx.metrics.set_pool_clusters(namespace, &name, &counts);
 
     let scale_event = (!events.is_empty()).then(|| events.join("; "));
-    let status = pool_status(pool, &infos, &hash, &plan, scale_event, now);
+    let status = pool_status(pool, &infos, &hash, &plan, &findings, scale_event, now);
+    warn_on_news(pool, &status, &findings, ctx).await;
     if pool.status.as_ref() != Some(&status) {
-        let pools: Api<ClusterPool> = Api::namespaced(ctx.client.clone(), namespace);
         let patch = json!({
             "apiVersion": ClusterPool::api_version(&()),
             "kind": ClusterPool::kind(&()),
@@ -382,12 +578,52 @@ async fn reconcile_pool(pool: &ClusterPool, ctx: &Context, namespace: &str) -> R
             .map_err(kube_err("apply status of", "ClusterPool", name.clone()))?;
     }
     // Clusters of an earlier pool are not owned by this one, so their going away triggers no
-    // reconcile: look again soon while any are left.
-    Ok(if plan.is_empty() && others.is_empty() {
-        Action::requeue(ctx.config.resync)
+    // reconcile: look again soon while any are left. A held creation is looked at again
+    // when the hold ends.
+    let mut next = if plan.is_empty() && others.is_empty() {
+        ctx.config.resync
     } else {
-        Action::requeue(ctx.config.poll)
-    })
+        ctx.config.poll
+    };
+    if let Some(until) = plan.held_until {
+        let wait = Duration::try_from(until.duration_since(now)).unwrap_or_default();
+        next = next.min(wait + Duration::from_millis(10));
+    }
+    Ok(Action::requeue(next))
+}
+
+/// Warning events for what just went wrong: a template that cannot be built, a quota too
+/// small, more clusters failed in a row. Each once, when it appears, not on every reconcile.
+async fn warn_on_news(pool: &ClusterPool, status: &ClusterPoolStatus, findings: &Findings, ctx: &Context) {
+    let before = pool.status.clone().unwrap_or_default();
+    let changed_to = |type_: &str, value: &str| {
+        let now = find_condition(&status.conditions, type_)?;
+        let then = find_condition(&before.conditions, type_);
+        let news =
+            now.status == value && then.is_none_or(|t| t.status != now.status || t.reason != now.reason);
+        news.then(|| now.clone())
+    };
+    if findings.template_error.is_some()
+        && let Some(c) = changed_to(condition_types::DEGRADED, "True")
+    {
+        ctx.event(pool, EventType::Warning, &c.reason, "Plan", c.message)
+            .await;
+    } else if status.consecutive_failures > before.consecutive_failures
+        && let Some(c) = find_condition(&status.conditions, condition_types::DEGRADED)
+    {
+        ctx.event(
+            pool,
+            EventType::Warning,
+            "BackingOff",
+            "Create",
+            c.message.clone(),
+        )
+        .await;
+    }
+    if let Some(c) = changed_to(condition_types::QUOTA_SUFFICIENT, "False") {
+        ctx.event(pool, EventType::Warning, &c.reason, "Plan", c.message)
+            .await;
+    }
 }
 
 #[cfg(test)]
@@ -460,6 +696,8 @@ mod tests {
             sessions_served: 0,
             created: at,
             deleting: false,
+            available_since: None,
+            failure: None,
         };
         use PracticeClusterPhase::*;
         let clusters = [
@@ -468,7 +706,15 @@ mod tests {
             info("c", Provisioning, false, false),
             info("d", Failed, false, true),
         ];
-        let s = pool_status(&p, &clusters, "h", &Plan::default(), Some("created x".into()), at);
+        let s = pool_status(
+            &p,
+            &clusters,
+            "h",
+            &Plan::default(),
+            &Findings::default(),
+            Some("created x".into()),
+            at,
+        );
         assert_eq!(
             (
                 s.total,
@@ -491,6 +737,88 @@ mod tests {
         assert_eq!(
             (degraded.status.as_str(), degraded.reason.as_str()),
             ("True", "ClustersFailed")
+        );
+    }
+
+    #[test]
+    fn clusters_failing_in_a_row_degrade_the_pool_with_the_last_failure_whatever_keep_failed() {
+        let mut p = pool();
+        p.spec.keep_failed = 0;
+        let at = Timestamp::from_second(1_800_000_000).unwrap();
+        let failures = Failures {
+            consecutive: 3,
+            last_time: Some(at),
+            last: Some((
+                "intro-abcde".into(),
+                "UnsupportedKubernetesVersion".into(),
+                "kubernetes version too old".into(),
+            )),
+            next_create: Some(at + jiff::SignedDuration::from_secs(40)),
+            counted: vec![],
+        };
+        let findings = Findings {
+            failures: failures.clone(),
+            ..Findings::default()
+        };
+        // No Failed cluster is left (keepFailed 0 deleted them all).
+        let s = pool_status(&p, &[], "h", &Plan::default(), &findings, None, at);
+        let degraded = find_condition(&s.conditions, "Degraded").unwrap();
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "UnsupportedKubernetesVersion")
+        );
+        assert!(
+            degraded
+                .message
+                .contains("3 clusters failed in a row; the last, intro-abcde: kubernetes version too old"),
+            "{}",
+            degraded.message
+        );
+        assert_eq!(s.consecutive_failures, 3);
+        assert_eq!(failures_of(Some(&s)), failures, "the status round-trips");
+
+        let mut odd = failures;
+        odd.last = Some(("c".into(), "not a reason!".into(), "m".into()));
+        let findings = Findings {
+            failures: odd,
+            ..Findings::default()
+        };
+        let s = pool_status(&p, &[], "h", &Plan::default(), &findings, None, at);
+        assert_eq!(
+            find_condition(&s.conditions, "Degraded").unwrap().reason,
+            "ClustersFailed"
+        );
+    }
+
+    #[test]
+    fn a_template_the_cluster_controller_would_refuse_is_found_before_any_cluster() {
+        let mut p = pool();
+        assert_eq!(template_error(&p), None);
+        p.spec.template.extra_cloud_init = Some(
+            "runcmd: [kubeadm reset -f]\nwrite_files: [{path: /usr/local/sbin/cks-reip, content: x}]".into(),
+        );
+        let (reason, message) = template_error(&p).unwrap();
+        assert_eq!(reason, "InvalidExtraCloudInit");
+        assert!(
+            message.contains("cks-reip") || message.contains("refused"),
+            "{message}"
+        );
+        let s = pool_status(
+            &p,
+            &[],
+            "h",
+            &Plan::default(),
+            &Findings {
+                template_error: Some((reason, message)),
+                ..Findings::default()
+            },
+            None,
+            Timestamp::from_second(1_800_000_000).unwrap(),
+        );
+        let degraded = find_condition(&s.conditions, "Degraded").unwrap();
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "InvalidExtraCloudInit")
         );
     }
 }

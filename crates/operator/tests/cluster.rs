@@ -759,52 +759,22 @@ async fn a_reset_whose_vm_is_gone_fails_instead_of_erroring_forever() {
 }
 
 #[tokio::test]
-async fn a_template_that_cannot_build_fails_the_cluster_and_degrades_the_pool() {
+async fn a_template_that_cannot_build_fails_the_cluster_at_once() {
+    // Admission refuses most unbuildable templates (a Kubernetes version below 1.22, say), and
+    // a pool builds nothing from one it can tell is unbuildable; a PracticeCluster written by
+    // hand with an `extraCloudInit` the merge rules refuse still reaches the controller.
     let (_server, client, _faults, fake) = setup().await;
     let (_stop, _handle) = run_cluster_controller(&client);
-    let (_stop_pool, mut rx) = watch::channel(false);
-    let ctx = Arc::new(Context::test(client.clone()));
-    tokio::spawn(async move {
-        cks_operator::pool::run(ctx, Some(NS), async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        })
-        .await;
-    });
-    let pools: Api<cks_api::ClusterPool> = Api::namespaced(client.clone(), NS);
-    let mut pool = common::pool("old", 1, 3, 1);
-    // Valid for the schema, but kubeadm's v1beta3 configuration needs 1.22 or later.
-    pool.spec.template.kubernetes_version = "1.21.0".into();
-    pool.spec.keep_failed = 1;
-    pools.create(&PostParams::default(), &pool).await.unwrap();
+    let api: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
+    let mut pc = practice_cluster("lab-b4dci", 3);
+    pc.spec.template.extra_cloud_init = Some("users: [{name: ubuntu}]".into());
+    api.create(&PostParams::default(), &pc).await.unwrap();
 
-    let failed = eventually("a Failed cluster", || async {
-        common::clusters(&client, "old").await.into_iter().find(|c| {
-            c.status
-                .as_ref()
-                .is_some_and(|s| s.phase == PracticeClusterPhase::Failed)
-        })
-    })
-    .await;
+    let failed = wait_phase(&client, "lab-b4dci", PracticeClusterPhase::Failed).await;
     let status = failed.status.unwrap();
-    assert_eq!(
-        status.failure_reason.as_deref(),
-        Some("UnsupportedKubernetesVersion")
-    );
-    assert!(status.failure_message.unwrap().contains("1.21.0"));
-    common::warning_event(
-        &client,
-        "UnsupportedKubernetesVersion",
-        &failed.metadata.name.unwrap(),
-    )
-    .await;
-    let degraded = eventually("the pool to report Degraded", || async {
-        let s = pools.get("old").await.ok()?.status?;
-        s.conditions
-            .into_iter()
-            .find(|c| c.type_ == "Degraded" && c.status == "True")
-    })
-    .await;
-    assert_eq!(degraded.reason, "ClustersFailed");
+    assert_eq!(status.failure_reason.as_deref(), Some("InvalidExtraCloudInit"));
+    assert_eq!(status.attempts, 0, "failed at once, without retries");
+    common::warning_event(&client, "InvalidExtraCloudInit", "lab-b4dci").await;
     fake.abort();
 }
 

@@ -4,14 +4,18 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use cks_api::practice_cluster::PracticeClusterPhase;
 use cks_api::{ClusterPool, PracticeCluster};
 use cks_operator::context::Context;
 use cks_operator::pool;
-use common::{NS, clusters, eventually, start};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use common::{NS, clusters, eventually, start, warning_event};
+use futures::StreamExt;
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
@@ -40,8 +44,11 @@ async fn try_set_phase(client: &Client, name: &str, phase: PracticeClusterPhase)
 
 /// Runs the pool controller until the returned sender is dropped or set.
 fn run_pool_controller(client: &Client) -> watch::Sender<bool> {
+    run_pool_controller_with(Arc::new(Context::test(client.clone())))
+}
+
+fn run_pool_controller_with(ctx: Arc<Context>) -> watch::Sender<bool> {
     let (tx, mut rx) = watch::channel(false);
-    let ctx = Arc::new(Context::test(client.clone()));
     tokio::spawn(async move {
         pool::run(ctx, Some(NS), async move {
             let _ = rx.wait_for(|stop| *stop).await;
@@ -417,4 +424,293 @@ async fn clusters_of_a_deleted_pool_still_tearing_down_count_against_max_cluster
         api.patch(name, &PatchParams::default(), &release).await.unwrap();
     }
     wait_phases(&client, "again", &[(PracticeClusterPhase::Provisioning, 2)], 2).await;
+}
+
+/// An edit of a pool's JSON form.
+type Edit = fn(&mut serde_json::Value);
+
+fn pool_json(name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> serde_json::Value {
+    let mut pool = serde_json::to_value(common::pool(name, 1, 3, 1)).unwrap();
+    edit(&mut pool);
+    pool
+}
+
+#[tokio::test]
+async fn templates_the_operator_cannot_build_are_refused_at_admission() {
+    let (_server, client) = start().await;
+    let raw: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), NS, &ApiResource::erase::<ClusterPool>(&()));
+    let cases: [(&str, Edit); 4] = [
+        ("kubernetesVersion 1.12.0", |p| {
+            p["spec"]["template"]["kubernetesVersion"] = json!("1.12.0")
+        }),
+        ("controlPlane.memory lots", |p| {
+            p["spec"]["template"]["controlPlane"]["memory"] = json!("lots")
+        }),
+        ("resourceQuota.memory -5Gi", |p| {
+            p["spec"]["isolation"] = json!({"resourceQuota": {"memory": "-5Gi"}})
+        }),
+        ("workers.diskSize -20", |p| {
+            p["spec"]["template"]["workers"]["diskSize"] = json!(-20)
+        }),
+    ];
+    for (what, edit) in cases {
+        let object: DynamicObject = serde_json::from_value(pool_json("bad", edit)).unwrap();
+        match raw.create(&PostParams::default(), &object).await {
+            Err(kube::Error::Api(s)) if s.code == 422 => {}
+            other => panic!("{what}: expected 422 Invalid, got {other:?}"),
+        }
+    }
+    let good: DynamicObject = serde_json::from_value(pool_json("good", |_| {})).unwrap();
+    raw.create(&PostParams::default(), &good)
+        .await
+        .expect("the valid pool is admitted");
+}
+
+/// What a watch of the pool's clusters saw: every cluster ever created, and the most that
+/// were ever being built (Pending to Snapshotting, not being deleted) at once.
+#[derive(Debug, Default)]
+struct Seen {
+    created: HashSet<String>,
+    max_in_flight: usize,
+}
+
+/// Fake backend of a template that can never be built: every new cluster of `pool` fails
+/// at once, as the cluster controller fails one it cannot lay out. Records what it saw.
+fn fail_every_cluster(client: &Client, pool: &str) -> Arc<Mutex<Seen>> {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let out = seen.clone();
+    let client = client.clone();
+    let api: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
+    let config = watcher::Config::default().labels(&format!("cks.io/pool={pool}"));
+    tokio::spawn(async move {
+        let mut state: HashMap<String, (PracticeClusterPhase, bool)> = HashMap::new();
+        let events = watcher(api.clone(), config).default_backoff();
+        futures::pin_mut!(events);
+        while let Some(event) = events.next().await {
+            let Ok(event) = event else { continue };
+            let (pc, gone) = match event {
+                watcher::Event::Apply(pc) | watcher::Event::InitApply(pc) => (pc, false),
+                watcher::Event::Delete(pc) => (pc, true),
+                _ => continue,
+            };
+            let name = pc.name_any();
+            if gone {
+                state.remove(&name);
+            } else {
+                state.insert(
+                    name.clone(),
+                    (phase(&pc), pc.metadata.deletion_timestamp.is_some()),
+                );
+            }
+            {
+                let mut seen = out.lock().unwrap();
+                seen.created.insert(name.clone());
+                let in_flight = state
+                    .values()
+                    .filter(|(p, deleting)| p.is_provisioning() && !deleting)
+                    .count();
+                seen.max_in_flight = seen.max_in_flight.max(in_flight);
+            }
+            if !gone && pc.status.is_none() && pc.metadata.deletion_timestamp.is_none() {
+                let patch = json!({"status": {
+                    "phase": "Failed",
+                    "failureReason": "UnsupportedKubernetesVersion",
+                    "failureMessage": "kubernetes version \"1.12.0\": kubeadm configuration v1beta3 needs Kubernetes 1.22 or later",
+                }});
+                let _ = api
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await;
+            }
+        }
+    });
+    seen
+}
+
+#[tokio::test]
+async fn clusters_that_always_fail_are_replaced_with_backoff_within_limits_and_a_deleted_pool_leaves_nothing()
+{
+    let (_server, client) = start().await;
+    let ctx = Arc::new(Context::test(client.clone()));
+    let base = ctx.config.retry_base;
+    let _stop = run_pool_controller_with(ctx.clone());
+    let seen = fail_every_cluster(&client, "churn");
+    let pools: Api<ClusterPool> = Api::namespaced(client.clone(), NS);
+    let mut p = common::pool("churn", 3, 6, 2);
+    p.spec.keep_failed = 0;
+    let started = tokio::time::Instant::now();
+    pools.create(&PostParams::default(), &p).await.unwrap();
+
+    // The window ends with six failures in a row on record, or once the pool has obviously
+    // run away (then the bound below fails with the figures).
+    let status = eventually("six failures in a row on record", || async {
+        if seen.lock().unwrap().created.len() > 50 {
+            return Some(None);
+        }
+        let s = pools.get("churn").await.ok()?.status?;
+        (s.consecutive_failures >= 6).then_some(Some(s))
+    })
+    .await;
+    let elapsed = started.elapsed();
+    let created = seen.lock().unwrap().created.len();
+    // Each round of creations waits base * 2^(n-1) after the n-th failure in a row, and
+    // every round adds at least one failure, so within `elapsed` at most
+    // 1 + log2(elapsed / base + 1) rounds of at most maxConcurrentProvisioning clusters
+    // can start. A slower machine only lowers the count; without backoff it is hundreds.
+    let rounds = 1.0 + (elapsed.as_secs_f64() / base.as_secs_f64() + 1.0).log2();
+    let bound = (2.0 * rounds).floor() as usize;
+    println!("{created} clusters created in {elapsed:?} (bound {bound})");
+    assert!(
+        created <= bound,
+        "{created} clusters created in {elapsed:?}; backoff allows {bound}"
+    );
+    let status = status.expect("failures on record");
+    assert!(status.next_create_time.is_some(), "{status:?}");
+
+    // keepFailed 0: no Failed cluster is left, yet the pool says why it is degraded.
+    let degraded = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .expect("Degraded condition");
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "UnsupportedKubernetesVersion")
+    );
+    assert!(
+        degraded.message.contains("needs Kubernetes 1.22 or later"),
+        "{}",
+        degraded.message
+    );
+    assert!(
+        status
+            .last_failure_message
+            .as_deref()
+            .is_some_and(|m| m.contains("1.22")),
+        "{status:?}"
+    );
+    warning_event(&client, "BackingOff", "churn").await;
+
+    // Deleted while it churns: every cluster goes, and none is created afterwards.
+    pools.delete("churn", &Default::default()).await.unwrap();
+    eventually("the pool and its clusters gone", || async {
+        let gone = pools.get_opt("churn").await.unwrap().is_none();
+        (gone && clusters(&client, "churn").await.is_empty()).then_some(())
+    })
+    .await;
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.max_in_flight <= 2,
+        "{} clusters were in flight at once (maxConcurrentProvisioning 2)",
+        seen.max_in_flight
+    );
+}
+
+#[tokio::test]
+async fn a_pool_read_before_its_deletion_creates_no_cluster() {
+    let (_server, client) = start().await;
+    let pools: Api<ClusterPool> = Api::namespaced(client.clone(), NS);
+    pools
+        .create(&PostParams::default(), &common::pool("gone", 2, 3, 2))
+        .await
+        .unwrap();
+    // The controller's cache still holds the pool when the deletion lands.
+    let stale = pools.get("gone").await.unwrap();
+    pools.delete("gone", &Default::default()).await.unwrap();
+    let ctx = Arc::new(Context::test(client.clone()));
+    // Whether the reconcile reports an error (its status write finds no pool) matters less
+    // than what it left behind.
+    let result = pool::reconcile(Arc::new(DeserializeGuard(Ok(stale))), ctx).await;
+    let left: Vec<String> = clusters(&client, "gone")
+        .await
+        .iter()
+        .map(|c| c.name_any())
+        .collect();
+    assert!(left.is_empty(), "clusters without a pool: {left:?}");
+    assert!(result.is_ok(), "{result:?}");
+}
+
+fn pool_series(ctx: &Context, pool: &str) -> usize {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &ctx.metrics.registry()).unwrap();
+    out.lines()
+        .filter(|l| {
+            l.starts_with("cks_operator_practice_clusters{") && l.contains(&format!("pool=\"{pool}\""))
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn a_deleted_pools_metric_series_are_removed() {
+    let (_server, client) = start().await;
+    let ctx = Arc::new(Context::test(client.clone()));
+    let _stop = run_pool_controller_with(ctx.clone());
+    let pools: Api<ClusterPool> = Api::namespaced(client.clone(), NS);
+    pools
+        .create(&PostParams::default(), &common::pool("metered", 1, 2, 1))
+        .await
+        .unwrap();
+    wait_phases(&client, "metered", &[(PracticeClusterPhase::Provisioning, 1)], 1).await;
+    eventually("the pool's series", || async {
+        (pool_series(&ctx, "metered") > 0).then_some(())
+    })
+    .await;
+    pools.delete("metered", &Default::default()).await.unwrap();
+    eventually("the deleted pool's series gone", || async {
+        (pool_series(&ctx, "metered") == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_template_the_operator_would_refuse_builds_no_cluster_and_degrades_the_pool() {
+    let (_server, client) = start().await;
+    let _stop = run_pool_controller(&client);
+    let pools: Api<ClusterPool> = Api::namespaced(client.clone(), NS);
+    let mut p = common::pool("refused", 1, 3, 1);
+    // Valid YAML the schema cannot judge, which the cloud-init merge rules refuse.
+    p.spec.template.extra_cloud_init = Some("users: [{name: ubuntu}]".into());
+    pools.create(&PostParams::default(), &p).await.unwrap();
+    let degraded = eventually("Degraded for the template", || async {
+        let s = pools.get("refused").await.ok()?.status?;
+        s.conditions
+            .into_iter()
+            .find(|c| c.type_ == "Degraded" && c.status == "True")
+    })
+    .await;
+    assert_eq!(degraded.reason, "InvalidExtraCloudInit", "{degraded:?}");
+    // The status is written after the reconcile's creates, so a cluster would be here now.
+    assert!(clusters(&client, "refused").await.is_empty());
+    warning_event(&client, "InvalidExtraCloudInit", "refused").await;
+}
+
+#[tokio::test]
+async fn a_quota_too_small_for_a_reset_is_reported_with_the_arithmetic() {
+    let (_server, client) = start().await;
+    let _stop = run_pool_controller(&client);
+    let pools: Api<ClusterPool> = Api::namespaced(client.clone(), NS);
+    let mut p: ClusterPool = serde_json::from_value(pool_json("tight", |p| {
+        p["spec"]["template"] = common::template(2);
+        p["spec"]["isolation"] = json!({"resourceQuota": {"memory": "12Gi", "storage": "100Gi", "pods": 20}});
+    }))
+    .unwrap();
+    p.metadata.namespace = Some(NS.into());
+    pools.create(&PostParams::default(), &p).await.unwrap();
+    let quota = eventually("QuotaSufficient=False", || async {
+        let s = pools.get("tight").await.ok()?.status?;
+        s.conditions
+            .into_iter()
+            .find(|c| c.type_ == "QuotaSufficient" && c.status == "False")
+    })
+    .await;
+    assert_eq!(quota.reason, "QuotaTooSmall");
+    assert!(
+        quota
+            .message
+            .contains("2 × (20Gi + 2 × 20Gi) = 120Gi > quota 100Gi"),
+        "{}",
+        quota.message
+    );
+    let event = warning_event(&client, "QuotaTooSmall", "tight").await;
+    assert!(event.message.unwrap_or_default().contains("120Gi"));
 }

@@ -138,7 +138,13 @@ async fn failing_clones_end_in_failed_clusters_that_the_pool_replaces() {
             .find(|c| c.type_ == "Degraded" && c.status == "True")
     })
     .await;
-    assert_eq!(degraded.reason, "ClustersFailed");
+    // The pool names the last failure, whatever it keeps for inspection.
+    assert_eq!(degraded.reason, "CloneFailed");
+    assert!(
+        degraded.message.contains("failed in a row"),
+        "{}",
+        degraded.message
+    );
 
     pools.delete("bad", &DeleteParams::default()).await.unwrap();
     nothing_left(&client, "bad").await;
@@ -367,7 +373,8 @@ async fn a_vm_that_never_gets_an_ip_fails_its_cluster_at_the_timeout() {
             .find(|c| c.type_ == "Degraded" && c.status == "True")
     })
     .await;
-    assert_eq!(degraded.reason, "ClustersFailed");
+    assert_eq!(degraded.reason, "Timeout");
+    assert!(degraded.message.contains("no IP"), "{}", degraded.message);
 
     pools.delete("noip", &DeleteParams::default()).await.unwrap();
     nothing_left(&client, "noip").await;
