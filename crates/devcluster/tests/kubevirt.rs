@@ -817,3 +817,104 @@ async fn snapshot_and_restore_faults_fail_like_kubevirt_and_a_failed_restore_blo
     })
     .await;
 }
+
+#[tokio::test]
+async fn deleted_vms_data_volumes_snapshots_and_namespaces_free_their_disk_directories() {
+    let sim = start_sim(BTreeMap::new()).await;
+    let gone = |path: std::path::PathBuf, what: &'static str| async move {
+        eventually(what, || async { (!path.exists()).then_some(()) }).await;
+    };
+    // A running VM with a snapshot: its disk and the snapshot's copy are on disk.
+    running_vm(&sim, "v", "Always", &[]).await;
+    sim.create(&sim.snapshots(), snapshot("v-base", "v", &[])).await;
+    let snap = sim
+        .wait(&sim.snapshots(), "v-base", "snapshot ready", |v| {
+            phase(v) == "Succeeded"
+        })
+        .await;
+    let content = snap["status"]["virtualMachineSnapshotContentName"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let snap_dir = sim.disks.path().join("snapshots/default").join(&content);
+    assert!(snap_dir.join("rootdisk/etc/golden-image").exists());
+    assert!(sim.disk("v-rootdisk").join("etc/golden-image").exists());
+
+    // Deleting the snapshot deletes its content, and the copy goes with it.
+    sim.snapshots()
+        .delete("v-base", &DeleteParams::default())
+        .await
+        .expect("delete snapshot");
+    gone(snap_dir, "snapshot directory removed").await;
+
+    // Deleting the VM deletes its DataVolume and PVC, and the disk goes once the VM is down.
+    sim.vms()
+        .delete("v", &DeleteParams::default())
+        .await
+        .expect("delete vm");
+    gone(sim.disk("v-rootdisk"), "VM disk removed").await;
+
+    // A standalone DataVolume.
+    sim.create(
+        &sim.dvs(),
+        json!({"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
+        "metadata": {"name": "scratch"},
+        "spec": {"source": {"blank": {}}, "storage": {"resources": {"requests": {"storage": "1Gi"}}}}}),
+    )
+    .await;
+    sim.wait(&sim.dvs(), "scratch", "dv ready", |v| phase(v) == "Succeeded")
+        .await;
+    assert!(sim.disk("scratch").exists());
+    sim.dvs()
+        .delete("scratch", &DeleteParams::default())
+        .await
+        .expect("delete dv");
+    gone(sim.disk("scratch"), "DataVolume disk removed").await;
+
+    // Everything in a deleted namespace: disks, snapshots and the namespace's directories.
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(sim.client.clone());
+    let ns: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "lab"}})).unwrap();
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("namespace");
+    let in_lab = |plural: &str, kind: &str, group: &str, version: &str| {
+        let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+        Api::<DynamicObject>::namespaced_with(sim.client.clone(), "lab", &ar)
+    };
+    let lab_vms = in_lab("virtualmachines", "VirtualMachine", "kubevirt.io", "v1");
+    let lab_snaps = in_lab(
+        "virtualmachinesnapshots",
+        "VirtualMachineSnapshot",
+        "snapshot.kubevirt.io",
+        "v1beta1",
+    );
+    sim.create(&lab_vms, vm("w", "Halted", &[])).await;
+    sim.wait(&lab_vms, "w", "lab vm provisioned", |v| printable(v) == "Stopped")
+        .await;
+    sim.create(&lab_snaps, snapshot("w-base", "w", &[])).await;
+    sim.wait(&lab_snaps, "w-base", "lab snapshot ready", |v| {
+        phase(v) == "Succeeded"
+    })
+    .await;
+    assert!(sim.disks.path().join("disks/lab/w-rootdisk").exists());
+    assert!(sim.disks.path().join("snapshots/lab").exists());
+    namespaces
+        .delete("lab", &DeleteParams::default())
+        .await
+        .expect("delete namespace");
+    gone(sim.disks.path().join("disks/lab"), "namespace disks removed").await;
+    gone(
+        sim.disks.path().join("snapshots/lab"),
+        "namespace snapshots removed",
+    )
+    .await;
+    // The golden image keeps its disk.
+    assert!(
+        sim.disks
+            .path()
+            .join("disks/vm-templates/golden/etc/golden-image")
+            .exists()
+    );
+}

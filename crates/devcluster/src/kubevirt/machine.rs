@@ -68,6 +68,7 @@ struct Nested {
 struct Machine {
     ns: String,
     ip: String,
+    disk: PathBuf,
     hostname: String,
     ssh: JoinHandle<()>,
     kubeadm: Option<Kubeadm>,
@@ -79,8 +80,9 @@ struct Machine {
 pub(crate) struct Machines {
     ssh_port: u16,
     running: HashMap<String, Machine>,
-    /// Machines shutting down, until their nested API server has written its state.
-    stopping: HashMap<String, Arc<AtomicBool>>,
+    /// Machines shutting down (with their disks), until their nested API server has written
+    /// its state.
+    stopping: HashMap<String, (PathBuf, Arc<AtomicBool>)>,
 }
 
 /// Read kubeadm's role from the disk (cloud-init put the configuration and CA there).
@@ -354,7 +356,7 @@ impl Machines {
             if let Some(stop) = n.stop.take() {
                 let _ = stop.send(());
             }
-            self.stopping.insert(key, n.done);
+            self.stopping.insert(key, (m.disk.clone(), n.done));
         }
     }
 
@@ -372,11 +374,25 @@ impl Machines {
         if self.running.contains_key(&key) {
             return false;
         }
-        let done = self.stopping.get(&key).is_none_or(|d| d.load(Ordering::SeqCst));
+        let done = self
+            .stopping
+            .get(&key)
+            .is_none_or(|(_, d)| d.load(Ordering::SeqCst));
         if done {
             self.stopping.remove(&key);
         }
         done
+    }
+
+    /// Disks of machines that run or are still shutting down: not to be removed yet.
+    pub(crate) fn disks(&self) -> std::collections::HashSet<PathBuf> {
+        let running = self.running.values().map(|m| m.disk.clone());
+        let stopping = self
+            .stopping
+            .values()
+            .filter(|(_, done)| !done.load(Ordering::SeqCst))
+            .map(|(disk, _)| disk.clone());
+        running.chain(stopping).collect()
     }
 
     pub(crate) fn stop_all(&mut self) {
@@ -502,12 +518,14 @@ impl Machines {
                 _ => None,
             };
             let hostname = boot.hostname.clone();
+            let disk = boot.disk.clone();
             let ssh = tokio::spawn(serve_ssh(listener, Arc::new(boot)));
             self.running.insert(
                 key,
                 Machine {
                     ns: ns.to_string(),
                     ip,
+                    disk,
                     hostname,
                     ssh,
                     kubeadm,
