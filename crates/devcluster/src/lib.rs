@@ -14,6 +14,7 @@
 //! ```
 
 pub mod apply;
+pub mod builtin;
 pub mod error;
 pub mod kubevirt;
 mod openapi;
@@ -260,6 +261,7 @@ impl DevCluster {
                 .map_err(|e| Error::Simulator(format!("{}: {e}", root.display())))?;
             {
                 let mut st = shared.lock();
+                st.kubevirt_webhooks = true;
                 let crd_rt = st
                     .registry
                     .get("apiextensions.k8s.io", "v1", "customresourcedefinitions")

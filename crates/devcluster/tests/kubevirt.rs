@@ -918,3 +918,135 @@ async fn deleted_vms_data_volumes_snapshots_and_namespaces_free_their_disk_direc
             .exists()
     );
 }
+
+/// The message of a refused create.
+async fn refused(api: &Api<DynamicObject>, obj: Value) -> String {
+    let obj: DynamicObject = serde_json::from_value(obj).expect("object");
+    match api.create(&PostParams::default(), &obj).await {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 422, "{}", s.message);
+            s.message
+        }
+        other => panic!("expected a 422, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn objects_that_kubevirt_schemas_and_webhooks_refuse_are_refused() {
+    let sim = start_sim(BTreeMap::new()).await;
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut v = vm("bad", "Halted", &[]);
+        f(&mut v);
+        v
+    };
+    // KubeVirt's CRD schema: quantities match the quantity pattern, a VMI spec has a domain.
+    let m = refused(
+        &sim.vms(),
+        with(&|v| {
+            v["spec"]["template"]["spec"]["domain"]["resources"] = json!({"requests": {"memory": "lots"}})
+        }),
+    )
+    .await;
+    assert!(
+        m.contains("spec.template.spec.domain.resources.requests[memory]: Invalid value: \"lots\""),
+        "{m}"
+    );
+    let m = refused(
+        &sim.vms(),
+        with(&|v| v["spec"]["template"]["spec"]["domain"]["memory"] = json!({"guest": "2 GB"})),
+    )
+    .await;
+    assert!(m.contains("spec.template.spec.domain.memory.guest"), "{m}");
+    let m = refused(
+        &sim.vms(),
+        with(&|v| {
+            v["spec"]["template"]["spec"]
+                .as_object_mut()
+                .unwrap()
+                .remove("domain");
+        }),
+    )
+    .await;
+    assert!(m.contains("spec.template.spec.domain: Required value"), "{m}");
+    // virt-api's VM admitter.
+    let m = refused(
+        &sim.vms(),
+        with(&|v| {
+            v["spec"]["template"]["spec"]["domain"]["resources"] = json!({"requests": {"memory": "-5Gi"}})
+        }),
+    )
+    .await;
+    assert_eq!(
+        m,
+        "admission webhook \"virtualmachine-validator.kubevirt.io\" denied the request: \
+         spec.template.spec.domain.resources.requests.memory '-5Gi': must be greater than or equal to 0."
+    );
+    let m = refused(
+        &sim.vms(),
+        with(&|v| v["spec"]["runStrategy"] = json!("Sometimes")),
+    )
+    .await;
+    assert!(
+        m.ends_with("denied the request: Invalid RunStrategy (Sometimes)"),
+        "{m}"
+    );
+    let m = refused(
+        &sim.vms(),
+        with(&|v| v["spec"]["template"]["spec"]["volumes"] = json!([])),
+    )
+    .await;
+    assert!(
+        m.contains("must be referenced in the VMI template's 'volumes' list"),
+        "{m}"
+    );
+    // An update is admitted too.
+    sim.create(&sim.vms(), vm("good", "Halted", &[])).await;
+    let err = sim
+        .vms()
+        .patch(
+            "good",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"runStrategy": "Never"}})),
+        )
+        .await
+        .expect_err("invalid run strategy");
+    assert!(err.to_string().contains("Invalid RunStrategy (Never)"), "{err}");
+
+    // DataVolumes: storage quantities and a storage definition.
+    let dv = |spec: Value| {
+        json!({"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
+        "metadata": {"name": "d"}, "spec": spec})
+    };
+    let m = refused(
+        &sim.dvs(),
+        dv(json!({"source": {"blank": {}}, "storage": {"resources": {"requests": {"storage": "big"}}}})),
+    )
+    .await;
+    assert!(m.contains("spec.storage.resources.requests[storage]"), "{m}");
+    let m = refused(&sim.dvs(), dv(json!({"source": {"blank": {}}}))).await;
+    assert!(m.ends_with("Missing Data volume PVC or Storage"), "{m}");
+
+    // Snapshots name a kubevirt.io VirtualMachine and their spec is immutable.
+    let mut snap = snapshot("s", "good", &[]);
+    snap["spec"]["source"]["kind"] = json!("Pod");
+    let m = refused(&sim.snapshots(), snap).await;
+    assert!(m.ends_with("denied the request: invalid kind"), "{m}");
+    sim.create(&sim.snapshots(), snapshot("s", "good", &[])).await;
+    let err = sim
+        .snapshots()
+        .patch(
+            "s",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"source": {"name": "other"}}})),
+        )
+        .await
+        .expect_err("immutable");
+    assert!(
+        err.to_string().contains("spec in immutable after creation"),
+        "{err}"
+    );
+    let mut r = restore("r", "good", "s", "", &[]);
+    r["spec"]["target"].as_object_mut().unwrap().remove("apiGroup");
+    let m = refused(&sim.restores(), r).await;
+    assert!(m.ends_with("denied the request: missing apiGroup"), "{m}");
+}

@@ -29,7 +29,7 @@ fn vm(name: &str) -> Value {
             "dataVolumeTemplates": [{"metadata": {"name": format!("{name}-rootdisk")},
                 "spec": {"source": {"pvc": {"namespace": "vm-templates", "name": "golden"}},
                     "storage": {"resources": {"requests": {"storage": "10Gi"}}}}}],
-            "template": {"spec": {"volumes": [
+            "template": {"spec": {"domain": {"devices": {}}, "volumes": [
                 {"name": "rootdisk", "dataVolume": {"name": format!("{name}-rootdisk")}},
                 {"name": "cloudinitdisk", "cloudInitNoCloud": {"secretRef": {"name": format!("{name}-cloudinit")}}}]}}}
     })

@@ -79,7 +79,7 @@ async fn start_vm() -> (Vm, String) {
             "dataVolumeTemplates": [{"metadata": {"name": "lab-cp-rootdisk"},
                 "spec": {"source": {"pvc": {"namespace": "vm-templates", "name": "golden"}},
                     "storage": {"resources": {"requests": {"storage": "10Gi"}}}}}],
-            "template": {"spec": {"hostname": "control-plane", "volumes": [
+            "template": {"spec": {"hostname": "control-plane", "domain": {"devices": {}}, "volumes": [
                 {"name": "rootdisk", "dataVolume": {"name": "lab-cp-rootdisk"}},
                 {"name": "cloudinitdisk", "cloudInitNoCloud": {"secretRef": {"name": "lab-cp-cloudinit"}}}]}}}
     }))
@@ -460,7 +460,7 @@ async fn a_restarted_server_with_a_data_dir_boots_its_running_vms_again() {
         .unwrap();
     let vm: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": "lab-cp"},
-        "spec": {"runStrategy": "Always", "template": {"spec": {"volumes": [
+        "spec": {"runStrategy": "Always", "template": {"spec": {"domain": {"devices": {}}, "volumes": [
             {"name": "rootdisk", "persistentVolumeClaim": {"claimName": "lab-cp-disk"}},
             {"name": "cloudinitdisk", "cloudInitNoCloud": {"secretRef": {"name": "lab-cp-cloudinit"}}}]}}}
     }))
