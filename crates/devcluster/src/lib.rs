@@ -85,7 +85,7 @@ pub struct Options {
     /// Serve with a certificate signed by this CA instead of a generated one, and accept
     /// client certificates it signed (a practice cluster's API uses its cluster CA).
     pub ca: Option<ExternalCa>,
-    /// Act as the kubelet, simply: Pods are marked Running.
+    /// Act as the kubelet, simply: Pods are marked Running, Deployments rolled out.
     pub kubelet: bool,
 }
 
@@ -479,6 +479,51 @@ async fn persist_loop(shared: Arc<Shared>, dir: PathBuf) {
     }
 }
 
+/// With a kubelet, Deployments report every replica updated, ready and available (no Pods or
+/// ReplicaSets are made), so `kubectl rollout status` finishes as on a cluster whose images pull.
+fn rollout_deployments(st: &mut state::State) -> bool {
+    let Some(rt) = st.registry.get("apps", "v1", "deployments") else {
+        return false;
+    };
+    let items = st
+        .list(&rt, None, &state::ListOpts::default())
+        .map(|l| l.items)
+        .unwrap_or_default();
+    let mut wrote = false;
+    for d in items {
+        let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
+        let generation = d["metadata"]["generation"].clone();
+        let now = state::now();
+        let mut status = json!({"observedGeneration": generation, "replicas": replicas,
+            "updatedReplicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas,
+            "conditions": [
+                {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
+                    "message": "Deployment has minimum availability.", "lastUpdateTime": now, "lastTransitionTime": now},
+                {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
+                    "message": "ReplicaSet has successfully progressed.", "lastUpdateTime": now, "lastTransitionTime": now}]});
+        if replicas == 0 {
+            for k in ["readyReplicas", "availableReplicas", "updatedReplicas"] {
+                status.as_object_mut().expect("object").remove(k);
+            }
+        }
+        let old = &d["status"];
+        if old["observedGeneration"] == status["observedGeneration"]
+            && old["replicas"] == status["replicas"]
+            && old["availableReplicas"] == status["availableReplicas"]
+        {
+            continue;
+        }
+        let mut new = (*d).clone();
+        new["status"] = status;
+        let ns = d["metadata"]["namespace"].as_str().map(str::to_string);
+        let name = d["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        wrote |= st
+            .update(&rt, ns.as_deref(), &name, new, true, state::WriteOpts::default())
+            .is_ok();
+    }
+    wrote
+}
+
 /// Mark Pods Running and Ready, as a kubelet would once their containers started.
 async fn kubelet_loop(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.clone();
@@ -499,7 +544,7 @@ async fn kubelet_loop(shared: Arc<Shared>) {
                 .list(&rt, None, &state::ListOpts::default())
                 .map(|l| l.items)
                 .unwrap_or_default();
-            let mut wrote = false;
+            let mut wrote = rollout_deployments(&mut st);
             for pod in pods {
                 if pod["status"]["phase"] == "Running" || pod["metadata"]["deletionTimestamp"].is_string() {
                     continue;

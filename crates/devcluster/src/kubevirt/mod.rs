@@ -7,6 +7,7 @@
 mod admission;
 mod controller;
 pub mod crds;
+mod guest;
 mod machine;
 pub mod portforward;
 mod subresources;
@@ -217,5 +218,6 @@ pub(crate) fn seed_golden_disk(disk: &std::path::Path) -> std::io::Result<()> {
         disk.join("etc/os-release"),
         "PRETTY_NAME=\"Ubuntu 22.04 LTS (cks-devcluster simulated VM)\"\nNAME=\"Ubuntu\"\nVERSION_ID=\"22.04\"\nID=ubuntu\n",
     )?;
-    std::fs::write(disk.join("etc/golden-image"), "cks-devcluster golden image\n")
+    std::fs::write(disk.join("etc/golden-image"), "cks-devcluster golden image\n")?;
+    guest::seed(disk)
 }
