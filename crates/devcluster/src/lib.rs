@@ -479,10 +479,15 @@ async fn persist_loop(shared: Arc<Shared>, dir: PathBuf) {
     }
 }
 
-/// With a kubelet, Deployments report every replica updated, ready and available (no Pods or
-/// ReplicaSets are made), so `kubectl rollout status` finishes as on a cluster whose images pull.
+/// With a kubelet, a Deployment gets its Pods (labels of its template plus
+/// `pod-template-hash`, owned by it; no ReplicaSets) and reports every replica updated, ready
+/// and available, so `kubectl rollout status` finishes as on a cluster whose images pull and
+/// `kubectl exec deploy/NAME` finds a Pod (the exec itself is not served).
 fn rollout_deployments(st: &mut state::State) -> bool {
-    let Some(rt) = st.registry.get("apps", "v1", "deployments") else {
+    let (Some(rt), Some(pods)) = (
+        st.registry.get("apps", "v1", "deployments"),
+        st.registry.get("", "v1", "pods"),
+    ) else {
         return false;
     };
     let items = st
@@ -490,6 +495,9 @@ fn rollout_deployments(st: &mut state::State) -> bool {
         .map(|l| l.items)
         .unwrap_or_default();
     let mut wrote = false;
+    for d in &items {
+        wrote |= deployment_pods(st, &pods, d);
+    }
     for d in items {
         let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
         let generation = d["metadata"]["generation"].clone();
@@ -520,6 +528,66 @@ fn rollout_deployments(st: &mut state::State) -> bool {
         wrote |= st
             .update(&rt, ns.as_deref(), &name, new, true, state::WriteOpts::default())
             .is_ok();
+    }
+    wrote
+}
+
+/// Make the Pods of Deployment `d` match its template and replica count.
+fn deployment_pods(st: &mut state::State, pods: &Arc<registry::ResourceType>, d: &serde_json::Value) -> bool {
+    use std::hash::{Hash, Hasher};
+    if d["metadata"]["deletionTimestamp"].is_string() {
+        return false;
+    }
+    let ns = d["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let name = d["metadata"]["name"].as_str().unwrap_or_default();
+    let uid = d["metadata"]["uid"].as_str().unwrap_or_default();
+    let template = &d["spec"]["template"];
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    template.to_string().hash(&mut hasher);
+    let hash = format!("{:010x}", hasher.finish() & 0xff_ffff_ffff);
+    let owned: Vec<Arc<serde_json::Value>> = st
+        .list(pods, Some(&ns), &state::ListOpts::default())
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| {
+            p["metadata"]["ownerReferences"]
+                .as_array()
+                .is_some_and(|o| o.iter().any(|r| r["uid"] == uid))
+                && p["metadata"]["deletionTimestamp"].is_null()
+        })
+        .collect();
+    let want = usize::try_from(d["spec"]["replicas"].as_i64().unwrap_or(1).max(0)).unwrap_or(0);
+    let mut wrote = false;
+    let mut current = 0;
+    for p in &owned {
+        let pod_name = p["metadata"]["name"].as_str().unwrap_or_default();
+        if p["metadata"]["labels"]["pod-template-hash"] == hash.as_str() && current < want {
+            current += 1;
+        } else {
+            wrote |= st
+                .delete(pods, Some(&ns), pod_name, &state::DeleteOpts::default())
+                .is_ok();
+        }
+    }
+    for _ in current..want {
+        let mut labels = template["metadata"]["labels"].clone();
+        if !labels.is_object() {
+            labels = json!({});
+        }
+        labels["pod-template-hash"] = json!(hash);
+        let pod = json!({"metadata": {"generateName": format!("{name}-{hash}-"), "namespace": ns,
+                "labels": labels, "annotations": template["metadata"]["annotations"],
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": name,
+                    "uid": uid, "controller": true, "blockOwnerDeletion": true}]},
+            "spec": template["spec"]});
+        match st.create(pods, Some(&ns), pod, state::WriteOpts::default()) {
+            Ok(_) => wrote = true,
+            Err(e) => tracing::warn!(deployment = %name, error = %e, "creating a Deployment's Pod"),
+        }
     }
     wrote
 }

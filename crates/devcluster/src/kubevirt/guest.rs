@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-/// Where the stand-ins are bound in the sandbox (first in `PATH`).
+/// Where the stand-ins are bound in the sandbox (first in `PATH`), inside the VM's own
+/// `/usr/local` (a directory of its disk).
 pub(crate) const TOOLS_MOUNT: &str = "/usr/local/sbin";
 /// Unit states of the `systemctl` stand-in, on the disk.
 const SYSTEMD_STATE: &str = "var/lib/cks-devcluster/systemd";
@@ -162,7 +163,23 @@ pub(crate) fn seed(disk: &Path) -> std::io::Result<()> {
             std::fs::write(disk.join(file), system)?;
         }
     }
+    // Symlinks behind much of /usr/bin (awk, editor...), and OpenSSL's configuration and the
+    // CA bundle (/usr/lib/ssl points into /etc/ssl).
+    for (from, to) in [
+        ("/etc/alternatives", "etc/alternatives"),
+        ("/etc/ssl/certs", "etc/ssl/certs"),
+    ] {
+        copy_tree(Path::new(from), &disk.join(to));
+    }
+    if let Err(e) = std::fs::copy("/etc/ssl/openssl.cnf", disk.join("etc/ssl/openssl.cnf")) {
+        tracing::debug!(error = %e, "no host /etc/ssl/openssl.cnf for the golden image");
+    }
+    std::fs::create_dir_all(disk.join("etc/ssl/private"))?;
     for dir in [
+        "usr/local/bin",
+        "usr/local/sbin",
+        "usr/local/lib",
+        "usr/local/share",
         "etc/apparmor.d",
         "etc/falco",
         "etc/containerd",
@@ -186,6 +203,32 @@ pub(crate) fn seed(disk: &Path) -> std::io::Result<()> {
         std::fs::write(state.join(format!("{unit}.active")), "")?;
     }
     Ok(())
+}
+
+/// Copy a host directory of files and symlinks, as far as it is readable.
+fn copy_tree(from: &Path, to: &Path) {
+    let Ok(entries) = std::fs::read_dir(from) else {
+        return;
+    };
+    if let Err(e) = std::fs::create_dir_all(to) {
+        tracing::warn!(error = %e, dir = %to.display(), "golden image directory");
+        return;
+    }
+    for entry in entries.flatten() {
+        let target = to.join(entry.file_name());
+        let Ok(ty) = entry.file_type() else { continue };
+        let result = if ty.is_symlink() {
+            std::fs::read_link(entry.path()).and_then(|l| std::os::unix::fs::symlink(l, &target))
+        } else if ty.is_dir() {
+            copy_tree(&entry.path(), &target);
+            Ok(())
+        } else {
+            std::fs::copy(entry.path(), &target).map(|_| ())
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, file = %entry.path().display(), "not copied into the golden image");
+        }
+    }
 }
 
 fn static_pods(hostname: &str, ip: &str) -> Vec<(&'static str, String)> {

@@ -723,9 +723,11 @@ fn sandbox(boot: &Boot, user: &str, command: Option<&str>, pty: Option<&(String,
     c.args(["--unshare-ipc", "--unshare-cgroup-try"]);
     c.arg("--bind").arg(&boot.disk).arg("/");
     c.args(["--ro-bind", "/usr", "/usr"]);
-    // Over the host's (usually empty) /usr/local/sbin, first in PATH; a host without one gets
-    // the tools in a directory of their own, put first in PATH.
-    let tools_at = if Path::new(super::guest::TOOLS_MOUNT).is_dir() {
+    // /usr/local is the VM's own (on its disk, writable), with the stand-ins over its sbin,
+    // first in PATH; a host without /usr/local gets the tools in a directory of their own.
+    let local = boot.disk.join("usr/local/sbin");
+    let tools_at = if Path::new("/usr/local").is_dir() && std::fs::create_dir_all(&local).is_ok() {
+        c.arg("--bind").arg(boot.disk.join("usr/local")).arg("/usr/local");
         super::guest::TOOLS_MOUNT
     } else {
         "/run/cks-devcluster/bin"
