@@ -74,6 +74,7 @@ cks-lab is running on the development control plane (a dev/test tool, not a real
               KUBECONFIG=$kubeconfig kubectl get session -n cks-lab -w
               KUBECONFIG=$kubeconfig kubectl apply -f config/samples/validationrun.yaml
   metrics:    http://127.0.0.1:8080/metrics
+The simulated VMs share this machine's kernel and network: never let real students use them.
 Stop with Ctrl-C.
 
 MSG

@@ -14,6 +14,7 @@
 //! ```
 
 pub mod apply;
+pub mod builtin;
 pub mod error;
 pub mod kubevirt;
 mod openapi;
@@ -84,7 +85,7 @@ pub struct Options {
     /// Serve with a certificate signed by this CA instead of a generated one, and accept
     /// client certificates it signed (a practice cluster's API uses its cluster CA).
     pub ca: Option<ExternalCa>,
-    /// Act as the kubelet, simply: Pods are marked Running.
+    /// Act as the kubelet, simply: Pods are marked Running, Deployments rolled out.
     pub kubelet: bool,
 }
 
@@ -260,6 +261,7 @@ impl DevCluster {
                 .map_err(|e| Error::Simulator(format!("{}: {e}", root.display())))?;
             {
                 let mut st = shared.lock();
+                st.kubevirt_webhooks = true;
                 let crd_rt = st
                     .registry
                     .get("apiextensions.k8s.io", "v1", "customresourcedefinitions")
@@ -477,6 +479,119 @@ async fn persist_loop(shared: Arc<Shared>, dir: PathBuf) {
     }
 }
 
+/// With a kubelet, a Deployment gets its Pods (labels of its template plus
+/// `pod-template-hash`, owned by it; no ReplicaSets) and reports every replica updated, ready
+/// and available, so `kubectl rollout status` finishes as on a cluster whose images pull and
+/// `kubectl exec deploy/NAME` finds a Pod (the exec itself is not served).
+fn rollout_deployments(st: &mut state::State) -> bool {
+    let (Some(rt), Some(pods)) = (
+        st.registry.get("apps", "v1", "deployments"),
+        st.registry.get("", "v1", "pods"),
+    ) else {
+        return false;
+    };
+    let items = st
+        .list(&rt, None, &state::ListOpts::default())
+        .map(|l| l.items)
+        .unwrap_or_default();
+    let mut wrote = false;
+    for d in &items {
+        wrote |= deployment_pods(st, &pods, d);
+    }
+    for d in items {
+        let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
+        let generation = d["metadata"]["generation"].clone();
+        let now = state::now();
+        let mut status = json!({"observedGeneration": generation, "replicas": replicas,
+            "updatedReplicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas,
+            "conditions": [
+                {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
+                    "message": "Deployment has minimum availability.", "lastUpdateTime": now, "lastTransitionTime": now},
+                {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
+                    "message": "ReplicaSet has successfully progressed.", "lastUpdateTime": now, "lastTransitionTime": now}]});
+        if replicas == 0 {
+            for k in ["readyReplicas", "availableReplicas", "updatedReplicas"] {
+                status.as_object_mut().expect("object").remove(k);
+            }
+        }
+        let old = &d["status"];
+        if old["observedGeneration"] == status["observedGeneration"]
+            && old["replicas"] == status["replicas"]
+            && old["availableReplicas"] == status["availableReplicas"]
+        {
+            continue;
+        }
+        let mut new = (*d).clone();
+        new["status"] = status;
+        let ns = d["metadata"]["namespace"].as_str().map(str::to_string);
+        let name = d["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        wrote |= st
+            .update(&rt, ns.as_deref(), &name, new, true, state::WriteOpts::default())
+            .is_ok();
+    }
+    wrote
+}
+
+/// Make the Pods of Deployment `d` match its template and replica count.
+fn deployment_pods(st: &mut state::State, pods: &Arc<registry::ResourceType>, d: &serde_json::Value) -> bool {
+    use std::hash::{Hash, Hasher};
+    if d["metadata"]["deletionTimestamp"].is_string() {
+        return false;
+    }
+    let ns = d["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let name = d["metadata"]["name"].as_str().unwrap_or_default();
+    let uid = d["metadata"]["uid"].as_str().unwrap_or_default();
+    let template = &d["spec"]["template"];
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    template.to_string().hash(&mut hasher);
+    let hash = format!("{:010x}", hasher.finish() & 0xff_ffff_ffff);
+    let owned: Vec<Arc<serde_json::Value>> = st
+        .list(pods, Some(&ns), &state::ListOpts::default())
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| {
+            p["metadata"]["ownerReferences"]
+                .as_array()
+                .is_some_and(|o| o.iter().any(|r| r["uid"] == uid))
+                && p["metadata"]["deletionTimestamp"].is_null()
+        })
+        .collect();
+    let want = usize::try_from(d["spec"]["replicas"].as_i64().unwrap_or(1).max(0)).unwrap_or(0);
+    let mut wrote = false;
+    let mut current = 0;
+    for p in &owned {
+        let pod_name = p["metadata"]["name"].as_str().unwrap_or_default();
+        if p["metadata"]["labels"]["pod-template-hash"] == hash.as_str() && current < want {
+            current += 1;
+        } else {
+            wrote |= st
+                .delete(pods, Some(&ns), pod_name, &state::DeleteOpts::default())
+                .is_ok();
+        }
+    }
+    for _ in current..want {
+        let mut labels = template["metadata"]["labels"].clone();
+        if !labels.is_object() {
+            labels = json!({});
+        }
+        labels["pod-template-hash"] = json!(hash);
+        let pod = json!({"metadata": {"generateName": format!("{name}-{hash}-"), "namespace": ns,
+                "labels": labels, "annotations": template["metadata"]["annotations"],
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": name,
+                    "uid": uid, "controller": true, "blockOwnerDeletion": true}]},
+            "spec": template["spec"]});
+        match st.create(pods, Some(&ns), pod, state::WriteOpts::default()) {
+            Ok(_) => wrote = true,
+            Err(e) => tracing::warn!(deployment = %name, error = %e, "creating a Deployment's Pod"),
+        }
+    }
+    wrote
+}
+
 /// Mark Pods Running and Ready, as a kubelet would once their containers started.
 async fn kubelet_loop(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.clone();
@@ -497,7 +612,7 @@ async fn kubelet_loop(shared: Arc<Shared>) {
                 .list(&rt, None, &state::ListOpts::default())
                 .map(|l| l.items)
                 .unwrap_or_default();
-            let mut wrote = false;
+            let mut wrote = rollout_deployments(&mut st);
             for pod in pods {
                 if pod["status"]["phase"] == "Running" || pod["metadata"]["deletionTimestamp"].is_string() {
                     continue;

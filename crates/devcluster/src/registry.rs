@@ -223,6 +223,8 @@ fn builtins() -> Vec<Builtin> {
                 ("Up-to-date", "integer", ".status.updatedReplicas"),
                 ("Available", "integer", ".status.availableReplicas"),
             ]),
+        // Scenarios check runtime classes (e.g. gVisor's `runsc`).
+        b("node.k8s.io", "v1", "RuntimeClass", "runtimeclasses").cluster(),
         b("rbac.authorization.k8s.io", "v1", "Role", "roles"),
         b("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings"),
         b("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles").cluster(),

@@ -309,9 +309,6 @@ async fn route(shared: &Arc<Shared>, req: Request, path: &str) -> ApiResult<Resp
             let obj = parse_body(&content_type, &body)?;
             let (created, gc) = {
                 let mut st = shared.lock();
-                if shared.opts.kubevirt.is_some() {
-                    crate::kubevirt::admit_create(&st, &rt, ns, &obj)?;
-                }
                 let r = st.create(&rt, ns, obj, write)?;
                 (r, st.gc_needed)
             };
@@ -340,9 +337,6 @@ async fn route(shared: &Arc<Shared>, req: Request, path: &str) -> ApiResult<Resp
                 let mut st = shared.lock();
                 let before = st.rv();
                 let existed = st.get(&rt, ns, n).is_ok();
-                if !existed && shared.opts.kubevirt.is_some() {
-                    crate::kubevirt::admit_create(&st, &rt, ns, &patch)?;
-                }
                 let force = q.get("force").is_some_and(|f| f == "true");
                 let r = st.patch(&rt, ns, n, ptype, patch, status, manager, force, write)?;
                 (r, st.gc_needed, !existed && st.rv() > before)

@@ -158,6 +158,8 @@ pub struct State {
     pub current_rv: Arc<AtomicU64>,
     /// Set when a deletion may have left work for the garbage collector.
     pub gc_needed: bool,
+    /// Whether KubeVirt's and CDI's admission webhooks are simulated (with the simulator).
+    pub kubevirt_webhooks: bool,
 }
 
 /// Timestamp in the RFC 3339 second precision Kubernetes uses.
@@ -393,6 +395,7 @@ impl State {
             applied: HashMap::new(),
             current_rv: Arc::new(AtomicU64::new(0)),
             gc_needed: false,
+            kubevirt_webhooks: false,
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let rt = s
@@ -615,6 +618,7 @@ impl State {
             crd_types = Some(self.check_crd(rt, &name, &obj)?);
             obj["status"] = schema::crd_status(&obj, &now());
         }
+        self.admit(rt, ns.as_deref(), &name, &obj, None)?;
         if opts.dry_run {
             return Ok(Arc::new(obj));
         }
@@ -623,6 +627,26 @@ impl State {
             self.registry.set_crd(&name, types);
         }
         Ok(present(rt, &stored))
+    }
+
+    /// What the real server checks after the schema: built-in kinds' own validation, then
+    /// (with the simulator) KubeVirt's and CDI's validating webhooks.
+    fn admit(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+        obj: &Value,
+        old: Option<&Value>,
+    ) -> ApiResult<()> {
+        let causes = crate::builtin::validate(rt, obj)?;
+        if !causes.is_empty() {
+            return Err(Self::invalid(rt, name, causes));
+        }
+        if self.kubevirt_webhooks {
+            crate::kubevirt::admit(self, rt, ns, obj, old)?;
+        }
+        Ok(())
     }
 
     fn check_type(&self, rt: &ResourceType, obj: &Value) -> ApiResult<()> {
@@ -758,6 +782,9 @@ impl State {
             if !causes.is_empty() {
                 return Err(Self::invalid(rt, name, causes));
             }
+        }
+        if !status {
+            self.admit(rt, ns, name, &next, Some(&old))?;
         }
         let mut crd_types = None;
         if rt.storage == CRD_STORAGE && !status {

@@ -817,3 +817,236 @@ async fn snapshot_and_restore_faults_fail_like_kubevirt_and_a_failed_restore_blo
     })
     .await;
 }
+
+#[tokio::test]
+async fn deleted_vms_data_volumes_snapshots_and_namespaces_free_their_disk_directories() {
+    let sim = start_sim(BTreeMap::new()).await;
+    let gone = |path: std::path::PathBuf, what: &'static str| async move {
+        eventually(what, || async { (!path.exists()).then_some(()) }).await;
+    };
+    // A running VM with a snapshot: its disk and the snapshot's copy are on disk.
+    running_vm(&sim, "v", "Always", &[]).await;
+    sim.create(&sim.snapshots(), snapshot("v-base", "v", &[])).await;
+    let snap = sim
+        .wait(&sim.snapshots(), "v-base", "snapshot ready", |v| {
+            phase(v) == "Succeeded"
+        })
+        .await;
+    let content = snap["status"]["virtualMachineSnapshotContentName"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let snap_dir = sim.disks.path().join("snapshots/default").join(&content);
+    assert!(snap_dir.join("rootdisk/etc/golden-image").exists());
+    assert!(sim.disk("v-rootdisk").join("etc/golden-image").exists());
+
+    // Deleting the snapshot deletes its content, and the copy goes with it.
+    sim.snapshots()
+        .delete("v-base", &DeleteParams::default())
+        .await
+        .expect("delete snapshot");
+    gone(snap_dir, "snapshot directory removed").await;
+
+    // Deleting the VM deletes its DataVolume and PVC, and the disk goes once the VM is down.
+    sim.vms()
+        .delete("v", &DeleteParams::default())
+        .await
+        .expect("delete vm");
+    gone(sim.disk("v-rootdisk"), "VM disk removed").await;
+
+    // A standalone DataVolume.
+    sim.create(
+        &sim.dvs(),
+        json!({"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
+        "metadata": {"name": "scratch"},
+        "spec": {"source": {"blank": {}}, "storage": {"resources": {"requests": {"storage": "1Gi"}}}}}),
+    )
+    .await;
+    sim.wait(&sim.dvs(), "scratch", "dv ready", |v| phase(v) == "Succeeded")
+        .await;
+    assert!(sim.disk("scratch").exists());
+    sim.dvs()
+        .delete("scratch", &DeleteParams::default())
+        .await
+        .expect("delete dv");
+    gone(sim.disk("scratch"), "DataVolume disk removed").await;
+
+    // Everything in a deleted namespace: disks, snapshots and the namespace's directories.
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(sim.client.clone());
+    let ns: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "lab"}})).unwrap();
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("namespace");
+    let in_lab = |plural: &str, kind: &str, group: &str, version: &str| {
+        let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+        Api::<DynamicObject>::namespaced_with(sim.client.clone(), "lab", &ar)
+    };
+    let lab_vms = in_lab("virtualmachines", "VirtualMachine", "kubevirt.io", "v1");
+    let lab_snaps = in_lab(
+        "virtualmachinesnapshots",
+        "VirtualMachineSnapshot",
+        "snapshot.kubevirt.io",
+        "v1beta1",
+    );
+    sim.create(&lab_vms, vm("w", "Halted", &[])).await;
+    sim.wait(&lab_vms, "w", "lab vm provisioned", |v| printable(v) == "Stopped")
+        .await;
+    sim.create(&lab_snaps, snapshot("w-base", "w", &[])).await;
+    sim.wait(&lab_snaps, "w-base", "lab snapshot ready", |v| {
+        phase(v) == "Succeeded"
+    })
+    .await;
+    assert!(sim.disks.path().join("disks/lab/w-rootdisk").exists());
+    assert!(sim.disks.path().join("snapshots/lab").exists());
+    namespaces
+        .delete("lab", &DeleteParams::default())
+        .await
+        .expect("delete namespace");
+    gone(sim.disks.path().join("disks/lab"), "namespace disks removed").await;
+    gone(
+        sim.disks.path().join("snapshots/lab"),
+        "namespace snapshots removed",
+    )
+    .await;
+    // The golden image keeps its disk.
+    assert!(
+        sim.disks
+            .path()
+            .join("disks/vm-templates/golden/etc/golden-image")
+            .exists()
+    );
+}
+
+/// The message of a refused create.
+async fn refused(api: &Api<DynamicObject>, obj: Value) -> String {
+    let obj: DynamicObject = serde_json::from_value(obj).expect("object");
+    match api.create(&PostParams::default(), &obj).await {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 422, "{}", s.message);
+            s.message
+        }
+        other => panic!("expected a 422, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn objects_that_kubevirt_schemas_and_webhooks_refuse_are_refused() {
+    let sim = start_sim(BTreeMap::new()).await;
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut v = vm("bad", "Halted", &[]);
+        f(&mut v);
+        v
+    };
+    // KubeVirt's CRD schema: quantities match the quantity pattern, a VMI spec has a domain.
+    let m = refused(
+        &sim.vms(),
+        with(&|v| {
+            v["spec"]["template"]["spec"]["domain"]["resources"] = json!({"requests": {"memory": "lots"}})
+        }),
+    )
+    .await;
+    assert!(
+        m.contains("spec.template.spec.domain.resources.requests[memory]: Invalid value: \"lots\""),
+        "{m}"
+    );
+    let m = refused(
+        &sim.vms(),
+        with(&|v| v["spec"]["template"]["spec"]["domain"]["memory"] = json!({"guest": "2 GB"})),
+    )
+    .await;
+    assert!(m.contains("spec.template.spec.domain.memory.guest"), "{m}");
+    let m = refused(
+        &sim.vms(),
+        with(&|v| {
+            v["spec"]["template"]["spec"]
+                .as_object_mut()
+                .unwrap()
+                .remove("domain");
+        }),
+    )
+    .await;
+    assert!(m.contains("spec.template.spec.domain: Required value"), "{m}");
+    // virt-api's VM admitter.
+    let m = refused(
+        &sim.vms(),
+        with(&|v| {
+            v["spec"]["template"]["spec"]["domain"]["resources"] = json!({"requests": {"memory": "-5Gi"}})
+        }),
+    )
+    .await;
+    assert_eq!(
+        m,
+        "admission webhook \"virtualmachine-validator.kubevirt.io\" denied the request: \
+         spec.template.spec.domain.resources.requests.memory '-5Gi': must be greater than or equal to 0."
+    );
+    let m = refused(
+        &sim.vms(),
+        with(&|v| v["spec"]["runStrategy"] = json!("Sometimes")),
+    )
+    .await;
+    assert!(
+        m.ends_with("denied the request: Invalid RunStrategy (Sometimes)"),
+        "{m}"
+    );
+    let m = refused(
+        &sim.vms(),
+        with(&|v| v["spec"]["template"]["spec"]["volumes"] = json!([])),
+    )
+    .await;
+    assert!(
+        m.contains("must be referenced in the VMI template's 'volumes' list"),
+        "{m}"
+    );
+    // An update is admitted too.
+    sim.create(&sim.vms(), vm("good", "Halted", &[])).await;
+    let err = sim
+        .vms()
+        .patch(
+            "good",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"runStrategy": "Never"}})),
+        )
+        .await
+        .expect_err("invalid run strategy");
+    assert!(err.to_string().contains("Invalid RunStrategy (Never)"), "{err}");
+
+    // DataVolumes: storage quantities and a storage definition.
+    let dv = |spec: Value| {
+        json!({"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
+        "metadata": {"name": "d"}, "spec": spec})
+    };
+    let m = refused(
+        &sim.dvs(),
+        dv(json!({"source": {"blank": {}}, "storage": {"resources": {"requests": {"storage": "big"}}}})),
+    )
+    .await;
+    assert!(m.contains("spec.storage.resources.requests[storage]"), "{m}");
+    let m = refused(&sim.dvs(), dv(json!({"source": {"blank": {}}}))).await;
+    assert!(m.ends_with("Missing Data volume PVC or Storage"), "{m}");
+
+    // Snapshots name a kubevirt.io VirtualMachine and their spec is immutable.
+    let mut snap = snapshot("s", "good", &[]);
+    snap["spec"]["source"]["kind"] = json!("Pod");
+    let m = refused(&sim.snapshots(), snap).await;
+    assert!(m.ends_with("denied the request: invalid kind"), "{m}");
+    sim.create(&sim.snapshots(), snapshot("s", "good", &[])).await;
+    let err = sim
+        .snapshots()
+        .patch(
+            "s",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"source": {"name": "other"}}})),
+        )
+        .await
+        .expect_err("immutable");
+    assert!(
+        err.to_string().contains("spec in immutable after creation"),
+        "{err}"
+    );
+    let mut r = restore("r", "good", "s", "", &[]);
+    r["spec"]["target"].as_object_mut().unwrap().remove("apiGroup");
+    let m = refused(&sim.restores(), r).await;
+    assert!(m.ends_with("denied the request: missing apiGroup"), "{m}");
+}

@@ -29,7 +29,7 @@ fn vm(name: &str) -> Value {
             "dataVolumeTemplates": [{"metadata": {"name": format!("{name}-rootdisk")},
                 "spec": {"source": {"pvc": {"namespace": "vm-templates", "name": "golden"}},
                     "storage": {"resources": {"requests": {"storage": "10Gi"}}}}}],
-            "template": {"spec": {"volumes": [
+            "template": {"spec": {"domain": {"devices": {}}, "volumes": [
                 {"name": "rootdisk", "dataVolume": {"name": format!("{name}-rootdisk")}},
                 {"name": "cloudinitdisk", "cloudInitNoCloud": {"secretRef": {"name": format!("{name}-cloudinit")}}}]}}}
     })
@@ -426,4 +426,110 @@ async fn kubectl_with_the_admin_kubeconfig_sees_the_practice_cluster_and_the_vms
         "{out}"
     );
     assert!(out.contains(&ip), "{out}");
+}
+
+#[tokio::test]
+async fn the_guest_kubelet_mirrors_static_pods_serves_its_read_only_port_and_deployments_get_pods() {
+    let lab = lab().await;
+    let ip = lab.ip("lab-cp", None).await;
+    let w1 = lab.ip("lab-w1", None).await;
+    let practice = lab.practice(&ip).await;
+    let system: Api<Pod> = Api::namespaced(practice.clone(), "kube-system");
+    let command = |p: &Pod| -> String {
+        p.spec.as_ref().unwrap().containers[0]
+            .command
+            .clone()
+            .unwrap_or_default()
+            .join(" ")
+    };
+    // kubeadm's static pods, mirrored and Running.
+    let apiserver = eventually("the kube-apiserver mirror pod Running", || async {
+        let p = system.get_opt("kube-apiserver-control-plane").await.ok()??;
+        (p.status.as_ref()?.phase.as_deref() == Some("Running")).then_some(p)
+    })
+    .await;
+    assert!(command(&apiserver).contains("--authorization-mode=Node,RBAC"));
+    for name in ["etcd", "kube-controller-manager", "kube-scheduler"] {
+        eventually(&format!("{name} mirror pod"), || async {
+            system.get_opt(&format!("{name}-control-plane")).await.ok()?
+        })
+        .await;
+    }
+    // Editing a manifest changes its Pod; removing one removes it.
+    let disk = lab.disks.path().join("disks/default");
+    let manifests = disk.join("lab-cp-rootdisk/etc/kubernetes/manifests");
+    let text = std::fs::read_to_string(manifests.join("kube-apiserver.yaml")).unwrap();
+    std::fs::write(
+        manifests.join("kube-apiserver.yaml"),
+        text.replace(
+            "--authorization-mode=Node,RBAC",
+            "--authorization-mode=AlwaysAllow",
+        ),
+    )
+    .unwrap();
+    std::fs::remove_file(manifests.join("etcd.yaml")).unwrap();
+    eventually("the edited manifest in the Pod", || async {
+        let p = system.get_opt("kube-apiserver-control-plane").await.ok()??;
+        command(&p)
+            .contains("--authorization-mode=AlwaysAllow")
+            .then_some(())
+    })
+    .await;
+    eventually("the etcd mirror pod gone", || async {
+        system
+            .get_opt("etcd-control-plane")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+
+    // The worker's kubelet opens its read-only port once its configuration sets one.
+    let config = disk.join("lab-w1-rootdisk/var/lib/kubelet/config.yaml");
+    let mut cfg = std::fs::read_to_string(&config).expect("kubeadm join's kubelet config");
+    assert!(
+        tokio::net::TcpStream::connect((w1.as_str(), 10255))
+            .await
+            .is_err()
+    );
+    cfg.push_str("readOnlyPort: 10255\n");
+    std::fs::write(&config, cfg).unwrap();
+    let body = eventually("the read-only port", || async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect((w1.as_str(), 10255)).await.ok()?;
+        s.write_all(b"GET /pods HTTP/1.1\r\nHost: x\r\n\r\n").await.ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.ok()?;
+        Some(out)
+    })
+    .await;
+    assert!(body.contains("\"kind\":\"PodList\""), "{body}");
+
+    // A Deployment gets its Pods and reports them available.
+    let deployments = api(&practice, "apps", "v1", "Deployment", "deployments");
+    let d: DynamicObject = serde_json::from_value(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}}}))
+    .unwrap();
+    deployments.create(&PostParams::default(), &d).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(practice, "default");
+    eventually("two Running pods of web", || async {
+        let list = pods
+            .list(&kube::api::ListParams::default().labels("app=web"))
+            .await
+            .ok()?;
+        let running = list
+            .items
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .count();
+        (running == 2).then_some(())
+    })
+    .await;
+    let web = deployments.get("web").await.unwrap();
+    assert_eq!(web.data["status"]["availableReplicas"], 2);
+    assert_eq!(web.data["status"]["observedGeneration"], 1);
 }

@@ -79,7 +79,7 @@ async fn start_vm() -> (Vm, String) {
             "dataVolumeTemplates": [{"metadata": {"name": "lab-cp-rootdisk"},
                 "spec": {"source": {"pvc": {"namespace": "vm-templates", "name": "golden"}},
                     "storage": {"resources": {"requests": {"storage": "10Gi"}}}}}],
-            "template": {"spec": {"hostname": "control-plane", "volumes": [
+            "template": {"spec": {"hostname": "control-plane", "domain": {"devices": {}}, "volumes": [
                 {"name": "rootdisk", "dataVolume": {"name": "lab-cp-rootdisk"}},
                 {"name": "cloudinitdisk", "cloudInitNoCloud": {"secretRef": {"name": "lab-cp-cloudinit"}}}]}}}
     }))
@@ -460,7 +460,7 @@ async fn a_restarted_server_with_a_data_dir_boots_its_running_vms_again() {
         .unwrap();
     let vm: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": "lab-cp"},
-        "spec": {"runStrategy": "Always", "template": {"spec": {"volumes": [
+        "spec": {"runStrategy": "Always", "template": {"spec": {"domain": {"devices": {}}, "volumes": [
             {"name": "rootdisk", "persistentVolumeClaim": {"claimName": "lab-cp-disk"}},
             {"name": "cloudinitdisk", "cloudInitNoCloud": {"secretRef": {"name": "lab-cp-cloudinit"}}}]}}}
     }))
@@ -486,4 +486,81 @@ async fn a_restarted_server_with_a_data_dir_boots_its_running_vms_again() {
     );
     let (out, _) = exec(&connect(&ip, "cks", &key).await, "cat /root/mark").await;
     assert_eq!(out, "persisted\n");
+}
+
+#[tokio::test]
+async fn the_vm_user_is_not_host_root_and_sudo_is_root_only_inside_the_vm() {
+    let (vm, ip) = start_vm().await;
+    let h = connect(&ip, "cks", &vm.key).await;
+    // The VM's user, in a user namespace, without capabilities.
+    let (out, code) = exec(
+        &h,
+        "id -u; id -un; grep CapEff /proc/self/status; cat /proc/self/uid_map",
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "1000", "{out}");
+    assert_eq!(lines[1], "cks", "{out}");
+    assert_eq!(lines[2], "CapEff:\t0000000000000000", "{out}");
+    let map: Vec<&str> = lines[3].split_whitespace().collect();
+    assert_eq!((map[0], map[2]), ("1000", "1"), "only the user is mapped: {out}");
+    // sudo: root inside a nested user namespace that maps only the VM user.
+    let (out, code) = exec(
+        &h,
+        "sudo bash -c 'id -u; cat /proc/self/uid_map; echo from-root > /etc/kubernetes/by-sudo; echo $HOME'",
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "0", "{out}");
+    let map: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!((map[0], map[1], map[2]), ("0", "1000", "1"), "{out}");
+    assert_eq!(lines[2], "/root");
+    let disk = vm.disks.path().join("disks/default/lab-cp-rootdisk");
+    assert_eq!(
+        std::fs::read_to_string(disk.join("etc/kubernetes/by-sudo")).unwrap(),
+        "from-root\n"
+    );
+    // Logging in as root gives uid 0 in the VM's namespace, still without capabilities.
+    let h = connect(&ip, "root", &vm.key).await;
+    let (out, _) = exec(&h, "id -u; grep CapEff /proc/self/status; cat /proc/self/uid_map").await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "0");
+    assert_eq!(lines[1], "CapEff:\t0000000000000000", "{out}");
+    assert_eq!(lines[2].split_whitespace().nth(2), Some("1"), "{out}");
+}
+
+#[tokio::test]
+async fn the_vm_has_the_golden_images_tools() {
+    let (vm, ip) = start_vm().await;
+    let h = connect(&ip, "cks", &vm.key).await;
+    let (out, code) = exec(
+        &h,
+        "set -e; systemctl is-active kubelet containerd; \
+         sudo bash -c 'echo \"[Service]\" > /etc/systemd/system/demo.service; systemctl daemon-reload; systemctl enable --now demo'; \
+         systemctl is-active demo.service; systemctl is-enabled demo; \
+         systemctl stop demo 2>&1 || echo refused-without-sudo; sudo systemctl stop demo; \
+         systemctl is-active demo || true; journalctl -u kubelet --no-pager; \
+         command -v falco runsc apparmor_parser python3 openssl ss >/dev/null && echo tools; \
+         python3 -c 'import yaml; print(\"yaml\")'; test -d /etc/apparmor.d && test -f /etc/containerd/config.toml && echo dirs",
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "active",
+            "active",
+            "active",
+            "enabled",
+            "Failed to stop: Access denied",
+            "refused-without-sudo",
+            "inactive",
+            "-- No entries --",
+            "tools",
+            "yaml",
+            "dirs"
+        ]
+    );
 }

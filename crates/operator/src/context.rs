@@ -13,6 +13,23 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::probe::{AlwaysReady, ClusterProbe, KubeProbe};
 
+/// Longest `note` of an `events.k8s.io/v1` Event the API server accepts, in bytes.
+pub const NOTE_LIMIT: usize = 1024;
+
+/// `note` cut to [`NOTE_LIMIT`] bytes at a character boundary, ending in `…` when cut.
+pub fn cut_note(mut note: String) -> String {
+    if note.len() <= NOTE_LIMIT {
+        return note;
+    }
+    let mut end = NOTE_LIMIT - '…'.len_utf8();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    note.truncate(end);
+    note.push('…');
+    note
+}
+
 /// Shared state of one controller's reconciles.
 #[derive(Clone)]
 pub struct Context {
@@ -81,7 +98,8 @@ impl Context {
         }
     }
 
-    /// Publishes an event on `obj`; failures are logged, never fatal.
+    /// Publishes an event on `obj`; failures are logged, never fatal. The note is cut to the
+    /// API server's limit of 1 024 bytes (a longer one is refused, and the event lost).
     pub async fn event<K: Resource<DynamicType = ()>>(
         &self,
         obj: &K,
@@ -93,7 +111,7 @@ impl Context {
         let event = Event {
             type_,
             reason: reason.to_owned(),
-            note: Some(note),
+            note: Some(cut_note(note)),
             action: action.to_owned(),
             secondary: None,
         };

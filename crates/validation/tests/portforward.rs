@@ -99,7 +99,7 @@ impl Lab {
                 "dataVolumeTemplates": [{"metadata": {"name": format!("{VM}-rootdisk")},
                     "spec": {"source": {"pvc": {"namespace": "vm-templates", "name": "golden"}},
                         "storage": {"resources": {"requests": {"storage": "10Gi"}}}}}],
-                "template": {"spec": {"hostname": "control-plane", "volumes": [
+                "template": {"spec": {"hostname": "control-plane", "domain": {"devices": {}}, "volumes": [
                     {"name": "rootdisk", "dataVolume": {"name": format!("{VM}-rootdisk")}},
                     {"name": "cloudinitdisk", "cloudInitNoCloud": {"secretRef": {"name": format!("{VM}-cloudinit")}}}]}}}
         }))

@@ -5,7 +5,7 @@
 // Each step is a match arm whose timer check stays inside it, which reads better than guards.
 #![allow(clippy::collapsible_match)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -132,6 +132,17 @@ pub(crate) struct Sim {
     timers: Timers,
     rolled: HashMap<(String, Fault), bool>,
     wrote: bool,
+    /// What the last disk collection saw, so directories are scanned only when something
+    /// went away or a disk left for later is no longer in use.
+    collected: Option<Collected>,
+}
+
+/// The PVCs and snapshot contents a disk collection saw, and the disks in use it skipped.
+struct Collected {
+    pvcs: BTreeSet<String>,
+    contents: BTreeSet<String>,
+    skipped: bool,
+    busy: HashSet<PathBuf>,
 }
 
 fn s(v: &Value) -> &str {
@@ -220,6 +231,7 @@ impl Sim {
             timers: Timers::default(),
             rolled: HashMap::new(),
             wrote: false,
+            collected: None,
         }
     }
 
@@ -377,7 +389,67 @@ impl Sim {
         if machines.sync(st, &t.vmi, &self.root) {
             self.timers.wake_at(Instant::now() + Duration::from_millis(20));
         }
+        self.collect_disks(st, &t, machines);
         self.wrote
+    }
+
+    /// Remove the directories of PVCs and snapshot contents that no longer exist (deleted
+    /// directly, by garbage collection of their VM, DataVolume or snapshot, or with their
+    /// namespace), as the storage behind them would be released. A disk a machine still
+    /// runs on (its VMI is shutting down) is left for a later pass.
+    fn collect_disks(&mut self, st: &State, t: &Types, machines: &super::machine::Machines) {
+        let keys = |rt: &ResourceType| -> BTreeSet<String> {
+            Self::list(st, rt)
+                .iter()
+                .map(|o| format!("{}/{}", ns_of(o), name_of(o)))
+                .collect()
+        };
+        let (pvcs, contents) = (keys(&t.pvc), keys(&t.content));
+        let busy = machines.disks();
+        if let Some(c) = &self.collected
+            && c.pvcs.is_subset(&pvcs)
+            && c.contents.is_subset(&contents)
+            && (!c.skipped || c.busy == busy)
+        {
+            let skipped = c.skipped;
+            self.collected = Some(Collected {
+                pvcs,
+                contents,
+                skipped,
+                busy,
+            });
+            return;
+        }
+        let mut skipped = false;
+        for (dir, live) in [("disks", &pvcs), ("snapshots", &contents)] {
+            let Ok(namespaces) = std::fs::read_dir(self.root.join(dir)) else {
+                continue;
+            };
+            for ns_dir in namespaces.flatten() {
+                let ns = ns_dir.file_name().to_string_lossy().into_owned();
+                for entry in std::fs::read_dir(ns_dir.path()).into_iter().flatten().flatten() {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if live.contains(&format!("{ns}/{name}")) {
+                        continue;
+                    }
+                    if busy.contains(&entry.path()) {
+                        skipped = true;
+                        continue;
+                    }
+                    if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                        tracing::warn!(error = %e, dir = %entry.path().display(), "removing a simulated disk");
+                    }
+                }
+                // Gone with its last volume (e.g. its namespace was deleted).
+                let _ = std::fs::remove_dir(ns_dir.path());
+            }
+        }
+        self.collected = Some(Collected {
+            pvcs,
+            contents,
+            skipped,
+            busy,
+        });
     }
 
     fn data_volume(&mut self, st: &mut State, t: &Types, dv: &Value) {

@@ -46,6 +46,7 @@ fn crd(
                 "additionalPrinterColumns": columns,
                 "schema": {"openAPIV3Schema": {
                     "type": "object",
+                    "required": ["spec"],
                     "properties": {"spec": spec, "status": open()},
                 }},
             }],
@@ -53,18 +54,82 @@ fn crd(
     })
 }
 
+/// KubeVirt's pattern for `resource.Quantity` fields (int-or-string).
+const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
+
+fn quantity() -> Value {
+    json!({"anyOf": [{"type": "integer"}, {"type": "string"}],
+        "pattern": QUANTITY_PATTERN, "x-kubernetes-int-or-string": true})
+}
+
+fn quantities() -> Value {
+    json!({"type": "object", "additionalProperties": quantity()})
+}
+
+/// `resources` with `requests` and `limits` (the PVC's and the VMI domain's).
+fn resources() -> Value {
+    json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true,
+        "properties": {"requests": quantities(), "limits": quantities()}})
+}
+
+/// A VMI spec: `domain` is required; its resources and guest memory are quantities.
+fn vmi_spec() -> Value {
+    json!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+        "required": ["domain"],
+        "properties": {"domain": {
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": true,
+            "properties": {
+                "resources": resources(),
+                "memory": {"type": "object", "x-kubernetes-preserve-unknown-fields": true,
+                    "properties": {"guest": quantity()}},
+            },
+        }},
+    })
+}
+
+/// A DataVolume spec: the claim's requested storage is a quantity.
+fn dv_spec() -> Value {
+    let claim = json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true,
+        "properties": {"resources": resources()}});
+    json!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+        "properties": {"source": open(), "sourceRef": open(), "pvc": claim, "storage": claim},
+    })
+}
+
+/// A snapshot's source or a restore's target (`TypedLocalObjectReference`).
+fn vm_ref() -> Value {
+    json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true,
+        "required": ["kind", "name"],
+        "properties": {"apiGroup": {"type": "string"}, "kind": {"type": "string"}, "name": {"type": "string"}}})
+}
+
 /// The CRDs, in creation order.
 pub fn all() -> Vec<Value> {
     let age = col("Age", "date", ".metadata.creationTimestamp");
+    // KubeVirt's CRD schema leaves runStrategy a plain string (virt-api's webhook refuses
+    // unknown values) and declares quantities as int-or-string with the quantity pattern.
     let vm_spec = json!({
         "type": "object",
         "x-kubernetes-preserve-unknown-fields": true,
+        "required": ["template"],
         "properties": {
-            "runStrategy": {"type": "string",
-                "enum": ["Always", "Halted", "Manual", "RerunOnFailure", "Once", "WaitAsReceiver"]},
+            "runStrategy": {"type": "string"},
             "running": {"type": "boolean"},
-            "template": open(),
-            "dataVolumeTemplates": {"type": "array", "items": open()},
+            "template": {
+                "type": "object",
+                "x-kubernetes-preserve-unknown-fields": true,
+                "properties": {"spec": vmi_spec()},
+            },
+            "dataVolumeTemplates": {"type": "array", "items": {
+                "type": "object",
+                "x-kubernetes-preserve-unknown-fields": true,
+                "properties": {"spec": dv_spec()},
+            }},
         },
         // The real admission webhook's rule and message.
         "x-kubernetes-validations": [{
@@ -77,7 +142,7 @@ pub fn all() -> Vec<Value> {
         "x-kubernetes-preserve-unknown-fields": true,
         "required": ["target", "virtualMachineSnapshotName"],
         "properties": {
-            "target": open(),
+            "target": vm_ref(),
             "virtualMachineSnapshotName": {"type": "string"},
             "targetReadinessPolicy": {"type": "string",
                 "enum": ["WaitGracePeriod", "StopTarget", "FailImmediate", "WaitEventually"]},
@@ -90,7 +155,7 @@ pub fn all() -> Vec<Value> {
         "x-kubernetes-preserve-unknown-fields": true,
         "required": ["source"],
         "properties": {
-            "source": open(),
+            "source": vm_ref(),
             "deletionPolicy": {"type": "string", "enum": ["Delete", "Retain"]},
             "failureDeadline": {"type": "string"},
         },
@@ -133,7 +198,7 @@ pub fn all() -> Vec<Value> {
             "datavolumes",
             &["dv", "dvs"],
             &["all"],
-            open(),
+            dv_spec(),
             vec![
                 col("Phase", "string", ".status.phase"),
                 col("Progress", "string", ".status.progress"),

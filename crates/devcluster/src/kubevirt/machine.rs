@@ -33,7 +33,11 @@ pub(crate) const ADMIN_CONF: &str = "/etc/kubernetes/admin.conf";
 struct Boot {
     hostname: String,
     disk: PathBuf,
+    /// The stand-ins bound at `guest::TOOLS_MOUNT`.
+    tools: PathBuf,
     users: Vec<String>,
+    /// uid of each user in `/etc/passwd` (cloud-init's 1000, 1001...).
+    uids: std::collections::BTreeMap<String, u32>,
     keys: Vec<PublicKey>,
     write_files: Vec<(String, String, u32)>,
 }
@@ -68,8 +72,11 @@ struct Nested {
 struct Machine {
     ns: String,
     ip: String,
+    disk: PathBuf,
     hostname: String,
     ssh: JoinHandle<()>,
+    /// The guest's kubelet (mirror pods, read-only port).
+    kubelet: JoinHandle<()>,
     kubeadm: Option<Kubeadm>,
     nested: Option<Nested>,
     joined: bool,
@@ -78,9 +85,11 @@ struct Machine {
 /// The machines of one simulator, by `namespace/name` of their VMI.
 pub(crate) struct Machines {
     ssh_port: u16,
+    tools_written: bool,
     running: HashMap<String, Machine>,
-    /// Machines shutting down, until their nested API server has written its state.
-    stopping: HashMap<String, Arc<AtomicBool>>,
+    /// Machines shutting down (with their disks), until their nested API server has written
+    /// its state.
+    stopping: HashMap<String, (PathBuf, Arc<AtomicBool>)>,
 }
 
 /// Read kubeadm's role from the disk (cloud-init put the configuration and CA there).
@@ -301,7 +310,9 @@ fn parse_boot(st: &State, root: &Path, ns: &str, vmi: &Value) -> Boot {
     Boot {
         hostname,
         disk,
+        tools: root.join("tools"),
         users,
+        uids: Default::default(),
         keys,
         write_files,
     }
@@ -343,6 +354,7 @@ impl Machines {
     pub(crate) fn new(ssh_port: u16) -> Self {
         Self {
             ssh_port,
+            tools_written: false,
             running: HashMap::new(),
             stopping: HashMap::new(),
         }
@@ -350,11 +362,12 @@ impl Machines {
 
     fn shut_down(&mut self, key: String, mut m: Machine) {
         m.ssh.abort();
+        m.kubelet.abort();
         if let Some(mut n) = m.nested.take() {
             if let Some(stop) = n.stop.take() {
                 let _ = stop.send(());
             }
-            self.stopping.insert(key, n.done);
+            self.stopping.insert(key, (m.disk.clone(), n.done));
         }
     }
 
@@ -372,11 +385,25 @@ impl Machines {
         if self.running.contains_key(&key) {
             return false;
         }
-        let done = self.stopping.get(&key).is_none_or(|d| d.load(Ordering::SeqCst));
+        let done = self
+            .stopping
+            .get(&key)
+            .is_none_or(|(_, d)| d.load(Ordering::SeqCst));
         if done {
             self.stopping.remove(&key);
         }
         done
+    }
+
+    /// Disks of machines that run or are still shutting down: not to be removed yet.
+    pub(crate) fn disks(&self) -> std::collections::HashSet<PathBuf> {
+        let running = self.running.values().map(|m| m.disk.clone());
+        let stopping = self
+            .stopping
+            .values()
+            .filter(|(_, done)| !done.load(Ordering::SeqCst))
+            .map(|(disk, _)| disk.clone());
+        running.chain(stopping).collect()
     }
 
     pub(crate) fn stop_all(&mut self) {
@@ -447,6 +474,12 @@ impl Machines {
             .list(vmi_rt, None, &crate::state::ListOpts::default())
             .map(|l| l.items)
             .unwrap_or_default();
+        if !self.tools_written {
+            match super::guest::write_tools(&root.join("tools")) {
+                Ok(()) => self.tools_written = true,
+                Err(e) => tracing::warn!(error = %e, "writing the simulated VMs' tools"),
+            }
+        }
         let mut want = HashMap::new();
         for vmi in &items {
             let ip = s(&vmi["status"]["interfaces"][0]["ipAddress"]);
@@ -478,10 +511,11 @@ impl Machines {
                 continue;
             }
             let ns = s(&vmi["metadata"]["namespace"]);
-            let boot = parse_boot(st, root, ns, &vmi);
+            let mut boot = parse_boot(st, root, ns, &vmi);
             if let Err(e) = first_boot(&boot) {
                 tracing::warn!(vmi = %key, error = %e, "simulated first boot");
             }
+            boot.uids = super::guest::users(&boot.disk, &boot.users);
             let addr = format!("{ip}:{}", self.ssh_port);
             let listener = match std::net::TcpListener::bind(&addr)
                 .and_then(|l| l.set_nonblocking(true).map(|()| l))
@@ -495,6 +529,12 @@ impl Machines {
             };
             tracing::info!(vmi = %key, %addr, "simulated VM booted");
             let kubeadm = kubeadm(&boot.disk);
+            if let Some(role) = &kubeadm {
+                let control_plane = matches!(role, Kubeadm::ControlPlane { .. });
+                if let Err(e) = super::guest::kubeadm(&boot.disk, control_plane, &boot.hostname, &ip) {
+                    tracing::warn!(vmi = %key, error = %e, "simulated kubeadm files");
+                }
+            }
             let nested = match &kubeadm {
                 Some(Kubeadm::ControlPlane { ca, .. }) => {
                     start_nested(&boot.disk, &ip, &boot.hostname, ca.clone())
@@ -502,14 +542,23 @@ impl Machines {
                 _ => None,
             };
             let hostname = boot.hostname.clone();
+            let disk = boot.disk.clone();
+            let kubelet = tokio::spawn(super::guest::kubelet(
+                disk.clone(),
+                ip.clone(),
+                hostname.clone(),
+                nested.as_ref().map(|n| n.cluster.clone()),
+            ));
             let ssh = tokio::spawn(serve_ssh(listener, Arc::new(boot)));
             self.running.insert(
                 key,
                 Machine {
                     ns: ns.to_string(),
                     ip,
+                    disk,
                     hostname,
                     ssh,
+                    kubelet,
                     kubeadm,
                     nested,
                     joined: false,
@@ -642,17 +691,48 @@ impl VmSession {
     }
 }
 
-/// The sandboxed command: bubblewrap with the disk as `/`, the host's `/usr` read-only, its own
-/// PID and UTS namespaces, and a login-like environment. With a PTY, `script` allocates one.
+/// The sandboxed command: bubblewrap with the disk as `/`, the host's `/usr` read-only, the
+/// guest's stand-ins on [`super::guest::TOOLS_MOUNT`], its own user, PID, UTS, IPC and cgroup
+/// namespaces, and a login-like environment. The user is the VM's user (their uid from
+/// `/etc/passwd`, `root` as uid 0) inside a user namespace, with every capability dropped:
+/// the host's root is never the VM's root. `sudo` (a stand-in) gives root inside a nested
+/// user namespace only. With a PTY, `script` allocates one.
 fn sandbox(boot: &Boot, user: &str, command: Option<&str>, pty: Option<&(String, u32, u32)>) -> Command {
-    let home = if user == "root" || user.is_empty() {
+    let root = user == "root" || user.is_empty();
+    let home = if root {
         "/root".to_string()
     } else {
         format!("/home/{user}")
     };
+    let uid = if root {
+        0
+    } else {
+        boot.uids.get(user).copied().unwrap_or(1000)
+    }
+    .to_string();
     let mut c = Command::new("bwrap");
+    c.args([
+        "--unshare-user",
+        "--uid",
+        &uid,
+        "--gid",
+        &uid,
+        "--cap-drop",
+        "ALL",
+    ]);
+    c.args(["--unshare-ipc", "--unshare-cgroup-try"]);
     c.arg("--bind").arg(&boot.disk).arg("/");
     c.args(["--ro-bind", "/usr", "/usr"]);
+    // /usr/local is the VM's own (on its disk, writable), with the stand-ins over its sbin,
+    // first in PATH; a host without /usr/local gets the tools in a directory of their own.
+    let local = boot.disk.join("usr/local/sbin");
+    let tools_at = if Path::new("/usr/local").is_dir() && std::fs::create_dir_all(&local).is_ok() {
+        c.arg("--bind").arg(boot.disk.join("usr/local")).arg("/usr/local");
+        super::guest::TOOLS_MOUNT
+    } else {
+        "/run/cks-devcluster/bin"
+    };
+    c.arg("--ro-bind").arg(&boot.tools).arg(tools_at);
     for (link, target) in [
         ("bin", "usr/bin"),
         ("sbin", "usr/sbin"),
@@ -687,7 +767,11 @@ fn sandbox(boot: &Boot, user: &str, command: Option<&str>, pty: Option<&(String,
         .env("KUBECONFIG", ADMIN_CONF)
         .env(
             "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            format!("{tools_at}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin").replacen(
+                "/usr/local/sbin:/usr/local/sbin:",
+                "/usr/local/sbin:",
+                1,
+            ),
         )
         .env("SHELL", "/bin/bash")
         .env("LANG", "C.UTF-8");

@@ -4,8 +4,10 @@
 //! machines behind running VMIs (disks, SSH, nested practice-cluster API).
 //! See `docs/devcluster.md` for the behaviour and its limits.
 
+mod admission;
 mod controller;
 pub mod crds;
+mod guest;
 mod machine;
 pub mod portforward;
 mod subresources;
@@ -14,6 +16,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub(crate) use admission::admit;
 pub(crate) use controller::{install, run};
 pub(crate) use subresources::route;
 
@@ -215,43 +218,6 @@ pub(crate) fn seed_golden_disk(disk: &std::path::Path) -> std::io::Result<()> {
         disk.join("etc/os-release"),
         "PRETTY_NAME=\"Ubuntu 22.04 LTS (cks-devcluster simulated VM)\"\nNAME=\"Ubuntu\"\nVERSION_ID=\"22.04\"\nID=ubuntu\n",
     )?;
-    std::fs::write(disk.join("etc/golden-image"), "cks-devcluster golden image\n")
-}
-
-/// Admission checks of KubeVirt's webhooks for new objects: a VirtualMachineRestore is
-/// refused while another restore of the same target is incomplete (a failed one counts).
-pub(crate) fn admit_create(
-    st: &crate::state::State,
-    rt: &crate::registry::ResourceType,
-    ns: Option<&str>,
-    obj: &serde_json::Value,
-) -> crate::error::ApiResult<()> {
-    if rt.group != "snapshot.kubevirt.io" || rt.plural != "virtualmachinerestores" {
-        return Ok(());
-    }
-    let target = obj["spec"]["target"]["name"].as_str().unwrap_or_default();
-    let list = st.list(rt, ns, &crate::state::ListOpts::default())?;
-    let busy = list.items.iter().find(|r| {
-        r["spec"]["target"]["name"].as_str() == Some(target)
-            && r["status"]["complete"] != serde_json::json!(true)
-            && r["metadata"]["name"] != obj["metadata"]["name"]
-    });
-    match busy {
-        None => Ok(()),
-        Some(r) => {
-            let message = format!(
-                "admission webhook \"virtualmachinerestore-validator.snapshot.kubevirt.io\" denied the request: VirtualMachineRestore {:?} in progress",
-                r["metadata"]["name"].as_str().unwrap_or_default()
-            );
-            Err(crate::error::ApiError {
-                code: 422,
-                reason: "Invalid",
-                message,
-                details: Some(
-                    serde_json::json!({"causes": [{"reason": "FieldValueInvalid", "field": "spec.target",
-                    "message": format!("VirtualMachineRestore {:?} in progress", r["metadata"]["name"].as_str().unwrap_or_default())}]}),
-                ),
-            })
-        }
-    }
+    std::fs::write(disk.join("etc/golden-image"), "cks-devcluster golden image\n")?;
+    guest::seed(disk)
 }
