@@ -17,7 +17,9 @@ use cks_api::session::Session;
 use cks_kubevirt::cdi::DataVolume;
 use cks_kubevirt::kubevirt::{RunStrategy, VirtualMachine, VirtualMachineInstance};
 use cks_kubevirt::naming::{self, VmId};
-use cks_kubevirt::objects::{Bootstrap, ClusterLayout, Observed};
+use cks_kubevirt::objects::{
+    Bootstrap, ClusterLayout, Observed, SSH_HOST_KEY_PRIVATE, SSH_HOST_KEY_PUBLIC, SshHostKey,
+};
 use cks_kubevirt::pki::ClusterPki;
 use cks_kubevirt::snapshot::{VirtualMachineRestore, VirtualMachineSnapshot};
 use futures::StreamExt;
@@ -1435,14 +1437,70 @@ impl<'a> Reconciler<'a> {
         Ok(key)
     }
 
+    /// The cluster's SSH host key pair: generated once, then always read back from its
+    /// Secret, so every VM (first attempt, retry, after a restart) gets the same key and the
+    /// key pinned by the SSH client is the one the VMs present.
+    async fn ensure_ssh_host_key(&self) -> Result<cks_validation::HostKeyPair> {
+        let secrets: Api<Secret> = self.api();
+        let name = naming::ssh_host_key_secret_name(&self.name());
+        let read = |secret: Secret| -> Result<cks_validation::HostKeyPair> {
+            let data = secret.data.unwrap_or_default();
+            let field = |key: &str| {
+                data.get(key)
+                    .and_then(|v| String::from_utf8(v.0.clone()).ok())
+                    .filter(|v| !v.trim().is_empty())
+                    .ok_or_else(|| Error::Access {
+                        cluster: self.name(),
+                        reason: format!("Secret {}/{name} has no {key}", self.vm_ns),
+                    })
+            };
+            Ok(cks_validation::HostKeyPair {
+                private_openssh: field(SSH_HOST_KEY_PRIVATE)?,
+                public_openssh: field(SSH_HOST_KEY_PUBLIC)?,
+            })
+        };
+        if let Some(secret) = secrets
+            .get_opt(&name)
+            .await
+            .map_err(kube_err("get", "Secret", &name))?
+        {
+            return read(secret);
+        }
+        let pair = cks_validation::generate_host_key().map_err(|e| Error::Access {
+            cluster: self.name(),
+            reason: format!("generating the SSH host key: {e}"),
+        })?;
+        let secret = self.layout.ssh_host_key_secret(SshHostKey {
+            private_openssh: &pair.private_openssh,
+            public_openssh: &pair.public_openssh,
+        });
+        match secrets.create(&PostParams::default(), &secret).await {
+            Ok(_) => Ok(pair),
+            // Another writer got there first (a previous leader): use theirs.
+            Err(e) if is_status(&e, 409) => read(
+                secrets
+                    .get(&name)
+                    .await
+                    .map_err(kube_err("get", "Secret", &name))?,
+            ),
+            Err(e) => Err(kube_err("create", "Secret", name)(e)),
+        }
+    }
+
     /// Cloud-init Secrets of every VM and the admin kubeconfig Secret.
     async fn ensure_vm_secrets(&mut self, pki: &ClusterPki, api_ip: &str) -> Result<()> {
         let key = self.ssh_public_key().await?;
+        let host_key = self.ensure_ssh_host_key().await?;
         let layout_err = |source| Error::Layout {
             cluster: self.name(),
             source,
         };
-        let bootstrap = Bootstrap::new(pki, &key, api_ip).map_err(layout_err)?;
+        let bootstrap = Bootstrap::new(pki, &key, api_ip)
+            .map_err(layout_err)?
+            .with_ssh_host_key(SshHostKey {
+                private_openssh: &host_key.private_openssh,
+                public_openssh: &host_key.public_openssh,
+            });
         for id in self.layout.vms() {
             let secret = self
                 .layout
