@@ -36,7 +36,8 @@ use crate::common::{DNS1123_LABEL, DNS1123_SUBDOMAIN};
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("self.template == oldSelf.template").message("template is immutable: the pool replaces clusters instead of changing them"),
-    validation = Rule::new("!has(oldSelf.claimRef) || !has(self.claimRef) || self.claimRef.name == oldSelf.claimRef.name").message("claimRef cannot move from one Session to another; release it first"),
+    // Name and uid: a Session recreated under the same name is another Session.
+    validation = Rule::new("!has(oldSelf.claimRef) || !has(self.claimRef) || (self.claimRef.name == oldSelf.claimRef.name && (has(self.claimRef.uid) ? (has(oldSelf.claimRef.uid) && self.claimRef.uid == oldSelf.claimRef.uid) : !has(oldSelf.claimRef.uid)))").message("claimRef cannot move from one Session to another (name or uid); release it first"),
 )]
 pub struct PracticeClusterSpec {
     /// Name of the ClusterPool (same namespace) this cluster belongs to.
@@ -80,6 +81,26 @@ pub struct ClaimRef {
     /// UID of the Session, so a recreated Session of the same name is not mistaken for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
+}
+
+/// A claim as the cluster controller observed it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedClaim {
+    /// Name of the claiming Session.
+    pub name: String,
+    /// UID of the claiming Session, when the claim names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// When the controller first saw this claim.
+    pub since: Time,
+}
+
+impl ObservedClaim {
+    /// True when this records `claim` (same name and uid).
+    pub fn is_of(&self, claim: &ClaimRef) -> bool {
+        self.name == claim.name && self.uid == claim.uid
+    }
 }
 
 /// Lifecycle phase of a practice cluster.
@@ -178,6 +199,11 @@ pub struct PracticeClusterStatus {
     /// URL of the practice cluster's API server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_endpoint: Option<String>,
+    /// The claim in `spec.claimRef` and when this controller first saw it. A claim whose
+    /// Session (name and uid) no longer exists is released once this is older than the
+    /// operator's orphaned-claim grace; the time lives here so a restart does not reset it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<ObservedClaim>,
     /// Sessions this cluster has served: claims released, counted at release (an
     /// administrator's reset request is not a session).
     #[serde(default)]

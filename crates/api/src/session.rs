@@ -47,7 +47,8 @@ pub struct SessionSpec {
     pub scenario: String,
 
     /// The student this session belongs to, as the identity provider names them. At most
-    /// the configured number of active sessions per user is allowed.
+    /// the configured number of active sessions per user is allowed; users are compared with
+    /// surrounding whitespace trimmed and case ignored.
     #[schemars(length(min = 1, max = 253))]
     pub user: String,
 
@@ -64,6 +65,13 @@ pub struct SessionSpec {
 
 fn default_duration_minutes() -> i32 {
     60
+}
+
+/// The identity `user` stands for: surrounding whitespace dropped and lowercased, so
+/// `Alice@Example.com` and ` alice@example.com ` are one user (identity providers differ in
+/// case, and hand-written Sessions in whitespace). The per-user limit compares these.
+pub fn user_key(user: &str) -> String {
+    user.trim().to_lowercase()
 }
 
 /// Lifecycle phase of a session.

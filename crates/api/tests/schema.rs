@@ -281,6 +281,22 @@ fn claimed_cluster_cannot_be_handed_to_another_session() {
     let mut stolen = old.clone();
     stolen["spec"]["claimRef"]["name"] = json!("mallory-session");
     assert_refused("practiceclusters", &stolen, Some(&old), "claimRef cannot move");
+    // The uid is the Session's identity too: a recreated Session of the same name is another.
+    let mut claimed = old.clone();
+    claimed["spec"]["claimRef"]["uid"] = json!("5a1d0b7c-6f4e-4c3b-9e2f-1a2b3c4d5e6f");
+    let mut moved = claimed.clone();
+    moved["spec"]["claimRef"]["uid"] = json!("0b7c6f4e-5a1d-4c3b-9e2f-1a2b3c4d5e6f");
+    assert_refused("practiceclusters", &moved, Some(&claimed), "claimRef cannot move");
+    let mut dropped = claimed.clone();
+    dropped["spec"]["claimRef"].as_object_mut().unwrap().remove("uid");
+    assert_refused(
+        "practiceclusters",
+        &dropped,
+        Some(&claimed),
+        "claimRef cannot move",
+    );
+    assert_refused("practiceclusters", &claimed, Some(&old), "claimRef cannot move");
+    assert!(admission_errors("practiceclusters", &claimed, Some(&claimed)).is_empty());
     let mut released = old.clone();
     released["spec"].as_object_mut().unwrap().remove("claimRef");
     assert!(admission_errors("practiceclusters", &released, Some(&old)).is_empty());

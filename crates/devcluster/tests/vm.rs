@@ -28,6 +28,11 @@ fn key(seed: u8) -> PrivateKey {
     PrivateKey::from(Ed25519Keypair::from_seed(&[seed; 32]))
 }
 
+/// The host key of [`start_vm`]'s VM.
+fn host_key() -> PrivateKey {
+    key(9)
+}
+
 fn api(client: &kube::Client, group: &str, version: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
     let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
     Api::namespaced_with(client.clone(), "default", &ar)
@@ -62,8 +67,15 @@ async fn start_vm() -> (Vm, String) {
     let client = cluster.client().await.expect("client");
     let key = key(7);
     let public = key.public_key().to_openssh().expect("public key");
+    // The host key, as the operator gives it through cloud-init's `ssh_keys`.
+    let host_private: String = host_key()
+        .to_openssh(LineEnding::LF)
+        .unwrap()
+        .lines()
+        .map(|l| format!("    {l}\n"))
+        .collect();
     let user_data = format!(
-        "#cloud-config\nhostname: control-plane\nusers:\n  - name: cks\n    ssh_authorized_keys:\n      - {public}\nwrite_files:\n  - path: /etc/kubernetes/pki/ca.crt\n    content: test-ca\n    permissions: '0644'\n"
+        "#cloud-config\nhostname: control-plane\nusers:\n  - name: cks\n    ssh_authorized_keys:\n      - {public}\nwrite_files:\n  - path: /etc/kubernetes/pki/ca.crt\n    content: test-ca\n    permissions: '0644'\nssh_keys:\n  ed25519_private: |\n{host_private}"
     );
     let secrets = api(&client, "", "v1", "Secret", "secrets");
     let secret: DynamicObject = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
@@ -290,7 +302,7 @@ async fn stopping_the_vm_stops_ssh_and_starting_boots_from_the_same_disk() {
 }
 
 #[tokio::test]
-async fn openssh_client_logs_in_and_runs_a_command() {
+async fn openssh_client_logs_in_checking_the_host_key_from_cloud_init_and_runs_a_command() {
     let ssh = std::env::var("SSH").unwrap_or_else(|_| "ssh".into());
     let (vm, ip) = start_vm().await;
     connect(&ip, "cks", &vm.key).await;
@@ -299,6 +311,12 @@ async fn openssh_client_logs_in_and_runs_a_command() {
     std::fs::write(&key_path, vm.key.to_openssh(LineEnding::LF).unwrap().as_bytes()).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let known_hosts = dir.path().join("known_hosts");
+    std::fs::write(
+        &known_hosts,
+        format!("[{ip}]:2222 {}\n", host_key().public_key().to_openssh().unwrap()),
+    )
+    .unwrap();
     let out = tokio::process::Command::new(&ssh)
         .args(["-i"])
         .arg(&key_path)
@@ -307,10 +325,11 @@ async fn openssh_client_logs_in_and_runs_a_command() {
             "2222",
             "-o",
             "BatchMode=yes",
+            // Only the host key from the VM's cloud-init is accepted.
             "-o",
-            "StrictHostKeyChecking=no",
+            "StrictHostKeyChecking=yes",
             "-o",
-            "UserKnownHostsFile=/dev/null",
+            &format!("UserKnownHostsFile={}", known_hosts.display()),
             "-o",
             "LogLevel=ERROR",
         ])

@@ -17,7 +17,9 @@
 //!   SSH user's name.
 //! - `bootcmd`: copied, but entries must not run `kubeadm`.
 //! - The node identity and boot flow keys `hostname`, `fqdn`, `prefer_fqdn_over_hostname`,
-//!   `preserve_hostname`, `manage_etc_hosts`, `ssh_pwauth` and `power_state` are refused.
+//!   `preserve_hostname`, `manage_etc_hosts`, `ssh_pwauth` and `power_state` are refused, and
+//!   so are the host key keys `ssh_keys`, `ssh_deletekeys`, `ssh_genkeytypes` and files under
+//!   `/etc/ssh/ssh_host_*`: the operator pins the host key it gives each cluster.
 //! - Every other key is copied unchanged.
 //!
 //! Anything refused is an [`Error::ExtraCloudInitRefused`] naming the key and the reason.
@@ -96,6 +98,42 @@ pub struct CloudConfig {
     pub write_files: Vec<WriteFile>,
     /// Commands run once, at the end of the first boot, in order (exec form, no shell).
     pub runcmd: Vec<Vec<String>>,
+    /// The SSH host key the VM presents, pinned by the operator's SSH client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh_keys: Option<SshHostKeys>,
+    /// Delete the golden image's host keys, so only [`CloudConfig::ssh_keys`] is served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh_deletekeys: Option<bool>,
+}
+
+/// cloud-init's `ssh_keys`: the host key pair written to `/etc/ssh/ssh_host_ed25519_key`.
+/// With it, cloud-init generates no other host keys.
+#[derive(Serialize, Clone, PartialEq, Eq)]
+pub struct SshHostKeys {
+    /// OpenSSH private key.
+    pub ed25519_private: String,
+    /// OpenSSH public key line.
+    pub ed25519_public: String,
+}
+
+impl std::fmt::Debug for SshHostKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshHostKeys")
+            .field("ed25519_public", &self.ed25519_public)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CloudConfig {
+    /// Serves `private`/`public` as the VM's only SSH host key.
+    pub fn with_host_key(mut self, private: &str, public: &str) -> Self {
+        self.ssh_keys = Some(SshHostKeys {
+            ed25519_private: private.to_owned(),
+            ed25519_public: public.trim().to_owned(),
+        });
+        self.ssh_deletekeys = Some(true);
+        self
+    }
 }
 
 /// An entry of `users`.
@@ -171,6 +209,8 @@ fn base(hostname: &str, user: User) -> CloudConfig {
         users: vec![user],
         write_files: Vec::new(),
         runcmd: Vec::new(),
+        ssh_keys: None,
+        ssh_deletekeys: None,
     }
 }
 
@@ -298,6 +338,15 @@ const REFUSED_KEYS: &[(&str, &str)] = &[
         "kubeadm needs the hostname to resolve; set by cks-lab",
     ),
     ("ssh_pwauth", "password logins stay off"),
+    ("ssh_keys", "the SSH host key is generated and pinned by cks-lab"),
+    (
+        "ssh_deletekeys",
+        "the SSH host key is generated and pinned by cks-lab",
+    ),
+    (
+        "ssh_genkeytypes",
+        "the SSH host key is generated and pinned by cks-lab",
+    ),
     ("power_state", "a reboot or power-off would interrupt kubeadm"),
 ];
 
@@ -409,6 +458,11 @@ fn check_list_item(key: &str, item: &Value, config: &CloudConfig) -> Result<(), 
             if normalized.starts_with("/etc/kubernetes/") || normalized == "/etc/kubernetes" {
                 return Err(format!(
                     "{path}: files under /etc/kubernetes/ belong to kubeadm and cks-lab"
+                ));
+            }
+            if normalized.starts_with("/etc/ssh/ssh_host_") {
+                return Err(format!(
+                    "{path}: the SSH host key is generated and pinned by cks-lab"
                 ));
             }
             if config.write_files.iter().any(|f| f.path == normalized) {
@@ -540,6 +594,29 @@ mod tests {
         assert_eq!(refused_key("write_files: [{content: x}]"), "write_files[0]");
         assert_eq!(refused_key("users: [{name: ubuntu}]"), "users[0]");
         assert_eq!(refused_key("runcmd: echo hi"), "runcmd");
+        // The host key is the operator's to give and pin.
+        assert_eq!(refused_key("ssh_keys: {ed25519_private: x}"), "ssh_keys");
+        assert_eq!(refused_key("ssh_deletekeys: false"), "ssh_deletekeys");
+        assert_eq!(refused_key("ssh_genkeytypes: [rsa]"), "ssh_genkeytypes");
+        assert_eq!(
+            refused_key("write_files: [{path: /etc/ssh/ssh_host_ed25519_key, content: x}]"),
+            "write_files[0]"
+        );
+    }
+
+    #[test]
+    fn a_host_key_is_served_alone() {
+        let doc: Value = serde_saphyr::from_str(
+            &render(&sample().with_host_key("PRIVATE\n", "ssh-ed25519 AAAA\n"), None).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            doc["ssh_keys"],
+            json!({"ed25519_private": "PRIVATE\n", "ed25519_public": "ssh-ed25519 AAAA"})
+        );
+        assert_eq!(doc["ssh_deletekeys"], true);
+        let plain: Value = serde_saphyr::from_str(&render(&sample(), None).unwrap()).unwrap();
+        assert!(plain.get("ssh_keys").is_none() && plain.get("ssh_deletekeys").is_none());
     }
 
     #[test]

@@ -128,6 +128,12 @@ pub fn admin_kubeconfig_secret_name(cluster: &str) -> String {
     format!("{cluster}-admin-kubeconfig")
 }
 
+/// Name of the Secret holding the cluster's pinned SSH host key pair (see
+/// [`crate::objects::ClusterLayout::ssh_host_key_secret`]).
+pub fn ssh_host_key_secret_name(cluster: &str) -> String {
+    format!("{cluster}-ssh-host-key")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,6 +54,10 @@ use crate::snapshot::{
 pub const USERDATA_KEY: &str = "userdata";
 /// Key of the admin kubeconfig Secret.
 pub const KUBECONFIG_KEY: &str = "kubeconfig";
+/// Key of the OpenSSH private host key in the SSH host key Secret.
+pub const SSH_HOST_KEY_PRIVATE: &str = "ssh_host_ed25519_key";
+/// Key of the OpenSSH public host key line in the SSH host key Secret.
+pub const SSH_HOST_KEY_PUBLIC: &str = "ssh_host_ed25519_key.pub";
 /// Name of the VM volume and disk holding the root file system.
 pub const ROOT_DISK: &str = "rootdisk";
 /// Name of the VM volume and disk holding the cloud-init NoCloud drive.
@@ -288,7 +292,32 @@ impl ClusterLayout {
                 })?
             }
         };
+        let config = match bootstrap.ssh_host_key {
+            Some(key) => config.with_host_key(key.private_openssh, key.public_openssh),
+            None => config,
+        };
         cloud_init::render(&config, self.template.extra_cloud_init.as_deref())
+    }
+
+    /// The Secret `{cluster}-ssh-host-key` keeping the SSH host key pair the cluster's VMs are
+    /// given (keys [`SSH_HOST_KEY_PRIVATE`] and [`SSH_HOST_KEY_PUBLIC`]): the operator
+    /// generates it once and pins the public half.
+    pub fn ssh_host_key_secret(&self, key: SshHostKey<'_>) -> Secret {
+        Secret {
+            metadata: self.meta(naming::ssh_host_key_secret_name(&self.cluster), None),
+            type_: Some("Opaque".to_owned()),
+            data: Some(BTreeMap::from([
+                (
+                    SSH_HOST_KEY_PRIVATE.to_owned(),
+                    ByteString(key.private_openssh.as_bytes().to_vec()),
+                ),
+                (
+                    SSH_HOST_KEY_PUBLIC.to_owned(),
+                    ByteString(key.public_openssh.trim().as_bytes().to_vec()),
+                ),
+            ])),
+            ..Secret::default()
+        }
     }
 
     /// The Secret holding VM `id`'s cloud-init user data (key [`USERDATA_KEY`]).
@@ -552,6 +581,25 @@ pub struct Bootstrap<'a> {
     /// depends on the network configuration. The ClusterIP stays the same for the Service's
     /// life.
     pub api_server_ip: IpAddr,
+    /// The SSH host key every VM of the cluster presents; `None` leaves the image's keys.
+    pub ssh_host_key: Option<SshHostKey<'a>>,
+}
+
+/// An SSH host key pair in OpenSSH formats.
+#[derive(Clone, Copy)]
+pub struct SshHostKey<'a> {
+    /// OpenSSH private key.
+    pub private_openssh: &'a str,
+    /// OpenSSH public key line.
+    pub public_openssh: &'a str,
+}
+
+impl std::fmt::Debug for SshHostKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshHostKey")
+            .field("public_openssh", &self.public_openssh)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'a> Bootstrap<'a> {
@@ -565,7 +613,14 @@ impl<'a> Bootstrap<'a> {
             pki,
             ssh_public_key,
             api_server_ip: ip,
+            ssh_host_key: None,
         })
+    }
+
+    /// Gives every VM `key` as its SSH host key.
+    pub fn with_ssh_host_key(mut self, key: SshHostKey<'a>) -> Self {
+        self.ssh_host_key = Some(key);
+        self
     }
 }
 
@@ -600,6 +655,31 @@ mod tests {
 
     fn boot(pki: &ClusterPki) -> Bootstrap<'_> {
         Bootstrap::new(pki, SSH_KEY, API_IP).unwrap()
+    }
+
+    #[test]
+    fn every_vm_gets_the_clusters_host_key_which_its_secret_keeps() {
+        let pki = ClusterPki::generate().unwrap();
+        let key = SshHostKey {
+            private_openssh: "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----\n",
+            public_openssh: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOa5c2Pf0b6y6k3c",
+        };
+        let l = layout(1);
+        for id in l.vms() {
+            let config = parse_cloud_config(&l.cloud_init(id, &boot(&pki).with_ssh_host_key(key)).unwrap());
+            assert_eq!(
+                config["ssh_keys"]["ed25519_private"], key.private_openssh,
+                "{id:?}"
+            );
+            assert_eq!(config["ssh_keys"]["ed25519_public"], key.public_openssh, "{id:?}");
+            assert_eq!(config["ssh_deletekeys"], true);
+        }
+        let secret = l.ssh_host_key_secret(key);
+        assert_eq!(secret.metadata.name.as_deref(), Some("intro-x7k2p-ssh-host-key"));
+        let data = secret.data.unwrap();
+        assert_eq!(data[SSH_HOST_KEY_PUBLIC].0, key.public_openssh.as_bytes());
+        assert_eq!(data[SSH_HOST_KEY_PRIVATE].0, key.private_openssh.as_bytes());
+        assert!(!format!("{key:?}").contains("PRIVATE KEY"));
     }
 
     fn parse_cloud_config(userdata: &str) -> Value {

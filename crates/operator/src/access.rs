@@ -1,6 +1,7 @@
 //! How the operator reaches a practice cluster once it is built: its API server with the admin
 //! kubeconfig (readiness checks, `kubectl apply` setup steps, resource rules), and its VMs
-//! over SSH with the pool's key (setup scripts, command and file rules).
+//! over SSH with the pool's key (setup scripts, command and file rules), accepting only the
+//! host key the cluster controller gave the VMs.
 
 use std::fmt;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use cks_api::practice_cluster::PracticeCluster;
 use cks_kubevirt::naming::{self, VmId};
-use cks_kubevirt::objects::{ClusterLayout, KUBECONFIG_KEY};
+use cks_kubevirt::objects::{ClusterLayout, KUBECONFIG_KEY, SSH_HOST_KEY_PUBLIC};
 use cks_validation::{Endpoint, PortForward, SshConfig, TargetResolver};
 use k8s_openapi::api::core::v1::Secret;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -181,6 +182,19 @@ impl PracticeAccess {
             .ok_or_else(|| key_err(&format!("missing or without {SSH_PRIVATE_KEY}")))?;
         let ssh = SshConfig::from_openssh(&pc.spec.template.ssh_user, &key)
             .map_err(|e| key_err(&format!("{SSH_PRIVATE_KEY} is not a usable private key: {e}")))?;
+        // The host key the cluster controller gave the VMs through cloud-init: the only one
+        // accepted, so a connection that reaches something else never logs in.
+        let host_key_secret = naming::ssh_host_key_secret_name(&cluster);
+        let host_key = secret_value(ctx, &vm_namespace, &host_key_secret, SSH_HOST_KEY_PUBLIC)
+            .await?
+            .ok_or_else(|| {
+                access_err(format!(
+                    "Secret {vm_namespace}/{host_key_secret} has no {SSH_HOST_KEY_PUBLIC}: the cluster has no pinned SSH host key (built before host keys were pinned; recreate it)"
+                ))
+            })?;
+        let ssh = ssh
+            .with_host_key_openssh(&host_key)
+            .map_err(|e| access_err(format!("the pinned SSH host key: {e}")))?;
         let ssh = match ctx.config.ssh_transport {
             SshTransportKind::Direct => ssh,
             SshTransportKind::PortForward => {

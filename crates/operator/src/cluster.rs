@@ -13,10 +13,13 @@ use cks_api::cluster_pool::ResetStrategy;
 use cks_api::conditions::{ConditionStatus, new_condition, set_condition};
 use cks_api::names::{FIELD_MANAGER, annotations, condition_types, finalizers, labels};
 use cks_api::practice_cluster::{PracticeCluster, PracticeClusterPhase, PracticeClusterStatus};
+use cks_api::session::Session;
 use cks_kubevirt::cdi::DataVolume;
 use cks_kubevirt::kubevirt::{RunStrategy, VirtualMachine, VirtualMachineInstance};
 use cks_kubevirt::naming::{self, VmId};
-use cks_kubevirt::objects::{Bootstrap, ClusterLayout, Observed};
+use cks_kubevirt::objects::{
+    Bootstrap, ClusterLayout, Observed, SSH_HOST_KEY_PRIVATE, SSH_HOST_KEY_PUBLIC, SshHostKey,
+};
 use cks_kubevirt::pki::ClusterPki;
 use cks_kubevirt::snapshot::{VirtualMachineRestore, VirtualMachineSnapshot};
 use futures::StreamExt;
@@ -48,6 +51,9 @@ pub const CONTROLLER: &str = "practicecluster";
 
 /// `Ready` reason of a Resetting cluster on which a claim was written: the reset waits.
 const CLAIMED_WHILE_RESETTING: &str = "ClaimedWhileResetting";
+
+/// Event reason: a claim whose Session no longer exists was released.
+pub const ORPHANED_CLAIM_RELEASED: &str = "OrphanedClaimReleased";
 
 /// Key of the SSH public key in the pool's SSH key Secret.
 pub const SSH_PUBLIC_KEY: &str = "ssh-publickey";
@@ -93,9 +99,17 @@ pub async fn run(
         map(store.clone()),
         map(store.clone()),
     );
+    let sessions: Api<DeserializeGuard<Session>> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let claims = store.clone();
     let backoff = Arc::new(ErrorBackoff::default());
     let on_error = backoff.clone();
     controller
+        .watches(sessions, watcher::Config::default(), move |s| {
+            claims_of_gone_session(&claims, &s)
+        })
         .watches(
             Api::<DeserializeGuard<VirtualMachine>>::all(client.clone()),
             managed.clone(),
@@ -143,6 +157,39 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// The clusters whose claim names `session`, when the Session is on its way out without its
+/// release (its finalizer removed, or deleted): their claims may be orphaned, so they are
+/// checked now rather than at the next resync. Other Session changes (status updates above
+/// all) concern no cluster.
+fn claims_of_gone_session(
+    store: &Store<DeserializeGuard<PracticeCluster>>,
+    session: &DeserializeGuard<Session>,
+) -> Vec<ObjectRef<DeserializeGuard<PracticeCluster>>> {
+    let meta = session.meta();
+    let releasing = meta
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == finalizers::SESSION_RELEASE);
+    if releasing && meta.deletion_timestamp.is_none() {
+        return Vec::new();
+    }
+    store
+        .state()
+        .iter()
+        .filter(|pc| {
+            pc.meta().namespace == meta.namespace
+                && pc.0.as_ref().is_ok_and(|pc| {
+                    pc.spec
+                        .claim_ref
+                        .as_ref()
+                        .is_some_and(|c| Some(&c.name) == meta.name.as_ref())
+                })
+        })
+        .map(|pc| ObjectRef::from_obj(pc.as_ref()))
+        .collect()
 }
 
 /// Objects whose `cks.io/cluster` label names their PracticeCluster.
@@ -406,6 +453,8 @@ struct Reconciler<'a> {
     vm_ns: String,
     now: Timestamp,
     status: PracticeClusterStatus,
+    /// When the claim's Session is due to be checked, if sooner than the phase looks again.
+    recheck_claim: Option<Duration>,
 }
 
 /// What a phase handler decided.
@@ -449,6 +498,7 @@ impl<'a> Reconciler<'a> {
             vm_ns,
             now: Timestamp::now(),
             status: pc.status.clone().unwrap_or_default(),
+            recheck_claim: None,
         })
     }
 
@@ -497,6 +547,14 @@ impl<'a> Reconciler<'a> {
 
     async fn reconcile(mut self) -> Result<Action> {
         use PracticeClusterPhase::*;
+        self.status.claim = machine::observe_claim(
+            self.status.claim.as_ref(),
+            self.pc.spec.claim_ref.as_ref(),
+            self.now,
+        );
+        if let Some(released) = self.release_orphaned_claim().await? {
+            return Ok(released);
+        }
         let handled = match self.status.phase {
             Pending => Ok(Outcome::Enter(Provisioning)),
             Provisioning => self.provisioning().await,
@@ -533,7 +591,9 @@ impl<'a> Reconciler<'a> {
                 let message = self.timeout_message(None);
                 self.fail("Timeout", message).await?
             }
-            Outcome::Wait(after) | Outcome::Hold(after) => Action::requeue(after),
+            Outcome::Wait(after) | Outcome::Hold(after) => {
+                Action::requeue(self.recheck_claim.map_or(after, |recheck| after.min(recheck)))
+            }
             Outcome::Enter(next) => self.enter(next).await,
             Outcome::Fail(reason, message) => self.fail(reason, message).await?,
             Outcome::GiveUp {
@@ -575,6 +635,65 @@ impl<'a> Reconciler<'a> {
             )
             .await;
         Action::requeue(Duration::ZERO)
+    }
+
+    /// Releases a claim whose Session (name and uid) no longer exists, as read from the API
+    /// (a cache may not show a Session that just claimed), once the claim has been seen for
+    /// the orphaned-claim grace. A Session deleted past its finalizer, or a claim edited by
+    /// hand, would otherwise hold the cluster forever. The release is guarded by the
+    /// resourceVersion read, like a Session's own; the next reconcile resets the cluster.
+    /// `Some(action)` when it released (or lost a race); else `None`.
+    async fn release_orphaned_claim(&mut self) -> Result<Option<Action>> {
+        let (Some(claim), Some(seen)) = (&self.pc.spec.claim_ref, &self.status.claim) else {
+            return Ok(None);
+        };
+        if let Some(left) = machine::orphan_check_in(seen, self.ctx.config.orphaned_claim_grace, self.now) {
+            self.recheck_claim = Some(left);
+            return Ok(None);
+        }
+        let namespace = self.pc.namespace().unwrap_or_default();
+        let sessions: Api<DeserializeGuard<Session>> = Api::namespaced(self.ctx.client.clone(), &namespace);
+        let session = sessions.get_opt(&claim.name).await.map_err(kube_err(
+            "get",
+            "Session",
+            format!("{namespace}/{}", claim.name),
+        ))?;
+        let uid = session.as_ref().and_then(|s| s.meta().uid.clone());
+        if machine::claim_holder_exists(claim, uid.as_deref()) {
+            return Ok(None);
+        }
+        let api: Api<PracticeCluster> = Api::namespaced(self.ctx.client.clone(), &namespace);
+        let patch = json!({
+            "metadata": {"resourceVersion": self.pc.resource_version()},
+            "spec": {"claimRef": null},
+        });
+        match api
+            .patch(&self.name(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 409) => {
+                info!("the cluster changed since it was read; deciding again");
+                return Ok(Some(Action::requeue(self.ctx.config.retry_base)));
+            }
+            Err(e) => return Err(kube_err("release", "PracticeCluster", self.name())(e)),
+        }
+        let who = match &claim.uid {
+            Some(uid) => format!("Session {} (uid {uid})", claim.name),
+            None => format!("Session {}", claim.name),
+        };
+        let message = format!("released the claim of {who}, which no longer exists; resetting");
+        warn!(session = %claim.name, "{message}");
+        self.ctx
+            .event(
+                self.pc,
+                EventType::Warning,
+                ORPHANED_CLAIM_RELEASED,
+                "Release",
+                message,
+            )
+            .await;
+        Ok(Some(Action::requeue(Duration::ZERO)))
     }
 
     fn claim_message(&self) -> String {
@@ -1318,14 +1437,70 @@ impl<'a> Reconciler<'a> {
         Ok(key)
     }
 
+    /// The cluster's SSH host key pair: generated once, then always read back from its
+    /// Secret, so every VM (first attempt, retry, after a restart) gets the same key and the
+    /// key pinned by the SSH client is the one the VMs present.
+    async fn ensure_ssh_host_key(&self) -> Result<cks_validation::HostKeyPair> {
+        let secrets: Api<Secret> = self.api();
+        let name = naming::ssh_host_key_secret_name(&self.name());
+        let read = |secret: Secret| -> Result<cks_validation::HostKeyPair> {
+            let data = secret.data.unwrap_or_default();
+            let field = |key: &str| {
+                data.get(key)
+                    .and_then(|v| String::from_utf8(v.0.clone()).ok())
+                    .filter(|v| !v.trim().is_empty())
+                    .ok_or_else(|| Error::Access {
+                        cluster: self.name(),
+                        reason: format!("Secret {}/{name} has no {key}", self.vm_ns),
+                    })
+            };
+            Ok(cks_validation::HostKeyPair {
+                private_openssh: field(SSH_HOST_KEY_PRIVATE)?,
+                public_openssh: field(SSH_HOST_KEY_PUBLIC)?,
+            })
+        };
+        if let Some(secret) = secrets
+            .get_opt(&name)
+            .await
+            .map_err(kube_err("get", "Secret", &name))?
+        {
+            return read(secret);
+        }
+        let pair = cks_validation::generate_host_key().map_err(|e| Error::Access {
+            cluster: self.name(),
+            reason: format!("generating the SSH host key: {e}"),
+        })?;
+        let secret = self.layout.ssh_host_key_secret(SshHostKey {
+            private_openssh: &pair.private_openssh,
+            public_openssh: &pair.public_openssh,
+        });
+        match secrets.create(&PostParams::default(), &secret).await {
+            Ok(_) => Ok(pair),
+            // Another writer got there first (a previous leader): use theirs.
+            Err(e) if is_status(&e, 409) => read(
+                secrets
+                    .get(&name)
+                    .await
+                    .map_err(kube_err("get", "Secret", &name))?,
+            ),
+            Err(e) => Err(kube_err("create", "Secret", name)(e)),
+        }
+    }
+
     /// Cloud-init Secrets of every VM and the admin kubeconfig Secret.
     async fn ensure_vm_secrets(&mut self, pki: &ClusterPki, api_ip: &str) -> Result<()> {
         let key = self.ssh_public_key().await?;
+        let host_key = self.ensure_ssh_host_key().await?;
         let layout_err = |source| Error::Layout {
             cluster: self.name(),
             source,
         };
-        let bootstrap = Bootstrap::new(pki, &key, api_ip).map_err(layout_err)?;
+        let bootstrap = Bootstrap::new(pki, &key, api_ip)
+            .map_err(layout_err)?
+            .with_ssh_host_key(SshHostKey {
+                private_openssh: &host_key.private_openssh,
+                public_openssh: &host_key.public_openssh,
+            });
         for id in self.layout.vms() {
             let secret = self
                 .layout

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cks_api::conditions::{ConditionStatus, new_condition, set_condition};
 use cks_api::names::condition_types;
-use cks_api::practice_cluster::{PracticeClusterPhase, PracticeClusterStatus};
+use cks_api::practice_cluster::{ClaimRef, ObservedClaim, PracticeClusterPhase, PracticeClusterStatus};
 use cks_kubevirt::cdi::{DataVolume, DataVolumePhase};
 use cks_kubevirt::common::find_condition;
 use cks_kubevirt::kubevirt::{RunStrategy, VirtualMachine, VirtualMachineInstance, VmiPhase};
@@ -511,6 +511,44 @@ pub fn claim_transition(
     }
 }
 
+/// The record of `claim` as of `now`: kept while the claim stays the same (name and uid),
+/// started anew when it changed, gone without a claim.
+pub fn observe_claim(
+    seen: Option<&ObservedClaim>,
+    claim: Option<&ClaimRef>,
+    now: Timestamp,
+) -> Option<ObservedClaim> {
+    let claim = claim?;
+    match seen {
+        Some(seen) if seen.is_of(claim) => Some(seen.clone()),
+        _ => Some(ObservedClaim {
+            name: claim.name.clone(),
+            uid: claim.uid.clone(),
+            since: Time(now),
+        }),
+    }
+}
+
+/// How long until the claim's Session may be checked for existence; `None` once the claim
+/// has been seen for `grace`. The grace covers a claim written by a Session that some cache
+/// (or API server) does not show yet.
+pub fn orphan_check_in(seen: &ObservedClaim, grace: Duration, now: Timestamp) -> Option<Duration> {
+    let age = now.duration_since(seen.since.0);
+    let age = Duration::try_from(age).unwrap_or_default();
+    grace.checked_sub(age).filter(|left| !left.is_zero())
+}
+
+/// True when the Session `claim` names still exists: `session_uid` is the uid of the Session
+/// of that name read from the API (`None` when there is none). A claim without a uid (made by
+/// hand) is held by any Session of its name.
+pub fn claim_holder_exists(claim: &ClaimRef, session_uid: Option<&str>) -> bool {
+    match (claim.uid.as_deref(), session_uid) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(want), Some(uid)) => want == uid,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -920,5 +958,60 @@ mod tests {
             "reset waits for release"
         );
         assert_eq!(claim_transition(Provisioning, true, false), None);
+    }
+    fn claim(name: &str, uid: Option<&str>) -> ClaimRef {
+        ClaimRef {
+            name: name.to_owned(),
+            uid: uid.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_claim_is_timed_from_when_it_was_first_seen_and_anew_when_it_changes() {
+        let t0 = Timestamp::from_second(1_000).unwrap();
+        let t1 = Timestamp::from_second(1_100).unwrap();
+        let alice = claim("alice", Some("u1"));
+        let seen = observe_claim(None, Some(&alice), t0).unwrap();
+        assert_eq!(seen.since.0, t0);
+        assert_eq!(observe_claim(Some(&seen), Some(&alice), t1), Some(seen.clone()));
+        // Same name, another uid: another claim, timed from now.
+        let other = observe_claim(Some(&seen), Some(&claim("alice", Some("u2"))), t1).unwrap();
+        assert_eq!((other.uid.as_deref(), other.since.0), (Some("u2"), t1));
+        assert_eq!(observe_claim(Some(&seen), None, t1), None);
+    }
+
+    #[test]
+    fn an_orphan_check_waits_for_the_grace() {
+        let t0 = Timestamp::from_second(1_000).unwrap();
+        let seen = observe_claim(None, Some(&claim("a", None)), t0).unwrap();
+        let grace = Duration::from_secs(30);
+        assert_eq!(orphan_check_in(&seen, grace, t0), Some(grace));
+        let later = Timestamp::from_second(1_020).unwrap();
+        assert_eq!(
+            orphan_check_in(&seen, grace, later),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            orphan_check_in(&seen, grace, Timestamp::from_second(1_030).unwrap()),
+            None
+        );
+        assert_eq!(
+            orphan_check_in(&seen, grace, Timestamp::from_second(9_000).unwrap()),
+            None
+        );
+        // A clock that went back never makes the check due early.
+        assert_eq!(
+            orphan_check_in(&seen, grace, Timestamp::from_second(900).unwrap()),
+            Some(grace)
+        );
+    }
+
+    #[test]
+    fn a_claim_is_held_only_by_a_session_of_its_name_and_uid() {
+        assert!(claim_holder_exists(&claim("a", Some("u1")), Some("u1")));
+        assert!(!claim_holder_exists(&claim("a", Some("u1")), Some("u2")));
+        assert!(!claim_holder_exists(&claim("a", Some("u1")), None));
+        assert!(claim_holder_exists(&claim("a", None), Some("anything")));
+        assert!(!claim_holder_exists(&claim("a", None), None));
     }
 }

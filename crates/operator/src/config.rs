@@ -91,6 +91,13 @@ pub struct Args {
     #[arg(long, env = "CKS_UNREACHABLE_GRACE_SECONDS", default_value_t = 120)]
     pub unreachable_grace_seconds: u64,
 
+    /// How long a cluster's claim must have been seen before the cluster controller checks
+    /// that its Session (name and uid) still exists, in seconds; a claim whose Session is gone
+    /// (deleted past its finalizer) is released and the cluster reset. Covers a claim written
+    /// before its Session shows in every cache.
+    #[arg(long, env = "CKS_ORPHANED_CLAIM_GRACE_SECONDS", default_value_t = 30)]
+    pub orphaned_claim_grace_seconds: u64,
+
     /// Run controllers only while holding the leader Lease.
     #[arg(long, env = "CKS_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_election: bool,
@@ -150,6 +157,8 @@ pub struct ControllerConfig {
     pub resync: Duration,
     /// See [`Args::unreachable_grace_seconds`].
     pub unreachable_grace: Duration,
+    /// See [`Args::orphaned_claim_grace_seconds`].
+    pub orphaned_claim_grace: Duration,
     /// See [`Args::max_sessions_per_user`].
     pub max_sessions_per_user: u32,
     /// See [`Args::ssh_transport`].
@@ -171,6 +180,8 @@ impl ControllerConfig {
             poll: Duration::from_millis(100),
             resync: Duration::from_secs(30),
             unreachable_grace: Duration::from_secs(60),
+            // Longer than any test: tests claim clusters by hand for Sessions that do not exist.
+            orphaned_claim_grace: Duration::from_secs(600),
             max_sessions_per_user: 1,
             ssh_transport: SshTransportKind::Direct,
             ssh_port: 22,
@@ -189,6 +200,7 @@ impl From<&Args> for ControllerConfig {
             poll: Duration::from_secs_f64(args.poll_seconds.max(0.01)),
             resync: Duration::from_secs(args.resync_seconds.max(1)),
             unreachable_grace: Duration::from_secs(args.unreachable_grace_seconds),
+            orphaned_claim_grace: Duration::from_secs(args.orphaned_claim_grace_seconds),
             max_sessions_per_user: args.max_sessions_per_user.max(1),
             ssh_transport: args.ssh_transport,
             ssh_port: args.ssh_port,

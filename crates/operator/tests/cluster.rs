@@ -930,3 +930,181 @@ async fn a_missing_ssh_key_secret_is_retried_until_it_appears() {
     assert_eq!(pc.status.unwrap().attempts, 0);
     fake.abort();
 }
+
+/// A Session named `name` held back by the release finalizer, as the session controller leaves
+/// an active one (no session controller runs in these tests).
+async fn finalized_session(client: &Client, name: &str) -> cks_api::Session {
+    let api: Api<cks_api::Session> = Api::namespaced(client.clone(), NS);
+    let session: cks_api::Session = serde_json::from_value(json!({
+        "apiVersion": "cks.io/v1alpha1", "kind": "Session",
+        "metadata": {"name": name, "namespace": NS, "finalizers": ["cks.io/session-release"]},
+        "spec": {"scenario": "basics", "user": name, "pool": "lab", "durationMinutes": 60},
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &session).await.unwrap()
+}
+
+/// Claims `cluster` for `session` the way the session controller does (name and uid).
+async fn claim_for(api: &Api<PracticeCluster>, cluster: &str, session: &cks_api::Session) {
+    let claim =
+        Patch::Merge(json!({"spec": {"claimRef": {"name": session.name_any(), "uid": session.uid()}}}));
+    api.patch(cluster, &PatchParams::default(), &claim).await.unwrap();
+}
+
+/// Deletes a Session past its finalizer: what a person with delete rights does when the
+/// operator is not there to release.
+async fn delete_past_finalizer(client: &Client, name: &str) {
+    let api: Api<cks_api::Session> = Api::namespaced(client.clone(), NS);
+    let unfinalized = Patch::Merge(json!({"metadata": {"finalizers": null}}));
+    api.patch(name, &PatchParams::default(), &unfinalized)
+        .await
+        .unwrap();
+    api.delete(name, &DeleteParams::default()).await.unwrap();
+    eventually(&format!("Session {name} gone"), || async {
+        api.get_opt(name).await.unwrap().is_none().then_some(())
+    })
+    .await;
+}
+
+fn with_orphan_grace(client: &Client, grace: std::time::Duration) -> Context {
+    Context {
+        config: Arc::new(ControllerConfig {
+            orphaned_claim_grace: grace,
+            ..ControllerConfig::test()
+        }),
+        ..Context::test(client.clone())
+    }
+}
+
+#[tokio::test]
+async fn a_claim_whose_session_was_deleted_while_the_operator_was_down_is_released_and_reset() {
+    let (_server, client, _faults, fake) = setup().await;
+    let grace = std::time::Duration::from_secs(1);
+    let (stop, handle) = run_cluster_controller_with(with_orphan_grace(&client, grace));
+    let api: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
+    api.create(&PostParams::default(), &practice_cluster("lab-0rph1", 2))
+        .await
+        .unwrap();
+    wait_phase(&client, "lab-0rph1", PracticeClusterPhase::Available).await;
+    let alice = finalized_session(&client, "alice").await;
+    claim_for(&api, "lab-0rph1", &alice).await;
+    let pc = wait_phase(&client, "lab-0rph1", PracticeClusterPhase::Assigned).await;
+    let seen = pc.status.unwrap().claim.expect("the claim is recorded");
+    assert_eq!((seen.name.as_str(), seen.uid.clone()), ("alice", alice.uid()));
+
+    // The claim cannot be handed to another Session by editing its uid.
+    let moved = Patch::Merge(json!({"spec": {"claimRef": {"uid": "0b7c6f4e-5a1d-4c3b-9e2f-1a2b3c4d5e6f"}}}));
+    let refused = api
+        .patch("lab-0rph1", &PatchParams::default(), &moved)
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("claimRef cannot move"), "{refused}");
+
+    stop_controller(stop, handle).await;
+    delete_past_finalizer(&client, "alice").await;
+    let (_stop, _handle) = run_cluster_controller_with(with_orphan_grace(&client, grace));
+    let pc = eventually("the orphaned claim released and the cluster reset", || async {
+        let pc = api.get("lab-0rph1").await.ok()?;
+        let s = pc.status.as_ref()?;
+        (pc.spec.claim_ref.is_none() && s.phase == PracticeClusterPhase::Available && s.sessions_served == 1)
+            .then_some(pc)
+    })
+    .await;
+    assert_eq!(pc.status.unwrap().claim, None);
+    let event = common::warning_event(&client, "OrphanedClaimReleased", "lab-0rph1").await;
+    assert!(event.message.unwrap_or_default().contains("alice"));
+    fake.abort();
+}
+
+#[tokio::test]
+async fn a_session_deleted_past_its_finalizer_while_the_operator_runs_releases_its_cluster() {
+    let (_server, client, _faults, fake) = setup().await;
+    let grace = std::time::Duration::from_secs(1);
+    let ctx = with_orphan_grace(&client, grace);
+    let ctx = Context {
+        // No resync within the test: only the Session's watch can bring the release.
+        config: Arc::new(ControllerConfig {
+            resync: std::time::Duration::from_secs(600),
+            ..ctx.config.as_ref().clone()
+        }),
+        ..ctx
+    };
+    let (_stop, _handle) = run_cluster_controller_with(ctx);
+    let api: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
+    api.create(&PostParams::default(), &practice_cluster("lab-0rph2", 2))
+        .await
+        .unwrap();
+    wait_phase(&client, "lab-0rph2", PracticeClusterPhase::Available).await;
+    let bob = finalized_session(&client, "bob").await;
+    claim_for(&api, "lab-0rph2", &bob).await;
+    // Past the grace, with the Session there: the claim is checked and kept.
+    eventually("the claim recorded longer ago than the grace", || async {
+        let pc = api.get("lab-0rph2").await.ok()?;
+        let since = pc.status?.claim?.since.0;
+        let age = jiff::Timestamp::now().duration_since(since);
+        (age.as_secs_f64() > 2.0 * grace.as_secs_f64()).then_some(())
+    })
+    .await;
+    let pc = wait_phase(&client, "lab-0rph2", PracticeClusterPhase::Assigned).await;
+    assert_eq!(
+        pc.spec.claim_ref.unwrap().uid,
+        bob.uid(),
+        "a live Session's claim is kept"
+    );
+
+    delete_past_finalizer(&client, "bob").await;
+    eventually("the orphaned claim released and the cluster reset", || async {
+        let pc = api.get("lab-0rph2").await.ok()?;
+        let s = pc.status.as_ref()?;
+        (pc.spec.claim_ref.is_none() && s.phase == PracticeClusterPhase::Available && s.sessions_served == 1)
+            .then_some(())
+    })
+    .await;
+    fake.abort();
+}
+
+#[tokio::test]
+async fn a_claim_is_kept_while_its_session_exists_and_released_when_the_uid_names_none() {
+    let (_server, client, _faults, fake) = setup().await;
+    let (stop, handle) = run_cluster_controller(&client);
+    let api: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
+    api.create(&PostParams::default(), &practice_cluster("lab-0rph3", 2))
+        .await
+        .unwrap();
+    wait_phase(&client, "lab-0rph3", PracticeClusterPhase::Available).await;
+    stop_controller(stop, handle).await;
+
+    // No grace at all, so every reconcile checks the Session: a fresh claim by a Session that
+    // exists is never released.
+    let ctx = with_orphan_grace(&client, std::time::Duration::ZERO);
+    let carol = finalized_session(&client, "carol").await;
+    claim_for(&api, "lab-0rph3", &carol).await;
+    for _ in 0..3 {
+        let pc = api.get("lab-0rph3").await.unwrap();
+        cluster::reconcile_object(&pc, &ctx).await.unwrap();
+    }
+    let pc = api.get("lab-0rph3").await.unwrap();
+    assert_eq!(pc.spec.claim_ref.as_ref().unwrap().uid, carol.uid());
+    assert_eq!(pc.status.unwrap().phase, PracticeClusterPhase::Assigned);
+
+    // Released, then claimed under carol's name with a uid no Session has (a recreated
+    // Session's claim, or one written by hand): that Session is gone.
+    let release = Patch::Merge(json!({"spec": {"claimRef": null}}));
+    api.patch("lab-0rph3", &PatchParams::default(), &release)
+        .await
+        .unwrap();
+    let stale = Patch::Merge(
+        json!({"spec": {"claimRef": {"name": "carol", "uid": "0b7c6f4e-5a1d-4c3b-9e2f-1a2b3c4d5e6f"}}}),
+    );
+    api.patch("lab-0rph3", &PatchParams::default(), &stale)
+        .await
+        .unwrap();
+    let pc = api.get("lab-0rph3").await.unwrap();
+    cluster::reconcile_object(&pc, &ctx).await.unwrap();
+    let pc = api.get("lab-0rph3").await.unwrap();
+    assert_eq!(
+        pc.spec.claim_ref, None,
+        "the claim of a Session that does not exist"
+    );
+    fake.abort();
+}

@@ -357,6 +357,66 @@ async fn a_new_controller_carries_on_from_the_status_alone() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_user_in_other_case_or_with_spaces_is_still_one_user() {
+    let (_server, client) = common::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let scenarios = catalog(dir.path(), &[ScenarioDef::simple("basics")]);
+    create_pool(&client, &common::session_env::pool("p", 1, 120)).await;
+    available_cluster(&client, "p-one", "p", 1).await;
+    available_cluster(&client, "p-two", "p", 2).await;
+    let _resets = reset_loop(&client);
+    let (_stop, _handle) = run_controller(Arc::new(context(&client, Some(scenarios))));
+    create_session(&client, &session("first", "Alice@Example.com", "p", "basics")).await;
+    wait_session(&client, "first", "Ready", |s| phase(s) == SessionPhase::Ready).await;
+    create_session(&client, &session("second", " alice@example.com ", "p", "basics")).await;
+    let s = wait_session(&client, "second", "Failed", |s| phase(s).is_terminal()).await;
+    let status = s.status.unwrap();
+    assert_eq!(status.phase, SessionPhase::Failed);
+    assert_eq!(status.reason.as_deref(), Some(reasons::USER_LIMIT_REACHED));
+    assert!(status.cluster.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_in_the_future_is_clamped_to_now_so_the_session_still_expires() {
+    let (_server, client) = common::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let scenarios = catalog(dir.path(), &[ScenarioDef::simple("basics")]);
+    create_pool(&client, &common::session_env::pool("p", 1, 120)).await;
+    available_cluster(&client, "p-one", "p", 1).await;
+    let _resets = reset_loop(&client);
+    let (_stop, _handle) = run_controller(Arc::new(context(&client, Some(scenarios))));
+    create_session(&client, &session("gil", "gil", "p", "basics")).await;
+    wait_session(&client, "gil", "Ready", |s| phase(s) == SessionPhase::Ready).await;
+
+    let api: Api<Session> = Api::namespaced(client.clone(), NS);
+    let future = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 365 * 10);
+    let before = jiff::Timestamp::now();
+    api.patch_status(
+        "gil",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"startedAt": future.to_string()}})),
+    )
+    .await
+    .unwrap();
+    let s = wait_session(&client, "gil", "startedAt no longer in the future", |s| {
+        s.status
+            .as_ref()
+            .and_then(|st| st.started_at.as_ref())
+            .is_some_and(|t| t.0 < future)
+    })
+    .await;
+    let st = s.status.unwrap();
+    let (started, expires) = (st.started_at.unwrap().0, st.expires_at.unwrap().0);
+    let after = jiff::Timestamp::now();
+    // Times are stored to the second.
+    assert!(
+        started >= before - jiff::SignedDuration::from_secs(1) && started <= after,
+        "{started} not between {before} and {after}"
+    );
+    assert_eq!(expires.duration_since(started).as_secs(), 60 * 60);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_sessions_fail_with_a_reason_and_an_event_and_claim_nothing() {
     let (_server, client) = common::start().await;
     let dir = tempfile::tempdir().unwrap();

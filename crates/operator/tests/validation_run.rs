@@ -500,6 +500,64 @@ async fn the_students_work_turns_failed_runs_into_passed_ones() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_ssh_accepts_only_the_host_key_pinned_for_the_cluster() {
+    use cks_kubevirt::naming::VmId;
+    use cks_validation::{SshExecutor, VmExec, script_request};
+    let (_server, client, pc) = sim_cluster().await;
+    let ctx = common::sim::context(&client);
+    let vm_namespace = pc.status.as_ref().and_then(|s| s.namespace.clone()).unwrap();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &vm_namespace);
+    let secret_name = format!("{}-ssh-host-key", pc.name_any());
+    let secret = secrets.get(&secret_name).await.unwrap();
+    let pinned = String::from_utf8(secret.data.unwrap()["ssh_host_ed25519_key.pub"].0.clone()).unwrap();
+    let pinned_fingerprint = russh::keys::PublicKey::from_openssh(&pinned)
+        .unwrap()
+        .fingerprint(russh::keys::HashAlg::Sha256)
+        .to_string();
+
+    // Every VM presents the key the cluster controller gave it through cloud-init.
+    let access = PracticeAccess::load(&ctx, &pc).await.unwrap();
+    let ssh = SshExecutor::new(access.targets.clone(), access.ssh.clone());
+    for vm in [VmId::ControlPlane, VmId::Worker(1)] {
+        let out = ssh.exec(vm, script_request("true")).await.unwrap();
+        assert_eq!(out.code(), Some(0));
+    }
+    let seen = ssh.host_keys();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(
+        seen.values().all(|f| *f == pinned_fingerprint),
+        "{seen:?} vs {pinned_fingerprint}"
+    );
+
+    // Another key pinned (the VMs are not who the operator thinks): nothing logs in.
+    let other = cks_validation::generate_host_key().unwrap();
+    secrets
+        .patch(
+            &secret_name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"ssh_host_ed25519_key.pub": other.public_openssh}})),
+        )
+        .await
+        .unwrap();
+    let access = PracticeAccess::load(&ctx, &pc).await.unwrap();
+    let ssh = SshExecutor::new(access.targets.clone(), access.ssh.clone());
+    let err = ssh
+        .exec(VmId::ControlPlane, script_request("true"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.category(), "ssh-host-key", "{err}");
+    assert!(err.to_string().contains(&pinned_fingerprint), "{err}");
+
+    // A cluster without a pinned key is not reached over SSH at all.
+    secrets
+        .delete(&secret_name, &DeleteParams::default())
+        .await
+        .unwrap();
+    let err = PracticeAccess::load(&ctx, &pc).await.unwrap_err();
+    assert!(err.to_string().contains("no pinned SSH host key"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vm_that_drops_ssh_mid_rule_ends_the_run_in_error() {
     let (_server, client, pc) = sim_cluster().await;
     let catalog = catalog();

@@ -38,6 +38,17 @@ pub enum Error {
         endpoint: String,
         cause: String,
     },
+    /// The VM presented a host key other than the pinned one: the connection may not be to
+    /// the VM at all, so nothing is sent over it.
+    #[error(
+        "connecting to {target} ({endpoint}): the SSH host key {offered} is not the cluster's pinned key {expected}"
+    )]
+    HostKeyMismatch {
+        target: String,
+        endpoint: String,
+        expected: String,
+        offered: String,
+    },
     /// The VM refused the configured key.
     #[error("{target} refused SSH public-key authentication as `{user}`")]
     AuthRefused { target: String, user: String },
@@ -85,6 +96,7 @@ impl Error {
             Error::UnknownTarget(_) => "unknown-target",
             Error::Connect { .. } => "ssh-connect",
             Error::AuthRefused { .. } => "ssh-auth",
+            Error::HostKeyMismatch { .. } => "ssh-host-key",
             Error::Ssh { .. } => "ssh",
             Error::NoExitStatus { .. } => "no-exit-status",
             Error::BadPath { .. } => "bad-path",

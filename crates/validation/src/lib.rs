@@ -39,6 +39,6 @@ pub use error::Error;
 pub use output::{Captured, DEFAULT_OUTPUT_LIMIT};
 pub use portforward::PortForward;
 pub use ssh::{
-    Direct, Endpoint, ExecOutput, ExecRequest, ExitStatus, SshConfig, SshExecutor, SshStream, TargetResolver,
-    Transport, VmExec, script_request,
+    Direct, Endpoint, ExecOutput, ExecRequest, ExitStatus, HostKeyPair, SshConfig, SshExecutor, SshStream,
+    TargetResolver, Transport, VmExec, generate_host_key, script_request,
 };

@@ -7,10 +7,12 @@
 //! it opens its own channel, at most [`SshConfig::channels_per_vm`] at a time (OpenSSH allows 10
 //! sessions per connection by default).
 //!
-//! Host keys are accepted without verification and their SHA-256 fingerprints recorded: the VMs
-//! are the platform's own, freshly cloned from the golden image (so there is no known-hosts
-//! entry to check against, and every clone shares or regenerates keys), and they are reached
-//! only inside the cluster's network. The fingerprints are kept in the report for audit.
+//! Host keys are pinned: the operator gives each practice cluster an ed25519 host key of its
+//! own through the VMs' cloud-init ([`generate_host_key`]), and [`SshConfig::with_host_key`]
+//! makes the client accept only that key (and offer only its algorithm, so a server with
+//! several host keys presents the pinned one). Any other key ends the handshake with
+//! [`Error::HostKeyMismatch`]. Without a pinned key (tests and tools against hosts of their
+//! own) every key is accepted. Either way the SHA-256 fingerprints are recorded in the report.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -22,7 +24,9 @@ use cks_kubevirt::naming::VmId;
 use cks_scenarios::Target;
 use futures::future::BoxFuture;
 use russh::client::{self, Handle};
-use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh::keys::ssh_key::LineEnding;
+use russh::keys::ssh_key::private::Ed25519Keypair;
+use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::{ChannelMsg, ChannelWriteHalf};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{OnceCell, Semaphore};
@@ -123,6 +127,50 @@ pub struct SshConfig {
     pub output_limit: usize,
     /// Channels open at once on one VM's connection.
     pub channels_per_vm: usize,
+    /// The only host key the VMs may present; `None` accepts any (see the module docs).
+    pub host_key: Option<Arc<PublicKey>>,
+}
+
+/// An ed25519 SSH host key pair in OpenSSH formats, as cloud-init's `ssh_keys` takes it.
+#[derive(Clone)]
+pub struct HostKeyPair {
+    /// The private key, `-----BEGIN OPENSSH PRIVATE KEY-----`.
+    pub private_openssh: String,
+    /// The public key line, `ssh-ed25519 AAAA…`.
+    pub public_openssh: String,
+}
+
+impl fmt::Debug for HostKeyPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The private half is a secret.
+        f.debug_struct("HostKeyPair")
+            .field("public_openssh", &self.public_openssh)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A new ed25519 host key pair from the system's secure random generator.
+pub fn generate_host_key() -> Result<HostKeyPair, Error> {
+    use ring::rand::SecureRandom;
+    let mut seed = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut seed)
+        .map_err(|_| Error::Key("no randomness for a host key".to_owned()))?;
+    // The key pair wipes itself when dropped; the seed is cleared as well (best effort).
+    let key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
+    seed.fill(0);
+    let private_openssh = key
+        .to_openssh(LineEnding::LF)
+        .map_err(|e| Error::Key(e.to_string()))?
+        .to_string();
+    let public_openssh = key
+        .public_key()
+        .to_openssh()
+        .map_err(|e| Error::Key(e.to_string()))?;
+    Ok(HostKeyPair {
+        private_openssh,
+        public_openssh,
+    })
 }
 
 impl fmt::Debug for SshConfig {
@@ -138,6 +186,13 @@ impl fmt::Debug for SshConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("output_limit", &self.output_limit)
             .field("channels_per_vm", &self.channels_per_vm)
+            .field(
+                "host_key",
+                &self
+                    .host_key
+                    .as_ref()
+                    .map(|k| k.fingerprint(HashAlg::Sha256).to_string()),
+            )
             .finish()
     }
 }
@@ -152,7 +207,21 @@ impl SshConfig {
             connect_timeout: Duration::from_secs(10),
             output_limit: DEFAULT_OUTPUT_LIMIT,
             channels_per_vm: 8,
+            host_key: None,
         }
+    }
+
+    /// Accepts only `key` as the VMs' host key.
+    pub fn with_host_key(mut self, key: PublicKey) -> Self {
+        self.host_key = Some(Arc::new(key));
+        self
+    }
+
+    /// Like [`SshConfig::with_host_key`], with the key as an OpenSSH public key line.
+    pub fn with_host_key_openssh(self, key: &str) -> Result<Self, Error> {
+        let key =
+            PublicKey::from_openssh(key.trim()).map_err(|e| Error::Key(format!("host key {key:?}: {e}")))?;
+        Ok(self.with_host_key(key))
     }
 
     /// Like [`SshConfig::new`], with an OpenSSH (or PEM) private key as stored in the pool's
@@ -321,6 +390,8 @@ impl SshExecutor {
             endpoint: endpoint.to_string(),
             cause,
         };
+        // The key a pinned handshake refused, to name it in the error.
+        let offered: Arc<Mutex<Option<String>>> = Arc::default();
         let handshake = async {
             let stream = self
                 .config
@@ -331,11 +402,24 @@ impl SshExecutor {
             let handler = HostKeyRecorder {
                 target: target.clone(),
                 keys: self.host_keys.clone(),
+                pinned: self.config.host_key.clone(),
+                offered: offered.clone(),
             };
-            let config = Arc::new(client::Config::default());
-            let mut handle = client::connect_stream(config, stream, handler)
+            let mut config = client::Config::default();
+            if let Some(pinned) = &self.config.host_key {
+                config.preferred.key = vec![pinned.algorithm()].into();
+            }
+            let mut handle = client::connect_stream(Arc::new(config), stream, handler)
                 .await
-                .map_err(|e| failed(e.to_string()))?;
+                .map_err(|e| match (&self.config.host_key, lock(&offered).take()) {
+                    (Some(pinned), Some(offered)) => Error::HostKeyMismatch {
+                        target: target.clone(),
+                        endpoint: endpoint.to_string(),
+                        expected: pinned.fingerprint(HashAlg::Sha256).to_string(),
+                        offered,
+                    },
+                    _ => failed(e.to_string()),
+                })?;
             let hash = handle
                 .best_supported_rsa_hash()
                 .await
@@ -487,21 +571,39 @@ impl Drop for CloseOnDrop {
     }
 }
 
-/// Accepts any host key and records its fingerprint (see the module docs for why).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Accepts the pinned host key (any key when none is pinned) and records its fingerprint.
 struct HostKeyRecorder {
     target: String,
     keys: Arc<Mutex<BTreeMap<String, String>>>,
+    pinned: Option<Arc<PublicKey>>,
+    /// Fingerprint of a key refused for not being the pinned one.
+    offered: Arc<Mutex<Option<String>>>,
 }
 
 impl client::Handler for HostKeyRecorder {
     type Error = russh::Error;
 
     async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
-        let fingerprint = match key {
-            PublicKeyOrCertificate::PublicKey { key, .. } => key.fingerprint(HashAlg::Sha256),
-            PublicKeyOrCertificate::Certificate(cert) => cert.public_key().fingerprint(HashAlg::Sha256),
+        let (data, fingerprint) = match key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => {
+                (key.key_data(), key.fingerprint(HashAlg::Sha256))
+            }
+            PublicKeyOrCertificate::Certificate(cert) => {
+                (cert.public_key(), cert.public_key().fingerprint(HashAlg::Sha256))
+            }
+        };
+        let fingerprint = fingerprint.to_string();
+        if let Some(pinned) = &self.pinned
+            && pinned.key_data() != data
+        {
+            tracing::warn!(target_vm = %self.target, %fingerprint, "SSH host key is not the pinned one");
+            *lock(&self.offered) = Some(fingerprint);
+            return Ok(false);
         }
-        .to_string();
         tracing::debug!(target_vm = %self.target, %fingerprint, "accepting SSH host key");
         self.keys
             .lock()

@@ -457,6 +457,64 @@ async fn one_connection_per_vm_is_reused_and_its_host_key_recorded() {
 }
 
 #[tokio::test]
+async fn a_pinned_host_key_is_accepted_and_any_other_host_key_refused_before_logging_in() {
+    let vm = FakeVm::start().await;
+    let s = scenario(&["- id: a\n  type: command\n  command: \"true\"\n"]);
+    let targets = || TargetResolver::new().with(VmId::ControlPlane, vm.endpoint.clone());
+    let pinned = |host: &str| {
+        SshConfig::from_openssh("root", CLIENT_KEY)
+            .unwrap()
+            .with_host_key_openssh(&key(host).public_key().to_openssh().unwrap())
+            .unwrap()
+    };
+    let report = Engine::new(targets(), None, pinned(HOST_KEY))
+        .validate(&s, TaskSelector::All)
+        .await
+        .unwrap();
+    assert_passed(&report, "a");
+
+    // Another key pinned: the VM's key is refused, and nothing is sent (no login).
+    let report = Engine::new(targets(), None, pinned(OTHER_KEY))
+        .validate(&s, TaskSelector::All)
+        .await
+        .unwrap();
+    let o = assert_error(&report, "a", "ssh-host-key");
+    let offered = key(HOST_KEY)
+        .public_key()
+        .fingerprint(HashAlg::Sha256)
+        .to_string();
+    let expected = key(OTHER_KEY)
+        .public_key()
+        .fingerprint(HashAlg::Sha256)
+        .to_string();
+    assert!(
+        o.message.contains(&format!(
+            "the SSH host key {offered} is not the cluster's pinned key {expected}"
+        )),
+        "{}",
+        o.message
+    );
+    assert!(report.host_keys.is_empty(), "{:?}", report.host_keys);
+}
+
+#[test]
+fn generated_host_keys_are_ed25519_pairs_in_openssh_format() {
+    let pair = cks_validation::generate_host_key().unwrap();
+    let private = decode_secret_key(&pair.private_openssh, None).unwrap();
+    assert!(
+        pair.private_openssh
+            .starts_with("-----BEGIN OPENSSH PRIVATE KEY-----")
+    );
+    assert!(pair.public_openssh.starts_with("ssh-ed25519 "));
+    assert_eq!(private.public_key().to_openssh().unwrap(), pair.public_openssh);
+    assert_ne!(
+        cks_validation::generate_host_key().unwrap().public_openssh,
+        pair.public_openssh
+    );
+    assert!(!format!("{pair:?}").contains("PRIVATE"));
+}
+
+#[tokio::test]
 async fn a_refused_key_is_an_error_on_every_rule_of_that_vm() {
     let vm = FakeVm::start().await;
     let s = scenario(&[

@@ -1,6 +1,7 @@
 //! Simulated machines behind running VMIs. A machine "boots" from its root disk directory and
 //! its cloud-init user-data (first boot writes the `write_files` into the disk, as cloud-init
-//! would) and serves SSH on the VMI's loopback IP, accepting the users' `ssh_authorized_keys`.
+//! would) and serves SSH on the VMI's loopback IP, accepting the users' `ssh_authorized_keys`
+//! and presenting the host key of cloud-init's `ssh_keys` (a random one without).
 //! Commands and shells run in a bubblewrap sandbox whose `/` is the disk directory, with the
 //! host's `/usr` mounted read-only (see `docs/devcluster.md`).
 
@@ -39,6 +40,8 @@ struct Boot {
     /// uid of each user in `/etc/passwd` (cloud-init's 1000, 1001...).
     uids: std::collections::BTreeMap<String, u32>,
     keys: Vec<PublicKey>,
+    /// The host key cloud-init's `ssh_keys` gives the VM; a random one without.
+    host_key: Option<PrivateKey>,
     write_files: Vec<(String, String, u32)>,
 }
 
@@ -281,6 +284,10 @@ fn parse_boot(st: &State, root: &Path, ns: &str, vmi: &Value) -> Boot {
             keys.push(key);
         }
     }
+    // As cloud-init's `ssh_keys` writes /etc/ssh/ssh_host_ed25519_key for sshd.
+    let host_key = cfg["ssh_keys"]["ed25519_private"]
+        .as_str()
+        .and_then(|pem| PrivateKey::from_openssh(pem).ok());
     let write_files = cfg["write_files"]
         .as_array()
         .cloned()
@@ -314,6 +321,7 @@ fn parse_boot(st: &State, root: &Path, ns: &str, vmi: &Value) -> Boot {
         users,
         uids: Default::default(),
         keys,
+        host_key,
         write_files,
     }
 }
@@ -571,7 +579,7 @@ impl Machines {
 
 async fn serve_ssh(listener: tokio::net::TcpListener, boot: Arc<Boot>) {
     let config = Arc::new(server::Config {
-        keys: vec![host_key()],
+        keys: vec![boot.host_key.clone().unwrap_or_else(host_key)],
         auth_rejection_time: std::time::Duration::from_millis(100),
         auth_rejection_time_initial: Some(std::time::Duration::ZERO),
         ..Default::default()

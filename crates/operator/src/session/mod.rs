@@ -22,7 +22,7 @@ use cks_api::cluster_pool::ClusterPool;
 use cks_api::conditions::{ConditionStatus, find_condition, new_condition, set_condition};
 use cks_api::names::{annotations, condition_types, finalizers};
 use cks_api::practice_cluster::{PracticeCluster, PracticeClusterPhase};
-use cks_api::session::{ClaimAttempt, Session, SessionPhase, SessionStatus, SetupProgress};
+use cks_api::session::{ClaimAttempt, Session, SessionPhase, SessionStatus, SetupProgress, user_key};
 use cks_scenarios::Scenario;
 use futures::StreamExt;
 use jiff::Timestamp;
@@ -607,6 +607,7 @@ impl Reconciler {
         }
         let limit = self.ctx().config.max_sessions_per_user;
         let me = self.key();
+        let user = user_key(&self.session.spec.user);
         let older: Vec<QueueKey> = self
             .shared
             .sessions
@@ -615,7 +616,7 @@ impl Reconciler {
             .filter_map(|g| g.0.as_ref().ok())
             .filter(|s| {
                 s.namespace().as_deref() == Some(self.namespace.as_str())
-                    && s.spec.user == self.session.spec.user
+                    && user_key(&s.spec.user) == user
                     && s.uid().as_deref() != Some(self.uid.as_str())
                     && s.meta().deletion_timestamp.is_none()
                     && s.status
@@ -881,7 +882,7 @@ impl Reconciler {
         let started = if fresh {
             self.now
         } else {
-            next.started_at.as_ref().map_or(self.now, |t| t.0)
+            queue::effective_start(next.started_at.as_ref().map(|t| t.0), self.now)
         };
         next.started_at = Some(Time(started));
         next.expires_at = Some(Time(queue::expires_at(started, minutes)));
@@ -1011,7 +1012,7 @@ impl Reconciler {
             .as_ref()
             .map_or(1440, |p| p.spec.sessions.max_duration_minutes);
         let (minutes, capped) = queue::granted_minutes(self.session.spec.duration_minutes, pool_max);
-        let started = self.status.started_at.as_ref().map_or(self.now, |t| t.0);
+        let started = queue::effective_start(self.status.started_at.as_ref().map(|t| t.0), self.now);
         let expires = queue::expires_at(started, minutes);
         if self.now >= expires {
             let message = format!("the session's {minutes} minutes are over");
@@ -1029,6 +1030,9 @@ impl Reconciler {
         }
 
         let mut next = self.status.clone();
+        // A start in the future is written back as now: recomputed from a future start on
+        // every reconcile, the expiry would move along and the session never end.
+        next.started_at = Some(Time(started));
         let previous = next.expires_at.as_ref().map(|t| t.0);
         next.expires_at = Some(Time(expires));
         let generation_changed = self.status.observed_generation != self.session.meta().generation;

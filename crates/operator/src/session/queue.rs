@@ -135,6 +135,13 @@ pub fn granted_minutes(requested: i32, pool_max: i32) -> (i32, bool) {
     }
 }
 
+/// When a session's time counts from: its recorded `startedAt`, but never later than `now`
+/// (a start in the future, written by hand, would otherwise keep the session from ever
+/// expiring); `now` when none is recorded.
+pub fn effective_start(recorded: Option<Timestamp>, now: Timestamp) -> Timestamp {
+    recorded.map_or(now, |started| started.min(now))
+}
+
 /// `startedAt + minutes`.
 pub fn expires_at(started: Timestamp, minutes: i32) -> Timestamp {
     started
@@ -246,6 +253,23 @@ mod tests {
         assert_eq!(granted_minutes(200, 120), (120, true));
         let start = Timestamp::from_second(1_000).unwrap();
         assert_eq!(expires_at(start, 2), Timestamp::from_second(1_120).unwrap());
+    }
+
+    #[test]
+    fn a_start_in_the_future_counts_from_now() {
+        let now = Timestamp::from_second(1_000).unwrap();
+        let past = Timestamp::from_second(400).unwrap();
+        let future = Timestamp::from_second(1_000_000).unwrap();
+        assert_eq!(effective_start(Some(past), now), past);
+        assert_eq!(effective_start(Some(future), now), now);
+        assert_eq!(effective_start(None, now), now);
+    }
+
+    #[test]
+    fn users_are_compared_trimmed_and_without_case() {
+        use cks_api::session::user_key;
+        assert_eq!(user_key("Alice@Example.com"), user_key(" alice@example.com \t"));
+        assert_ne!(user_key("alice@example.com"), user_key("alice2@example.com"));
     }
 
     #[test]
