@@ -1,0 +1,244 @@
+//! The HTTP routes: the router, its middleware (CORS, body limit, readiness, metrics) and the
+//! request-body extractor. Handlers live in one module per area: `scenarios`, `sessions`,
+//! `admin`.
+
+mod admin;
+mod scenarios;
+mod sessions;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use bytes::Bytes;
+use prometheus_client::registry::Registry;
+use serde::de::DeserializeOwned;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::errors::{self, ApiError};
+use crate::metrics::{self, Metrics};
+use crate::state::AppState;
+
+/// Shared state of the API routes.
+pub type Shared = Arc<AppState>;
+
+/// The whole HTTP surface: `/api/v1/...`, `/healthz`, `/readyz`, `/metrics`.
+pub fn router(
+    state: Shared,
+    metrics: Arc<Metrics>,
+    registry: Arc<Registry>,
+    cors_origins: &[String],
+) -> Router {
+    let api = Router::new()
+        .route("/scenarios", get(scenarios::list))
+        .route("/scenarios/categories", get(scenarios::categories))
+        .route("/scenarios/reload", post(scenarios::reload))
+        .route("/scenarios/{id}", get(scenarios::get_one))
+        .route("/sessions", get(sessions::list).post(sessions::create))
+        .route("/sessions/{id}", get(sessions::get_one).delete(sessions::delete))
+        .route("/sessions/{id}/extend", put(sessions::extend))
+        .route(
+            "/sessions/{id}/tasks/{task_id}/validate",
+            post(sessions::validate),
+        )
+        .route("/sessions/{id}/validations", get(sessions::list_runs))
+        .route("/sessions/{id}/validations/{run}", get(sessions::get_run))
+        .route("/admin/clusters", get(admin::clusters))
+        .route("/admin/sessions", get(admin::sessions))
+        .route("/admin/sessions/{id}/end", post(admin::end_session))
+        .route("/admin/release-all-clusters", post(admin::release_all))
+        .route("/admin/clusters/{id}/reset", post(admin::reset_cluster))
+        .route("/admin/clusters/{id}/recreate", post(admin::recreate_cluster))
+        .route("/admin/clusters/{id}/bootstrap", post(admin::bootstrap_cluster))
+        .route("/admin/clusters/{id}/destroy", post(admin::destroy_cluster))
+        .route("/admin/bootstrap-pool", post(admin::bootstrap_pool))
+        .route("/admin/destroy-pool", post(admin::destroy_pool))
+        .route("/admin/create-snapshots", post(admin::create_snapshots))
+        .method_not_allowed_fallback(errors::method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), require_synced))
+        .with_state(state.clone());
+
+    let health = Router::new()
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route("/readyz", get(readyz))
+        .with_state(state.clone());
+    let metrics_route = Router::new()
+        .route("/metrics", get(metrics::serve))
+        .with_state(registry);
+
+    let max_body = state.settings.max_body_bytes;
+    let mut app = Router::new()
+        .nest("/api/v1", api)
+        .merge(health)
+        .merge(metrics_route)
+        .fallback(errors::unknown_route)
+        .method_not_allowed_fallback(errors::method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(metrics, metrics::record));
+    if let Some(cors) = cors_layer(cors_origins) {
+        // Outermost, so preflights of any path and every answer (errors included) get it.
+        app = app.layer(cors);
+    }
+    app
+}
+
+/// CORS for the configured origins; `None` (same-origin only) when none are configured.
+pub fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    let origins: Vec<&str> = origins
+        .iter()
+        .map(|o| o.trim())
+        .filter(|o| !o.is_empty())
+        .collect();
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.contains(&"*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::DELETE,
+                Method::OPTIONS,
+            ])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::ACCEPT,
+                header::AUTHORIZATION,
+                HeaderName::from_static("idempotency-key"),
+                HeaderName::from_static("last-event-id"),
+            ])
+            .expose_headers([header::LOCATION, header::RETRY_AFTER])
+            .max_age(Duration::from_secs(12 * 3600)),
+    )
+}
+
+async fn readyz(State(state): State<Shared>) -> Response {
+    if state.caches.is_ready() {
+        axum::Json(serde_json::json!({"status": "ready"})).into_response()
+    } else {
+        not_synced().into_response()
+    }
+}
+
+fn not_synced() -> ApiError {
+    ApiError::unavailable(
+        "NOT_READY",
+        "The gateway is starting and has not read the cluster state yet; try again in a moment.",
+    )
+}
+
+/// 503 on API routes until the caches have their first full lists: answers from half-filled
+/// caches would say "not found" for things that exist.
+async fn require_synced(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    if state.caches.is_ready() {
+        next.run(request).await
+    } else {
+        not_synced().into_response()
+    }
+}
+
+/// A JSON request body in the API's error shape: an empty body counts as `{}`, malformed
+/// JSON is 400, a body of the wrong shape 422, an oversized one 413. The content type is not
+/// checked (the reference frontend sends JSON with `Content-Type: application/json`; curl
+/// users often forget it).
+#[derive(Debug)]
+pub struct Body<T>(pub T);
+
+impl<S, T> FromRequest<S> for Body<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "PAYLOAD_TOO_LARGE",
+                    "The request body is too large for this API.",
+                )
+            } else {
+                ApiError::bad_request("BAD_BODY", "The request body could not be read.")
+            }
+        })?;
+        parse_body(&bytes).map(Body)
+    }
+}
+
+/// Parses a request body (see [`Body`]).
+pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let text = if bytes.iter().all(u8::is_ascii_whitespace) {
+        &b"{}"[..]
+    } else {
+        bytes
+    };
+    serde_json::from_slice(text).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::invalid(
+            "INVALID_BODY",
+            format!("The request body does not fit this call: {e}."),
+        ),
+        _ => ApiError::bad_request(
+            "MALFORMED_JSON",
+            format!("The request body is not valid JSON ({e}); send a JSON object."),
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize, PartialEq)]
+    #[serde(rename_all = "camelCase")]
+    struct Create {
+        scenario_id: String,
+    }
+
+    #[derive(Debug, serde::Deserialize, PartialEq, Default)]
+    struct Extend {
+        minutes: Option<i64>,
+    }
+
+    #[test]
+    fn bodies_map_to_400_422_or_parse() {
+        let e = parse_body::<Create>(b"{\"scenarioId\": ").unwrap_err();
+        assert_eq!((e.status.as_u16(), e.code), (400, "MALFORMED_JSON"));
+        let e = parse_body::<Create>(b"[1,2]").unwrap_err();
+        assert_eq!((e.status.as_u16(), e.code), (422, "INVALID_BODY"));
+        let e = parse_body::<Create>(b"{\"scenarioId\": 5}").unwrap_err();
+        assert_eq!(e.status.as_u16(), 422);
+        assert_eq!(parse_body::<Extend>(b"").unwrap(), Extend { minutes: None });
+        assert_eq!(parse_body::<Extend>(b" \n").unwrap(), Extend { minutes: None });
+        assert_eq!(
+            parse_body::<Create>(b"{\"scenarioId\":\"x\",\"extra\":1}").unwrap(),
+            Create {
+                scenario_id: "x".into()
+            }
+        );
+    }
+
+    #[test]
+    fn no_configured_origin_means_no_cors_layer() {
+        assert!(cors_layer(&[]).is_none());
+        assert!(cors_layer(&[" ".into()]).is_none());
+        assert!(cors_layer(&["*".into()]).is_some());
+        assert!(cors_layer(&["https://cks.example".into()]).is_some());
+    }
+}
