@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make run`: the whole platform on this machine. Starts the development control plane with the
 # KubeVirt simulator and a golden image, applies the CRDs, the samples and an SSH key for the
-# sample pool, then runs the operator against it. Ctrl-C stops everything.
+# sample pool, then runs the operator and the HTTP gateway (dev auth, http://127.0.0.1:8081)
+# against it. Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +14,7 @@ mkdir -p "$state"
 command -v ssh-keygen >/dev/null || { echo "make run needs ssh-keygen (Debian: apt-get install openssh-client)" >&2; exit 1; }
 command -v bwrap >/dev/null || echo "note: without bwrap (Debian: apt-get install bubblewrap) the simulated VMs' SSH shells fail" >&2
 
-cargo build --locked -q -p cks-devcluster -p cks-operator
+cargo build --locked -q -p cks-devcluster -p cks-operator -p cks-gateway
 
 # The sample pool's VM key: generated once per checkout, never committed.
 if [ ! -f "$state/ssh-key" ]; then
@@ -56,6 +57,13 @@ KUBECONFIG="$kubeconfig" target/debug/cks-operator --namespace cks-lab --practic
     --scenarios scenarios --ssh-port 2222 --metrics-addr 127.0.0.1:8080 --log-format human &
 pids+=($!)
 
+# The API for a frontend: dev auth makes every caller the admin "developer" (loopback only).
+# CORS allows the reference frontend's dev server (npm run dev on port 3000).
+KUBECONFIG="$kubeconfig" target/debug/cks-gateway --auth dev --listen 127.0.0.1:8081 \
+    --namespace cks-lab --scenarios scenarios --pool cks-standard \
+    --cors-origins http://localhost:3000 --log-format human &
+pids+=($!)
+
 cat <<MSG
 
 cks-lab is running on the development control plane (a dev/test tool, not a real cluster).
@@ -65,7 +73,10 @@ cks-lab is running on the development control plane (a dev/test tool, not a real
   a student:  the sample Session alice-pod-security gets a cluster as soon as one is Available;
               KUBECONFIG=$kubeconfig kubectl get session -n cks-lab -w
               KUBECONFIG=$kubeconfig kubectl apply -f config/samples/validationrun.yaml
-  metrics:    http://127.0.0.1:8080/metrics
+  API:        http://127.0.0.1:8081/api/v1  (dev auth: you are the admin "developer")
+              curl http://127.0.0.1:8081/api/v1/scenarios
+              curl -X POST -d '{"scenarioId":"rbac-least-privilege"}' http://127.0.0.1:8081/api/v1/sessions
+  metrics:    http://127.0.0.1:8080/metrics (operator), http://127.0.0.1:8081/metrics (gateway)
 Stop with Ctrl-C.
 
 MSG

@@ -289,11 +289,8 @@ impl TokenFile {
             loop {
                 tick.tick().await;
                 let f = Arc::clone(&file);
-                match tokio::task::spawn_blocking(move || f.reload()).await {
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "token file not reloaded; keeping the previous tokens")
-                    }
-                    Ok(Ok(_)) | Err(_) => {}
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || f.reload()).await {
+                    tracing::warn!(error = %e, "token file not reloaded; keeping the previous tokens");
                 }
             }
         })

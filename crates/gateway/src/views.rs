@@ -63,7 +63,7 @@ impl ScenarioFilter {
         };
         if let Some(c) = given(&self.category)
             && s.metadata.category != c
-            && !s.metadata.topics.iter().any(|t| *t == c)
+            && !s.metadata.topics.contains(&c)
         {
             return false;
         }
