@@ -114,6 +114,10 @@ pub struct Args {
     #[arg(long, env = "CKS_MAX_SESSIONS_PER_USER", default_value_t = 1)]
     pub max_sessions_per_user: u32,
 
+    /// Interval of the comment heartbeats on event streams, in seconds.
+    #[arg(long, env = "CKS_GATEWAY_SSE_HEARTBEAT_SECONDS", default_value_t = 15.0)]
+    pub sse_heartbeat_seconds: f64,
+
     /// Log format; `human` when unset and stderr is a terminal, else `json`.
     #[arg(long, env = "CKS_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -175,6 +179,8 @@ pub struct Settings {
     pub rate_per_second: f64,
     /// Bucket size.
     pub rate_burst: f64,
+    /// See [`Args::sse_heartbeat_seconds`].
+    pub sse_heartbeat: Duration,
 }
 
 fn seconds(flag: &'static str, v: f64) -> Result<Duration, ConfigError> {
@@ -220,6 +226,8 @@ impl Args {
             max_sessions_per_user: self.max_sessions_per_user.max(1),
             rate_per_second: self.rate_per_minute / 60.0,
             rate_burst: self.rate_burst,
+            sse_heartbeat: seconds("--sse-heartbeat-seconds", self.sse_heartbeat_seconds)?
+                .max(Duration::from_millis(100)),
         })
     }
 }

@@ -102,7 +102,9 @@ pub async fn run(
     };
     let caches = Caches::start(&rt.client, &settings.namespace);
     let limiter = RateLimiter::new(settings.rate_per_second, settings.rate_burst);
+    let metrics = Arc::new(Metrics::default());
     let state = Arc::new(AppState {
+        sse_clients: metrics.sse_clients.clone(),
         client: rt.client,
         caches,
         catalog,
@@ -110,7 +112,6 @@ pub async fn run(
         limiter,
         settings,
     });
-    let metrics = Arc::new(Metrics::default());
     let registry = Arc::new(metrics.registry());
     let app = routes::router(state, metrics, registry, &args.cors_origins);
     let listener = match rt.listener {

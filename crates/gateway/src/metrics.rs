@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -32,6 +33,8 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     /// Time to answer, in seconds.
     pub duration: Family<RequestLabels, Histogram>,
+    /// Open Server-Sent Event streams.
+    pub sse_clients: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -45,6 +48,7 @@ impl Default for Metrics {
         Self {
             requests: Family::default(),
             duration: Family::new_with_constructor(latency_histogram),
+            sse_clients: Gauge::default(),
         }
     }
 }
@@ -62,6 +66,11 @@ impl Metrics {
             "http_request_duration_seconds",
             "Time to answer an HTTP request, by route template, method and status",
             self.duration.clone(),
+        );
+        registry.register(
+            "sse_clients",
+            "Open Server-Sent Event streams",
+            self.sse_clients.clone(),
         );
         registry
     }

@@ -181,6 +181,11 @@ impl Caches {
         self.pools.state().iter().filter_map(|g| ok(g)).collect()
     }
 
+    /// A receiver that sees every cache change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
     /// Calls `check` after every cache change until it returns `Some` or `timeout` passes.
     pub async fn wait_for<T>(
         &self,
@@ -216,6 +221,8 @@ pub struct AppState {
     pub limiter: RateLimiter,
     /// Settings from the flags.
     pub settings: Settings,
+    /// Open event streams (a metric).
+    pub sse_clients: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl AppState {

@@ -5,7 +5,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{Answer, Gateway, Platform, bearer, eventually, hdrs, platform, ssh, token_file};
+use support::{Answer, Gateway, Platform, SseItem, bearer, eventually, hdrs, platform, ssh, token_file};
 
 const SESSIONS: &str = "/api/v1/sessions";
 
@@ -43,7 +43,12 @@ async fn token_gateway(p: &Platform, dir: &std::path::Path, extra: &[&str]) -> G
 async fn a_student_works_through_a_session_and_no_one_else_can_touch_it() {
     let p = platform(1, 2).await;
     let dir = tempfile::tempdir().unwrap();
-    let gw = token_gateway(&p, dir.path(), &["--create-wait-seconds", "30"]).await;
+    let gw = token_gateway(
+        &p,
+        dir.path(),
+        &["--create-wait-seconds", "30", "--sse-heartbeat-seconds", "0.2"],
+    )
+    .await;
     let (alice, bob, root) = (bearer("alice-token"), bearer("bob-token"), bearer("root-token"));
     let (alice, bob, root) = ([alice], [bob], [root]);
     let (alice, bob, root) = (hdrs(&alice), hdrs(&bob), hdrs(&root));
@@ -94,6 +99,21 @@ async fn a_student_works_through_a_session_and_no_one_else_can_touch_it() {
             .is_ok()
     );
     assert!(!s.text.contains("10."), "no VM address in the view: {}", s.text);
+
+    // Events: the current state at once, then each change; only for the owner.
+    let events_path = format!("{SESSIONS}/{id}/events");
+    gw.events(&events_path, &bob)
+        .await
+        .err()
+        .expect("404")
+        .assert_error(404, "SESSION_NOT_FOUND");
+    let mut events = gw.events(&events_path, &alice).await.expect("an event stream");
+    let (first_id, first) = events.until("session", |_| true).await;
+    assert_eq!(
+        (first["sessionId"].as_str(), first["status"].as_str()),
+        (Some(id.as_str()), Some("running"))
+    );
+    assert!(!first_id.is_empty());
 
     // Lists: own for students, all for admins.
     let mine = gw.get(SESSIONS, &alice).await;
@@ -195,6 +215,12 @@ async fn a_student_works_through_a_session_and_no_one_else_can_touch_it() {
     .await;
     assert_eq!(v["tasks"][1]["attempts"], 2);
     assert_ne!(v["tasks"][1]["validationTime"], "0001-01-01T00:00:00Z");
+    events
+        .until("session", |d| d["tasks"][1]["status"] == "failed")
+        .await;
+    events
+        .until("session", |d| d["tasks"][1]["status"] == "completed")
+        .await;
 
     // Extend adds (the reference would set now+30 and shorten), capped by the pool's 240.
     let ext = gw
@@ -238,6 +264,31 @@ async fn a_student_works_through_a_session_and_no_one_else_can_touch_it() {
     )
     .await
     .assert_error(422, "INVALID_MINUTES");
+    // The stream saw the new expiry once the operator recomputed it.
+    let minutes = |d: &Value| {
+        let t = |k: &str| d[k].as_str().and_then(|s| s.parse::<jiff::Timestamp>().ok());
+        Some(t("expirationTime")?.duration_since(t("startTime")?).as_secs() / 60)
+    };
+    let (last_id, _) = events.until("session", |d| minutes(d) == Some(240)).await;
+    // Resuming at the latest id sends nothing until the next change (heartbeats only); an
+    // older id gets the current state at once.
+    let resume = [alice[0], ("last-event-id", last_id.as_str())];
+    let mut resumed = gw.events(&events_path, &resume).await.expect("a stream");
+    assert!(
+        matches!(resumed.next().await, SseItem::Comment(_)),
+        "nothing new since {last_id}"
+    );
+    let stale = [alice[0], ("last-event-id", first_id.as_str())];
+    let mut caught_up = gw.events(&events_path, &stale).await.expect("a stream");
+    match caught_up.next().await {
+        SseItem::Event { event, data, .. } => {
+            assert_eq!((event.as_str(), minutes(&data)), ("session", Some(240)))
+        }
+        other => panic!("the current state at once, not {other:?}"),
+    }
+    let metrics = gw.get("/metrics", &[]).await.text;
+    assert!(metrics.contains("cks_gateway_sse_clients 3"), "{metrics}");
+    drop((resumed, caught_up));
 
     // Delete; the session goes away and the cluster comes back for the next one.
     let del = gw.call("DELETE", &format!("{SESSIONS}/{id}"), &alice, None).await;
@@ -249,6 +300,8 @@ async fn a_student_works_through_a_session_and_no_one_else_can_touch_it() {
         (gw.get(&format!("{SESSIONS}/{id}"), &alice).await.status == 404).then_some(())
     })
     .await;
+    events.until("deleted", |d| d["sessionId"] == id.as_str()).await;
+    assert_eq!(events.read().await, None, "the stream ends after the deletion");
 
     // A slow validation answers 202 with a URL to poll (a gateway with a short bound).
     let quick = token_gateway(

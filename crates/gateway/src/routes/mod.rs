@@ -1,8 +1,9 @@
 //! The HTTP routes: the router, its middleware (CORS, body limit, readiness, metrics) and the
 //! request-body extractor. Handlers live in one module per area: `scenarios`, `sessions`,
-//! `admin`.
+//! `events` (Server-Sent Events), `admin`.
 
 mod admin;
+mod events;
 mod scenarios;
 mod sessions;
 
@@ -42,6 +43,7 @@ pub fn router(
         .route("/sessions", get(sessions::list).post(sessions::create))
         .route("/sessions/{id}", get(sessions::get_one).delete(sessions::delete))
         .route("/sessions/{id}/extend", put(sessions::extend))
+        .route("/sessions/{id}/events", get(events::session_events))
         .route(
             "/sessions/{id}/tasks/{task_id}/validate",
             post(sessions::validate),

@@ -268,3 +268,119 @@ pub async fn ssh(pc: &PracticeCluster, target: &str) -> russh::client::Handle<op
         .unwrap_or_else(|| panic!("an IP for {target}"));
     op::vrun_fixtures::ssh_login(&ip).await
 }
+
+/// One item of an event stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SseItem {
+    /// An event with its name, id and JSON data.
+    Event { event: String, id: String, data: Value },
+    /// A comment line (heartbeat).
+    Comment(String),
+}
+
+/// An open Server-Sent Events response.
+pub struct EventStream {
+    body: hyper::body::Incoming,
+    buf: String,
+}
+
+impl Gateway {
+    /// Opens an event stream; an error answer comes back as `Err`.
+    pub async fn events(&self, path: &str, headers: &[(&str, &str)]) -> Result<EventStream, Answer> {
+        let mut req = http::Request::builder()
+            .method("GET")
+            .uri(format!("{}{path}", self.base))
+            .header("accept", "text/event-stream");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = self
+            .http
+            .request(req.body(Full::new(Bytes::new())).unwrap())
+            .await
+            .expect("the gateway answers");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        if status != 200 {
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+            return Err(Answer {
+                status,
+                headers,
+                text,
+                json,
+            });
+        }
+        assert!(
+            headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/event-stream"),
+            "{headers:?}"
+        );
+        Ok(EventStream {
+            body: resp.into_body(),
+            buf: String::new(),
+        })
+    }
+}
+
+impl EventStream {
+    /// The next item; fails the test when none comes within 30 s or the stream ends.
+    pub async fn next(&mut self) -> SseItem {
+        tokio::time::timeout(std::time::Duration::from_secs(30), self.read())
+            .await
+            .expect("an event within 30 s")
+            .expect("the stream goes on")
+    }
+
+    /// The next item, `None` at the end of the stream.
+    pub async fn read(&mut self) -> Option<SseItem> {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let (mut event, mut id, mut data, mut comment) =
+                    (String::new(), String::new(), String::new(), None);
+                for line in block.lines() {
+                    if let Some(c) = line.strip_prefix(':') {
+                        comment = Some(c.trim().to_owned());
+                    } else if let Some((k, v)) = line.split_once(':') {
+                        let v = v.strip_prefix(' ').unwrap_or(v);
+                        match k {
+                            "event" => event = v.to_owned(),
+                            "id" => id = v.to_owned(),
+                            "data" => data.push_str(v),
+                            _ => {}
+                        }
+                    }
+                }
+                if event.is_empty() && data.is_empty() {
+                    match comment {
+                        Some(c) => return Some(SseItem::Comment(c)),
+                        None => continue,
+                    }
+                }
+                let data = serde_json::from_str(&data).unwrap_or(Value::String(data));
+                return Some(SseItem::Event { event, id, data });
+            }
+            let frame = self.body.frame().await?.expect("a body frame");
+            if let Ok(bytes) = frame.into_data() {
+                self.buf.push_str(&String::from_utf8_lossy(&bytes));
+            }
+        }
+    }
+
+    /// Reads until an event named `name` whose data satisfies `check`, and returns its id
+    /// and data.
+    pub async fn until(&mut self, name: &str, check: impl Fn(&Value) -> bool) -> (String, Value) {
+        loop {
+            if let SseItem::Event { event, id, data } = self.next().await
+                && event == name
+                && check(&data)
+            {
+                return (id, data);
+            }
+        }
+    }
+}
