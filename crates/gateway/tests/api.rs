@@ -535,6 +535,19 @@ async fn errors_have_one_shape_and_the_right_status() {
         Some(1),
         "alice's session: {own:?}"
     );
+
+    // The token file is re-read when it changes: a rotated token works, the old one stops.
+    std::fs::write(dir.path().join("tokens"), "alice-rotated,alice\n").unwrap();
+    eventually("the rotated token accepted", || async {
+        let a = gw
+            .get(SESSIONS, &[("authorization", "Bearer alice-rotated")])
+            .await;
+        (a.status == 200).then_some(())
+    })
+    .await;
+    gw.get(SESSIONS, &alice)
+        .await
+        .assert_error(401, "UNAUTHENTICATED");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
