@@ -138,6 +138,12 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// True for a Session that counts against its user's limit of active sessions: as in the
+/// operator, one being deleted does not (so "end, then start another" works at once).
+pub fn counts_against_limit(s: &Session) -> bool {
+    phase(s).is_active() && s.metadata.deletion_timestamp.is_none()
+}
+
 /// The Session name for a create: random, or derived from user and idempotency key so a
 /// retried request names the same Session.
 pub fn session_name(user: &str, key: Option<&str>) -> String {
@@ -285,7 +291,7 @@ pub async fn create(
         .caches
         .sessions()
         .iter()
-        .filter(|s| s.spec.user == who.user && phase(s).is_active())
+        .filter(|s| s.spec.user == who.user && counts_against_limit(s))
         .map(ResourceExt::name_any)
         .collect();
     if active.len() >= state.settings.max_sessions_per_user as usize {
@@ -637,4 +643,56 @@ pub async fn get_run(
         &r,
         catalog.get(&s.spec.scenario).map(|a| a.as_ref()),
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotency_keys_name_the_same_session_per_user() {
+        let a = session_name("alice", Some("k1"));
+        assert_eq!(a, session_name("alice", Some("k1")));
+        assert_ne!(a, session_name("bob", Some("k1")));
+        assert_ne!(a, session_name("alice", Some("k2")));
+        assert_ne!(session_name("alice", None), session_name("alice", None));
+        for name in [a, session_name("alice", None)] {
+            assert!(
+                cks_api::common::is_dns1123_label(&name) && name.len() == 16,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn ended_and_deleting_sessions_do_not_count_against_the_limit() {
+        let s = |phase: &str, deleting: bool| -> Session {
+            let mut v = json!({
+                "apiVersion": "cks.io/v1alpha1", "kind": "Session",
+                "metadata": {"name": "s", "namespace": "cks"},
+                "spec": {"scenario": "x", "user": "alice", "pool": "p", "durationMinutes": 60},
+                "status": {"phase": phase},
+            });
+            if deleting {
+                v["metadata"]["deletionTimestamp"] = json!("2025-01-02T10:00:00Z");
+            }
+            serde_json::from_value(v).unwrap()
+        };
+        assert!(counts_against_limit(&s("Ready", false)));
+        assert!(counts_against_limit(&s("WaitingForCluster", false)));
+        assert!(!counts_against_limit(&s("Ready", true)));
+        assert!(!counts_against_limit(&s("Expired", false)));
+    }
+
+    #[test]
+    fn idempotency_key_header_must_be_short_and_visible() {
+        let mut h = HeaderMap::new();
+        assert_eq!(idempotency_key(&h).unwrap(), None);
+        h.insert(IDEMPOTENCY_KEY, HeaderValue::from_static("abc"));
+        assert_eq!(idempotency_key(&h).unwrap().as_deref(), Some("abc"));
+        h.insert(IDEMPOTENCY_KEY, HeaderValue::from_str(&"k".repeat(256)).unwrap());
+        assert_eq!(idempotency_key(&h).unwrap_err().status, 400);
+        h.insert(IDEMPOTENCY_KEY, HeaderValue::from_static("  "));
+        assert_eq!(idempotency_key(&h).unwrap_err().code, "BAD_IDEMPOTENCY_KEY");
+    }
 }
