@@ -103,7 +103,9 @@ pub async fn run(
     let caches = Caches::start(&rt.client, &settings.namespace);
     let limiter = RateLimiter::new(settings.rate_per_second, settings.rate_burst);
     let metrics = Arc::new(Metrics::default());
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     let state = Arc::new(AppState {
+        stopping,
         sse_clients: metrics.sse_clients.clone(),
         client: rt.client,
         caches,
@@ -123,7 +125,10 @@ pub async fn run(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, auth = ?args.auth, namespace = %args.namespace, "serving the API under /api/v1");
     let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        })
         .await;
     if let Some(poll) = token_poll {
         poll.abort();

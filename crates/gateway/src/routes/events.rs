@@ -6,7 +6,7 @@
 //! current resourceVersion gets nothing until the next change; with any other id it gets the
 //! current state at once (each event is a whole state, so nothing in between is needed).
 //! When the Session is gone a `deleted` event ends the stream. Comment heartbeats keep
-//! proxies from closing an idle stream.
+//! proxies from closing an idle stream. Streams end when the server shuts down.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -44,6 +44,7 @@ struct Cursor {
     state: Shared,
     id: String,
     changes: watch::Receiver<u64>,
+    stopping: watch::Receiver<bool>,
     /// The JSON last sent, to send only changes.
     last: Option<String>,
     /// `Last-Event-ID` of a reconnect, consulted once.
@@ -57,7 +58,7 @@ impl Cursor {
     /// change of the caches. `None` ends the stream.
     async fn next(mut self) -> Option<(Result<Event, Infallible>, Self)> {
         loop {
-            if self.done {
+            if self.done || *self.stopping.borrow() {
                 return None;
             }
             self.changes.mark_unchanged();
@@ -80,8 +81,11 @@ impl Cursor {
                     return Some((Ok(event), self));
                 }
             }
-            if self.changes.changed().await.is_err() {
-                return None;
+            tokio::select! {
+                changed = self.changes.changed() => if changed.is_err() {
+                    return None;
+                },
+                _ = self.stopping.wait_for(|s| *s) => return None,
             }
         }
     }
@@ -101,6 +105,7 @@ pub async fn session_events(
         .map(str::to_owned);
     let cursor = Cursor {
         changes: state.caches.subscribe(),
+        stopping: state.stopping.clone(),
         _open: Open::new(&state.sse_clients),
         state: state.clone(),
         id,

@@ -189,6 +189,16 @@ impl Answer {
 }
 
 impl Gateway {
+    /// Asks the gateway to stop and waits until it has, failing the test after 30 s.
+    pub async fn shutdown(&mut self) {
+        let _ = self.stop.send(true);
+        tokio::time::timeout(std::time::Duration::from_secs(30), &mut self.task)
+            .await
+            .expect("the gateway stops within 30 s")
+            .expect("the gateway task")
+            .expect("a clean stop");
+    }
+
     /// Sends a request; `body` is sent as is.
     pub async fn call(
         &self,
