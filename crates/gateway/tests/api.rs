@@ -735,3 +735,19 @@ async fn an_exhausted_pool_queues_and_admin_actions_map_to_declarative_ones() {
     assert_eq!(gw.get("/healthz", &[]).await.json, json!({"status": "ok"}));
     assert_eq!(gw.get("/readyz", &[]).await.json, json!({"status": "ready"}));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn until_its_caches_are_filled_the_gateway_answers_503() {
+    // A cluster API that is not there: the caches never fill.
+    let config = kube::Config::new("https://127.0.0.1:1".parse().unwrap());
+    let client = kube::Client::try_from(config).unwrap();
+    let catalog = support::op::vrun_fixtures::catalog();
+    let gw = support::start_gateway(client, catalog.store.clone(), &["--auth", "dev"]).await;
+    let ready = gw.get("/readyz", &[]).await;
+    ready.assert_error(503, "NOT_READY");
+    assert_eq!(ready.header("retry-after"), "2");
+    assert_eq!(gw.get("/healthz", &[]).await.status, 200, "alive while not ready");
+    for path in ["/api/v1/scenarios", "/api/v1/sessions", "/api/v1/admin/clusters"] {
+        gw.get(path, &[]).await.assert_error(503, "NOT_READY");
+    }
+}

@@ -107,35 +107,45 @@ impl Platform {
     /// Starts a gateway with `flags` (besides namespace and listen address) in front of the
     /// platform.
     pub async fn gateway(&self, flags: &[&str]) -> Gateway {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let listen = addr.to_string();
-        let mut argv = vec!["cks-gateway", "--namespace", NS, "--listen", &listen];
-        argv.extend_from_slice(flags);
-        let args = cks_gateway::config::Args::try_parse_from(argv).unwrap();
-        let rt = cks_gateway::Runtime {
-            client: self.client.clone(),
-            catalog: Some(self.catalog.store.clone()),
-            listener: Some(listener),
-        };
-        let (stop, mut stopped) = watch::channel(false);
-        let task = tokio::spawn(async move {
-            cks_gateway::run(&args, rt, async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            })
-            .await
-        });
-        let gw = Gateway {
-            base: format!("http://{addr}"),
-            http: HttpClient::builder(TokioExecutor::new()).build_http(),
-            stop,
-            task,
-        };
+        let gw = start_gateway(self.client.clone(), self.catalog.store.clone(), flags).await;
         eventually("the gateway ready", || async {
             (gw.get("/readyz", &[]).await.status == 200).then_some(())
         })
         .await;
         gw
+    }
+}
+
+/// Starts a gateway with `flags` (besides namespace and listen address) on `client` without
+/// waiting for it to be ready.
+pub async fn start_gateway(
+    client: Client,
+    catalog: std::sync::Arc<cks_scenarios::CatalogStore>,
+    flags: &[&str],
+) -> Gateway {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let listen = addr.to_string();
+    let mut argv = vec!["cks-gateway", "--namespace", NS, "--listen", &listen];
+    argv.extend_from_slice(flags);
+    let args = cks_gateway::config::Args::try_parse_from(argv).unwrap();
+    let rt = cks_gateway::Runtime {
+        client,
+        catalog: Some(catalog),
+        listener: Some(listener),
+    };
+    let (stop, mut stopped) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        cks_gateway::run(&args, rt, async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        })
+        .await
+    });
+    Gateway {
+        base: format!("http://{addr}"),
+        http: HttpClient::builder(TokioExecutor::new()).build_http(),
+        stop,
+        task,
     }
 }
 
