@@ -121,7 +121,7 @@ pub fn render(sc: &Scenario) -> String {
     let m = &sc.metadata;
     let mut s = String::new();
     let _ = writeln!(s, "{} — {}", m.id, m.title);
-    let mut facts = vec![format!("category {}", m.category)];
+    let mut facts = vec![format!("category {}", m.category.as_deref().unwrap_or("(none)"))];
     if let Some(d) = m.difficulty {
         facts.push(format!("{d:?}").to_lowercase());
     }
@@ -170,6 +170,18 @@ pub fn render(sc: &Scenario) -> String {
             let _ = writeln!(s, "{line}");
             if let Some(d) = &step.description {
                 let _ = writeln!(s, "{}", indent(d.trim(), 5));
+            }
+            for c in &step.conditions {
+                let within = c
+                    .timeout
+                    .or(step.timeout)
+                    .map(|t| format!(" (within {})", duration(t)));
+                let _ = writeln!(
+                    s,
+                    "     then waits until {}{}",
+                    c.wait_for,
+                    within.unwrap_or_default()
+                );
             }
         }
         let _ = writeln!(s);

@@ -705,6 +705,12 @@ const GOOD_SETUP: &str = r#"steps:
         namespace: shop
       data:
         mode: insecure
+    # The reference system's conditions: checked after the step, through the practice API
+    # and over SSH.
+    conditions:
+      - type: resource_exists
+        resource: {kind: ConfigMap, name: settings, namespace: shop}
+        timeout: 30s
   - id: marker
     type: script
     target: control-plane
@@ -713,6 +719,10 @@ const GOOD_SETUP: &str = r#"steps:
       #!/bin/bash
       mkdir -p /opt/cks
       echo "set up by ${USER:-root}" > /opt/cks/setup-marker
+    conditions:
+      - type: command
+        command: test -s /opt/cks/setup-marker
+        timeout: 30s
 "#;
 
 const BAD_SETUP: &str = r#"steps:

@@ -420,19 +420,9 @@ impl ScenarioLoader<'_> {
                 }
             }
         };
-        if let (Some(m), Some(categories)) = (&metadata, self.categories)
-            && !categories.iter().any(|c| c.id == m.category)
-        {
-            let known: Vec<&str> = categories.iter().map(|c| c.id.as_str()).collect();
-            let file = dir.join("metadata.yaml");
-            errors.push(LoadError::invalid(
-                SourceLocation::file(file),
-                format!(
-                    "category `{}` is not defined in categories.yaml (known: {})",
-                    m.category,
-                    known.join(", ")
-                ),
-            ));
+        let mut metadata = metadata;
+        if let Some(m) = &mut metadata {
+            self.file_under_category(m, dir, warnings, &mut errors);
         }
 
         let tasks = self.load_tasks(dir, &entries, warnings, &mut errors);
@@ -447,6 +437,54 @@ impl ScenarioLoader<'_> {
                 dir: dir.to_path_buf(),
             }),
             _ => Err(errors),
+        }
+    }
+
+    /// Checks a stated category against `categories.yaml`, or derives the category from the
+    /// topics as the reference system does: the first topic that is a category id.
+    fn file_under_category(
+        &self,
+        m: &mut Metadata,
+        dir: &Path,
+        warnings: &mut Vec<Warning>,
+        errors: &mut Vec<LoadError>,
+    ) {
+        let at = || SourceLocation::file(dir.join("metadata.yaml"));
+        let Some(categories) = self.categories else {
+            if m.category.is_none() {
+                warnings.push(Warning::new(
+                    at(),
+                    "no `category`, and no categories.yaml to find one among the topics",
+                ));
+            }
+            return;
+        };
+        let known = |id: &str| categories.iter().any(|c| c.id == id);
+        match &m.category {
+            Some(category) if !known(category) => {
+                let ids: Vec<&str> = categories.iter().map(|c| c.id.as_str()).collect();
+                errors.push(LoadError::invalid(
+                    at(),
+                    format!(
+                        "category `{category}` is not defined in categories.yaml (known: {})",
+                        ids.join(", ")
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                m.category = m.topics.iter().find(|t| known(t)).cloned();
+                if m.category.is_none() {
+                    warnings.push(Warning::new(
+                        at(),
+                        format!(
+                            "no `category`, and none of the topics ({}) is a category of categories.yaml; \
+                             the scenario is listed under no category",
+                            m.topics.join(", ")
+                        ),
+                    ));
+                }
+            }
         }
     }
 
@@ -626,7 +664,7 @@ impl ScenarioLoader<'_> {
                 (Ok((p, markdown)), Ok(rules)) => tasks.push(Task {
                     id: format!("task-{n}"),
                     number: n,
-                    title: p.title,
+                    title: p.title.unwrap_or_else(|| format!("Task {n}")),
                     description: p.description,
                     background: p.background,
                     objectives: p.objectives,

@@ -62,11 +62,17 @@ impl CatalogFs {
             at: at(),
             cause: e.to_string(),
         };
+        // Opening a FIFO blocks until a writer appears (forever, in a catalog) and reading a
+        // device may never end: look at the file type before opening.
+        let kind = fs::metadata(&resolved).map_err(read_err)?.file_type();
+        if !kind.is_file() {
+            return Err(LoadError::invalid(at(), not_regular(kind)));
+        }
         let file = File::open(&resolved).map_err(read_err)?;
         let meta = file.metadata().map_err(read_err)?;
-        // Reading a FIFO or device could block or never end.
+        // The name may have been swapped for something else between the two looks.
         if !meta.is_file() {
-            return Err(LoadError::invalid(at(), "not a regular file"));
+            return Err(LoadError::invalid(at(), not_regular(meta.file_type())));
         }
         if meta.len() > self.max_file_bytes {
             return Err(LoadError::TooLarge {
@@ -141,6 +147,23 @@ impl CatalogFs {
         listing.refused.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(listing)
     }
+}
+
+/// Why a path that is not a regular file is refused, naming what it is.
+fn not_regular(kind: fs::FileType) -> String {
+    use std::os::unix::fs::FileTypeExt;
+    let what = if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "a device"
+    } else {
+        "something else"
+    };
+    format!("only regular files are read, and this is {what}")
 }
 
 /// A directory's usable entries and the ones refused, by name.

@@ -60,5 +60,5 @@ pub use jsonpath::{KubePath, PathError, translate_kube_path};
 pub use metadata::{Category, Difficulty, Metadata, NodeCount, Requirements, Resources, is_dns1123_label};
 pub use reload::{CatalogStore, CatalogWatcher, ReloadError};
 pub use rules::{Check, Condition, ConditionKind, Pattern, ResourceRef, Rule, RuleType};
-pub use setup::{SetupAction, SetupStep};
+pub use setup::{SetupAction, SetupCondition, SetupStep, WaitFor};
 pub use task::{Hint, Section, SectionKind, Task};

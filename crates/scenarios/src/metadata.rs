@@ -91,7 +91,10 @@ pub struct Metadata {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub time_estimate: Option<Duration>,
     pub topics: Vec<String>,
-    pub category: String,
+    /// An id from `categories.yaml`: as written, or else the first topic that is one (how the
+    /// reference system files scenarios). `None` when neither names a category.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
     pub requirements: Requirements,
 }
 
@@ -187,9 +190,23 @@ pub(crate) fn load_metadata(
             String::new()
         }
     };
-    let id = required(raw.id, "id");
+    // The reference system takes a scenario's id from its directory.
+    let id = match raw.id {
+        None => {
+            warnings.push(Warning::new(
+                file.with_pos(Pos::new(1, 1)),
+                format!("no `id`; the directory name `{dir_name}` is used"),
+            ));
+            dir_name.to_owned()
+        }
+        id => required(id, "id"),
+    };
     let title = required(raw.title, "title");
-    let category = required(raw.category, "category");
+    let category = match raw.category {
+        // Derived from the topics once the catalog's categories are known.
+        None => None,
+        category => Some(required(category, "category")),
+    };
     if !id.is_empty() {
         if !is_dns1123_label(&id) {
             errors.push(LoadError::invalid(
@@ -345,20 +362,32 @@ pub(crate) fn load_categories(
     text: &str,
     warnings: &mut Vec<Warning>,
 ) -> Result<Vec<Category>, Vec<LoadError>> {
-    let (raw, tree): (RawCategoriesFile, Node) = yaml::parse(file, text, warnings).map_err(|e| vec![e])?;
-    let Some(RawCategories(list)) = raw.categories else {
-        return Err(vec![LoadError::invalid(
-            file.with_pos(Pos::new(1, 1)),
-            "missing the `categories:` list",
-        )]);
+    let mut wrapped_warnings = Vec::new();
+    let (raw, tree): (RawCategoriesFile, Node) =
+        yaml::parse(file, text, &mut wrapped_warnings).map_err(|e| vec![e])?;
+    let (list, node) = match raw.categories {
+        Some(RawCategories(list)) => {
+            warnings.append(&mut wrapped_warnings);
+            let node = tree.get("categories").cloned();
+            (list, node)
+        }
+        // The reference system's file is the mapping itself: `id: {name, description}`.
+        None => match yaml::parse::<Option<RawCategories>>(file, text, warnings) {
+            Ok((Some(RawCategories(list)), tree)) if !list.is_empty() => (list, Some(tree)),
+            _ => {
+                return Err(vec![LoadError::invalid(
+                    file.with_pos(Pos::new(1, 1)),
+                    "missing the `categories:` list (or a mapping of category ids)",
+                )]);
+            }
+        },
     };
-    let node = tree.get("categories");
+    let node = node.as_ref();
     let mut errors = Vec::new();
     let mut out: Vec<Category> = Vec::new();
     for (i, c) in list.into_iter().enumerate() {
         let pos = node
-            .and_then(|n| n.index(i))
-            .map(|n| n.pos)
+            .and_then(|n| n.index(i).map(|n| n.pos).or_else(|| n.key_pos_at(i)))
             .or_else(|| tree.key_pos("categories"))
             .unwrap_or(Pos::UNKNOWN);
         let at = file.with_pos(pos);
@@ -426,8 +455,20 @@ mod tests {
         let e = meta("title: t\ncategory: c\nid: other\n").unwrap_err();
         assert!(e[0].to_string().contains("does not match"), "{}", e[0]);
         assert_eq!(e[0].location().line, Some(3));
-        let e = meta("title: t\n").unwrap_err();
-        assert_eq!(e.len(), 2);
+        let e = meta("id: ''\ndescription: d\n").unwrap_err();
+        assert_eq!(e.len(), 2, "{e:?}");
+        // Without an id or a category (as the reference system writes it), the directory
+        // name is the id and the category comes from the topics later.
+        let mut warnings = Vec::new();
+        let m = load_metadata(
+            &SourceLocation::file("metadata.yaml"),
+            "title: t\ntopics: [pod-security]\n",
+            "basic-pod-security",
+            &mut warnings,
+        )
+        .unwrap();
+        assert_eq!((m.id.as_str(), m.category), ("basic-pod-security", None));
+        assert!(warnings[0].to_string().contains("no `id`"), "{warnings:?}");
     }
 
     #[test]

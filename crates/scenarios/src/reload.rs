@@ -1,14 +1,24 @@
 //! Hot reload: the current catalog behind an [`ArcSwap`], so readers take a snapshot without
 //! ever blocking, and a new catalog is built off to the side and swapped in whole. A scenario
 //! that fails to reload keeps its previous good version.
+//!
+//! The watcher reloads only when contents, names or metadata change (never because a file was
+//! opened or read, which every reload does itself), and keeps working when the catalog
+//! directory is replaced (`rm -rf` and a fresh copy) or reached through a symlink that is
+//! swapped (git-sync): it also watches the directories holding the catalog's name and every
+//! symlink on its path, and re-arms when the directory behind the name changes.
 
+use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use notify_debouncer_full::notify::RecursiveMode;
-use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
+use notify::event::{AccessKind, AccessMode};
+use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 
 use crate::catalog::{Catalog, LoadOptions};
 use crate::error::LoadError;
@@ -26,7 +36,7 @@ pub enum ReloadError {
     Watch {
         dir: PathBuf,
         #[source]
-        source: notify_debouncer_full::notify::Error,
+        source: notify::Error,
     },
 }
 
@@ -36,13 +46,17 @@ pub struct CatalogStore {
     dir: PathBuf,
     options: LoadOptions,
     current: ArcSwap<Catalog>,
-    /// Serialises reloads (watcher and explicit) so that each builds on the last; readers
+    /// Serialises reloads (watcher and explicit) so that each builds on the last, and holds
+    /// the errors already logged so that each is logged once, not on every reload; readers
     /// never take it.
-    reload_lock: Mutex<()>,
+    reload_lock: Mutex<Reported>,
     /// Counts completed reloads, so callers can wait for the next one.
     generation: Mutex<u64>,
     reloaded: Condvar,
 }
+
+/// The catalog errors last logged, as rendered.
+type Reported = BTreeSet<String>;
 
 impl CatalogStore {
     /// Loads the catalog in `dir`. Fails only when the directory cannot be read.
@@ -52,15 +66,21 @@ impl CatalogStore {
             dir: dir.clone(),
             source: Box::new(source),
         })?;
-        log_problems(&catalog);
+        let mut reported = Reported::new();
+        log_new_problems(&catalog, &mut reported);
         Ok(Arc::new(Self {
             dir,
             options,
             current: ArcSwap::from_pointee(catalog),
-            reload_lock: Mutex::new(()),
+            reload_lock: Mutex::new(reported),
             generation: Mutex::new(0),
             reloaded: Condvar::new(),
         }))
+    }
+
+    /// The catalog directory, as given to [`CatalogStore::open`].
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// A snapshot of the current catalog; it stays valid however many reloads follow.
@@ -69,15 +89,17 @@ impl CatalogStore {
     }
 
     /// Loads the directory again and swaps the result in. Scenarios that now fail keep their
-    /// previous version (listed in [`Catalog::stale`]); their errors are still reported. When
-    /// the directory itself cannot be read, the current catalog stays and the error is returned.
+    /// previous version (listed in [`Catalog::stale`]); their errors are still reported, but
+    /// each error is logged only when it first appears. When the directory itself cannot be
+    /// read, the current catalog stays and the error is returned. Blocking (it reads the whole
+    /// catalog): async code calls it through `spawn_blocking`.
     pub fn reload(&self) -> Result<Arc<Catalog>, ReloadError> {
-        let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut reported = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
         let result = match Catalog::load_with(&self.dir, &self.options) {
             Ok(mut next) => {
                 let previous = self.current.load();
                 next.keep_previous_of_failed(&previous);
-                log_problems(&next);
+                log_new_problems(&next, &mut reported);
                 let next = Arc::new(next);
                 self.current.store(Arc::clone(&next));
                 tracing::info!(
@@ -127,53 +149,235 @@ impl CatalogStore {
         true
     }
 
-    /// Watches the catalog directory and reloads after changes settle for `debounce`.
+    /// Watches the catalog directory and reloads once changes have settled for `debounce`.
+    /// Survives the directory being replaced or a symlink on its path being swapped.
     /// Watching stops when the returned [`CatalogWatcher`] is dropped.
     pub fn watch(self: &Arc<Self>, debounce: Duration) -> Result<CatalogWatcher, ReloadError> {
-        let store: Weak<CatalogStore> = Arc::downgrade(self);
-        let watch_err = |source| ReloadError::Watch {
+        let (tx, rx) = mpsc::channel();
+        let fs_tx = tx.clone();
+        let watcher = RecommendedWatcher::new(
+            move |event| {
+                let _ = fs_tx.send(Msg::Fs(event));
+            },
+            notify::Config::default(),
+        )
+        .map_err(|source| ReloadError::Watch {
             dir: self.dir.clone(),
             source,
-        };
-        let mut debouncer = new_debouncer(debounce, None, move |result: DebounceEventResult| {
-            let Some(store) = store.upgrade() else { return };
-            match result {
-                Ok(events) if events.is_empty() => {}
-                Ok(events) => {
-                    tracing::debug!(events = events.len(), "scenario files changed");
-                    // Errors are logged inside reload; the previous catalog stays.
-                    let _ = store.reload();
-                }
-                Err(errors) => {
-                    for error in errors {
-                        tracing::warn!(error = %error, "scenario catalog watch error");
-                    }
-                }
-            }
-        })
-        .map_err(watch_err)?;
-        debouncer
-            .watch(&self.dir, RecursiveMode::Recursive)
-            .map_err(watch_err)?;
+        })?;
+        let mut watch = Watch::new(&self.dir, watcher);
+        watch.arm().map_err(|source| ReloadError::Watch {
+            dir: self.dir.clone(),
+            source,
+        })?;
+        let store = Arc::downgrade(self);
+        let thread = std::thread::Builder::new()
+            .name("scenario-catalog-watch".into())
+            .spawn(move || watch.run(&store, &rx, debounce))
+            .map_err(|e| ReloadError::Watch {
+                dir: self.dir.clone(),
+                source: notify::Error::io(e),
+            })?;
         Ok(CatalogWatcher {
-            _debouncer: debouncer,
+            stop: tx,
+            thread: Some(thread),
         })
     }
 }
 
-fn log_problems(catalog: &Catalog) {
+/// Logs the catalog's errors that were not logged at the last (re)load, and forgets those
+/// that are gone, so an error that persists is logged once per change rather than per reload.
+fn log_new_problems(catalog: &Catalog, reported: &mut Reported) {
+    let mut now = Reported::new();
     for error in catalog.errors() {
-        tracing::warn!(category = error.category(), error = %error, "scenario catalog error");
+        let text = error.to_string();
+        if !reported.contains(&text) && !now.contains(&text) {
+            tracing::warn!(category = error.category(), error = %text, "scenario catalog error");
+        }
+        now.insert(text);
     }
+    let resolved = reported.difference(&now).count();
+    if resolved > 0 {
+        tracing::info!(resolved, "scenario catalog errors resolved");
+    }
+    *reported = now;
+}
+
+enum Msg {
+    Fs(notify::Result<Event>),
+    Stop,
 }
 
 /// Keeps a catalog directory watched; dropping it stops the watch.
 pub struct CatalogWatcher {
-    _debouncer: Debouncer<notify_debouncer_full::notify::RecommendedWatcher, RecommendedCache>,
+    stop: mpsc::Sender<Msg>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for CatalogWatcher {
+    fn drop(&mut self) {
+        let _ = self.stop.send(Msg::Stop);
+        if let Some(thread) = self.thread.take() {
+            // At most a reload in progress is waited for.
+            let _ = thread.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for CatalogWatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("CatalogWatcher")
+    }
+}
+
+/// The watches of one catalog and what they were armed on.
+struct Watch {
+    /// The catalog directory as an absolute path (not resolved: its symlinks are what we
+    /// watch for).
+    dir: PathBuf,
+    watcher: RecommendedWatcher,
+    /// The directory `dir` resolved to when armed (device, inode); `None` while it is missing.
+    armed_on: Option<(u64, u64)>,
+    /// Directories watched for their entries: the parent of `dir` and of every symlink on
+    /// its path.
+    anchors: Vec<PathBuf>,
+    /// `dir` and the symlinks on its path: an event naming one of them may change what
+    /// `dir` resolves to.
+    names: Vec<PathBuf>,
+    /// Whether the directory's absence has been logged since it was last seen.
+    missing_logged: bool,
+}
+
+impl Watch {
+    fn new(dir: &Path, watcher: RecommendedWatcher) -> Self {
+        Self {
+            dir: std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()),
+            watcher,
+            armed_on: None,
+            anchors: Vec::new(),
+            names: Vec::new(),
+            missing_logged: false,
+        }
+    }
+
+    /// What the catalog directory is now, or `None` when it is missing.
+    fn identity(&self) -> Option<(u64, u64)> {
+        let meta = std::fs::metadata(&self.dir).ok()?;
+        meta.is_dir().then(|| (meta.dev(), meta.ino()))
+    }
+
+    /// (Re)places every watch for what the names resolve to now. Fails only when the
+    /// catalog directory exists and cannot be watched.
+    fn arm(&mut self) -> notify::Result<()> {
+        for path in self.anchors.drain(..).chain([self.dir.clone()]) {
+            // A watch whose directory was deleted is gone already; nothing to undo then.
+            let _ = self.watcher.unwatch(&path);
+        }
+        self.names = vec![self.dir.clone()];
+        let mut anchors: Vec<PathBuf> = self.dir.parent().map(Path::to_path_buf).into_iter().collect();
+        for ancestor in self.dir.ancestors().skip(1) {
+            if std::fs::symlink_metadata(ancestor).is_ok_and(|m| m.is_symlink()) {
+                self.names.push(ancestor.to_path_buf());
+                anchors.extend(ancestor.parent().map(Path::to_path_buf));
+            }
+        }
+        anchors.sort();
+        anchors.dedup();
+        for anchor in anchors {
+            match self.watcher.watch(&anchor, RecursiveMode::NonRecursive) {
+                Ok(()) => self.anchors.push(anchor),
+                // Replacement of the catalog then goes unnoticed, but its contents are
+                // still watched.
+                Err(e) => {
+                    tracing::warn!(dir = %anchor.display(), error = %e, "cannot watch a directory above the scenario catalog; its replacement will go unnoticed");
+                }
+            }
+        }
+        self.armed_on = self.identity();
+        if self.armed_on.is_some() {
+            self.watcher.watch(&self.dir, RecursiveMode::Recursive)?;
+            self.missing_logged = false;
+        }
+        Ok(())
+    }
+
+    /// Whether `event` may change what the catalog holds.
+    fn matters(&self, event: &Event) -> bool {
+        if event.need_rescan() {
+            return true;
+        }
+        match event.kind {
+            // Opening, reading and closing unchanged files is what every reload does itself.
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => {}
+            EventKind::Access(_) => return false,
+            _ => {}
+        }
+        event
+            .paths
+            .iter()
+            .any(|p| p.starts_with(&self.dir) || self.names.iter().any(|n| n == p))
+    }
+
+    fn run(mut self, store: &Weak<CatalogStore>, rx: &mpsc::Receiver<Msg>, debounce: Duration) {
+        // Changes seen and not yet reloaded: (first seen, last seen).
+        let mut pending: Option<(Instant, Instant)> = None;
+        // A steady stream of changes still reloads now and then.
+        let longest_wait = debounce.saturating_mul(10);
+        loop {
+            let msg = match pending {
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some((first, last)) => {
+                    let due = (last + debounce).min(first + longest_wait);
+                    rx.recv_timeout(due.saturating_duration_since(Instant::now()))
+                }
+            };
+            match msg {
+                Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                Ok(Msg::Fs(Ok(event))) => {
+                    if self.matters(&event) {
+                        let now = Instant::now();
+                        pending = Some((pending.map_or(now, |(first, _)| first), now));
+                    }
+                }
+                Ok(Msg::Fs(Err(error))) => {
+                    tracing::warn!(dir = %self.dir.display(), error = %error, "scenario catalog watch error; reloading to be safe");
+                    let now = Instant::now();
+                    pending = Some((pending.map_or(now, |(first, _)| first), now));
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    pending = None;
+                    let Some(store) = store.upgrade() else { return };
+                    if self.settle() {
+                        // Errors are logged inside reload; the previous catalog stays.
+                        let _ = store.reload();
+                    }
+                }
+            }
+        }
+    }
+
+    /// After changes settled: re-arms when the directory behind the catalog's name changed,
+    /// and says whether there is a catalog to reload.
+    fn settle(&mut self) -> bool {
+        let now = self.identity();
+        if now == self.armed_on && now.is_some() {
+            return true;
+        }
+        if now.is_none() {
+            if !self.missing_logged {
+                tracing::warn!(dir = %self.dir.display(), "the watch on the scenario catalog ended: the directory is gone; keeping the current catalog until it comes back");
+                self.missing_logged = true;
+            }
+            self.armed_on = None;
+            return false;
+        }
+        if let Err(e) = self.arm() {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot watch the replaced scenario catalog; its changes are not picked up until it changes again");
+            // Arm again on the next event rather than believing this one worked.
+            self.armed_on = None;
+            return true;
+        }
+        tracing::info!(dir = %self.dir.display(), "scenario catalog directory replaced; watching the new one");
+        true
     }
 }

@@ -321,7 +321,7 @@ struct RawRule {
     #[serde(rename = "type")]
     kind: Option<String>,
     description: Option<String>,
-    resource: Option<ResourceRef>,
+    resource: Option<RawResource>,
     #[serde(alias = "jsonPath", alias = "jsonpath")]
     property: Option<String>,
     condition: Option<String>,
@@ -336,6 +336,33 @@ struct RawRule {
     success_code: Option<i64>,
     timeout: Option<RawDuration>,
     error_message: Option<String>,
+}
+
+/// `resource:` of a rule. The reference system writes a `resource_property` rule's
+/// `property` inside it; it means the same as `property` beside it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawResource {
+    kind: String,
+    name: Option<String>,
+    namespace: Option<String>,
+    api_version: Option<String>,
+    label_selector: Option<String>,
+    #[serde(alias = "jsonPath", alias = "jsonpath")]
+    property: Option<String>,
+}
+
+impl RawResource {
+    fn split(self) -> (ResourceRef, Option<String>) {
+        let object = ResourceRef {
+            kind: self.kind,
+            name: self.name,
+            namespace: self.namespace,
+            api_version: self.api_version,
+            label_selector: self.label_selector,
+        };
+        (object, self.property)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -502,6 +529,10 @@ fn convert_rule(raw: RawRule, ctx: &RuleCtx<'_>, warnings: &mut Vec<Warning>) ->
     let mut timeout = parse_timeout(raw.timeout.as_ref(), &ctx.key_at("timeout"))?;
     let invalid = |key: &str, msg: String| LoadError::invalid(ctx.key_at(key), format!("rule `{id}`: {msg}"));
 
+    let (raw_resource, nested_property) = match raw.resource.map(RawResource::split) {
+        Some((r, p)) => (Some(r), p),
+        None => (None, None),
+    };
     let resource = |raw_res: Option<ResourceRef>| match raw_res {
         None => Err(invalid(
             "type",
@@ -533,23 +564,33 @@ fn convert_rule(raw: RawRule, ctx: &RuleCtx<'_>, warnings: &mut Vec<Warning>) ->
 
     let check = match rule_type {
         RuleType::ResourceExists => Check::ResourceExists {
-            resource: resource(raw.resource)?,
+            resource: resource(raw_resource)?,
         },
         RuleType::ResourceProperty => {
-            let Some(prop) = raw.property.as_deref() else {
-                return Err(invalid(
-                    "type",
-                    "`resource_property` rules need a `property` (JSONPath)".into(),
-                ));
+            let (prop, prop_at) = match (raw.property.as_deref(), nested_property.as_deref()) {
+                (Some(beside), Some(inside)) if beside.trim() != inside.trim() => {
+                    return Err(invalid(
+                        "property",
+                        format!("two different properties: `{beside}` and `resource.property: {inside}`"),
+                    ));
+                }
+                (Some(p), _) => (p, ctx.key_at("property")),
+                (None, Some(p)) => (p, ctx.nested_at("resource", "property")),
+                (None, None) => {
+                    return Err(invalid(
+                        "type",
+                        "`resource_property` rules need a `property` (JSONPath)".into(),
+                    ));
+                }
             };
             let property = KubePath::parse(prop).map_err(|e| LoadError::BadJsonPath {
-                at: ctx.key_at("property"),
+                at: prop_at,
                 rule: id.clone(),
                 path: prop.to_owned(),
                 cause: e.to_string(),
             })?;
             Check::ResourceProperty {
-                resource: resource(raw.resource)?,
+                resource: resource(raw_resource)?,
                 property,
             }
         }
@@ -639,6 +680,12 @@ fn convert_rule(raw: RawRule, ctx: &RuleCtx<'_>, warnings: &mut Vec<Warning>) ->
                 format!("rule `{id}`: `{key}` is not used by `{rule_type}` rules"),
             ));
         }
+    }
+    if nested_property.is_some() && rule_type != RuleType::ResourceProperty {
+        warnings.push(Warning::new(
+            ctx.nested_at("resource", "property"),
+            format!("rule `{id}`: `resource.property` is not used by `{rule_type}` rules"),
+        ));
     }
 
     if condition_kind.is_none() && raw.value.is_some() {

@@ -101,7 +101,8 @@ pub struct Hint {
 /// The Markdown part of a task, before rules are attached.
 #[derive(Debug, Clone)]
 pub(crate) struct ParsedTask {
-    pub title: String,
+    /// `None` without a `#` heading: the task is then called after its number.
+    pub title: Option<String>,
     pub description: Option<String>,
     pub background: Option<String>,
     pub objectives: Vec<String>,
@@ -116,7 +117,8 @@ fn options() -> Options {
     Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TASKLISTS
 }
 
-/// Parses a task file. The only hard error is a missing H1 title.
+/// Parses a task file. The only hard error is an empty `#` title; a file without one (as the
+/// reference system allows) is titled after its number by the caller.
 pub(crate) fn parse_task(
     file: &SourceLocation,
     text: &str,
@@ -149,29 +151,33 @@ pub(crate) fn parse_task(
     }
 
     let mut h1s = headings.iter().filter(|h| h.level == HeadingLevel::H1);
-    let Some(title_heading) = h1s.next() else {
-        return Err(LoadError::invalid(
+    let title_heading = h1s.next();
+    if title_heading.is_none() {
+        warnings.push(Warning::new(
             file.with_pos(Pos::new(1, 1)),
-            "task has no title: start the file with a `# Title` heading",
+            "task has no `# Title` heading; it is called `Task N` after its number",
         ));
-    };
+    }
     if let Some(extra) = h1s.next() {
         warnings.push(Warning::new(
             file.with_pos(Pos::of_offset(text, extra.range.start)),
             "more than one `#` title; the first one is used",
         ));
     }
-    let title = title_heading.text.trim().to_owned();
-    if title.is_empty() {
+    let title = title_heading.map(|h| h.text.trim().to_owned());
+    if let (Some(h), Some("")) = (title_heading, title.as_deref()) {
         return Err(LoadError::invalid(
-            file.with_pos(Pos::of_offset(text, title_heading.range.start)),
+            file.with_pos(Pos::of_offset(text, h.range.start)),
             "the task title is empty",
         ));
     }
+    // Sections and the intro start after the title, or at the top without one.
+    let title_start = title_heading.map_or(0, |h| h.range.start);
+    let title_end = title_heading.map_or(0, |h| h.range.end);
 
     let h2s: Vec<&Heading> = headings
         .iter()
-        .filter(|h| h.level == HeadingLevel::H2 && h.range.start > title_heading.range.start)
+        .filter(|h| h.level == HeadingLevel::H2 && h.range.start >= title_start)
         .collect();
     let mut sections = Vec::new();
     for (i, h) in h2s.iter().enumerate() {
@@ -185,7 +191,7 @@ pub(crate) fn parse_task(
         });
     }
     let intro_end = h2s.first().map_or(text.len(), |h| h.range.start);
-    let intro = text[title_heading.range.end.min(intro_end)..intro_end].trim();
+    let intro = text[title_end.min(intro_end)..intro_end].trim();
 
     let first = |kind: SectionKind| sections.iter().find(|s| s.kind == kind);
     let body = |kind: SectionKind| first(kind).map(|s| s.markdown.clone()).filter(|s| !s.is_empty());
@@ -195,14 +201,14 @@ pub(crate) fn parse_task(
         body(SectionKind::Description).or_else(|| (!intro.is_empty()).then(|| intro.to_owned()));
     if description.is_none() {
         warnings.push(Warning::new(
-            file.with_pos(Pos::of_offset(text, title_heading.range.start)),
+            file.with_pos(Pos::of_offset(text, title_start)),
             "task has no description (a `## Description` section or text under the title)",
         ));
     }
     let hints = first(SectionKind::Hints)
         .map(|s| parse_hints(&s.markdown))
         .unwrap_or_default();
-    let title_at = file.with_pos(Pos::of_offset(text, title_heading.range.start));
+    let title_at = file.with_pos(Pos::of_offset(text, title_start));
     if first(SectionKind::Objectives).is_none() {
         warnings.push(Warning::new(
             title_at.clone(),
@@ -544,7 +550,7 @@ Use kubectl get namespace test-pods -o yaml to view current configuration.
     #[test]
     fn reference_task_parses() {
         let t = parse(REFERENCE);
-        assert_eq!(t.title, "Enforce Pod Security Standards");
+        assert_eq!(t.title.as_deref(), Some("Enforce Pod Security Standards"));
         assert_eq!(
             t.description.as_deref(),
             Some("Configure Pod Security Admission in the test-pods namespace.")
@@ -638,14 +644,27 @@ Use kubectl get namespace test-pods -o yaml to view current configuration.
     }
 
     #[test]
-    fn missing_title_is_an_error_at_line_one() {
-        let err = parse_task(
+    fn missing_title_is_a_warning_at_line_one() {
+        let mut warnings = Vec::new();
+        let t = parse_task(
             &SourceLocation::file("t.md"),
             "## Description\ntext\n",
-            &mut Vec::new(),
+            &mut warnings,
         )
-        .unwrap_err();
-        assert_eq!(err.location().line, Some(1));
-        assert!(err.to_string().contains("no title"));
+        .unwrap();
+        assert_eq!(t.title, None);
+        assert_eq!(t.description.as_deref(), Some("text"));
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.to_string().contains("t.md:1:1") && w.to_string().contains("no `# Title`")),
+            "{warnings:?}"
+        );
+        let e = parse_task(
+            &SourceLocation::file("t.md"),
+            "#\n## Description\nx\n",
+            &mut Vec::new(),
+        );
+        assert!(e.unwrap_err().to_string().contains("title is empty"));
     }
 }

@@ -47,6 +47,14 @@ impl Node {
         }
     }
 
+    /// The position of the `i`-th key of a mapping.
+    pub(crate) fn key_pos_at(&self, i: usize) -> Option<Pos> {
+        match &self.kind {
+            NodeKind::Map(entries) => entries.get(i).map(|(_, p, _)| *p),
+            _ => None,
+        }
+    }
+
     pub(crate) fn key_pos(&self, key: &str) -> Option<Pos> {
         match &self.kind {
             NodeKind::Map(entries) => entries.iter().find(|(k, _, _)| k == key).map(|(_, p, _)| *p),

@@ -445,3 +445,53 @@ fn an_unreadable_root_is_an_error() {
     let err = Catalog::load("/nonexistent/cks-catalog").unwrap_err();
     assert!(matches!(err, LoadError::Read { .. }), "{err}");
 }
+
+/// Loads `root` on a thread and waits for it with a deadline, so that a loader that blocks
+/// fails the test instead of hanging it.
+fn load_within(root: &Path, deadline: std::time::Duration) -> Catalog {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let root = root.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(Catalog::load(&root).unwrap());
+    });
+    rx.recv_timeout(deadline)
+        .expect("the catalog did not load: the loader is blocked")
+}
+
+fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+#[test]
+fn a_fifo_in_the_catalog_is_refused_without_opening_it() {
+    let root = catalog_root();
+    let dir = scenario(root.path(), "fifo-task");
+    mkfifo(&dir.join("tasks/03-fifo.md"));
+    // A FIFO where a validation file belongs, and one behind a symlink.
+    write(dir.join("tasks/02-second.md"), REF_TASK);
+    mkfifo(&dir.join("validation/02-validation.yaml"));
+    let other = scenario(root.path(), "fifo-link");
+    mkfifo(&root.path().join("pipe"));
+    std::os::unix::fs::symlink(root.path().join("pipe"), other.join("metadata.yaml.tmp")).unwrap();
+    fs::remove_file(other.join("metadata.yaml")).unwrap();
+    fs::rename(other.join("metadata.yaml.tmp"), other.join("metadata.yaml")).unwrap();
+
+    let catalog = load_within(root.path(), std::time::Duration::from_secs(30));
+    for id in ["fifo-task", "fifo-link"] {
+        let errors = errors_of(&catalog, id);
+        assert!(
+            errors.iter().any(|e| e.to_string().contains("this is a FIFO")),
+            "{id}: {errors:?}"
+        );
+    }
+    let fifo_errors: Vec<String> = errors_of(&catalog, "fifo-task")
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        fifo_errors.iter().any(|e| e.contains("03-fifo.md"))
+            && fifo_errors.iter().any(|e| e.contains("02-validation.yaml")),
+        "{fifo_errors:?}"
+    );
+}

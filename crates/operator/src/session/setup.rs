@@ -2,15 +2,18 @@
 //! VM over SSH (a script goes to `bash -s` on stdin, never into a command line), manifests
 //! server-side applied to the practice cluster's API. Each attempt of a step is bounded by
 //! the step's timeout; a failed step is tried `retryCount` more times after a short backoff.
+//! After the action of an attempt succeeded, the step's `conditions` are checked in order,
+//! each until it holds or its own timeout passes; one that never holds fails the attempt.
 //!
 //! [`StepExec`] separates what a step does from the retry logic, so the logic is unit-tested
 //! with a fake.
 
 use std::time::Duration;
 
-use cks_scenarios::{SetupAction, SetupStep};
+use cks_scenarios::{SetupAction, SetupCondition, SetupStep, Target, WaitFor};
+use cks_validation::cluster::DEFAULT_NAMESPACE;
 use cks_validation::ssh::vm_of;
-use cks_validation::{ExecRequest, SshExecutor, VmExec};
+use cks_validation::{ClusterApi, ExecRequest, KubeCluster, SshExecutor, VmExec};
 use futures::future::BoxFuture;
 
 use super::apply;
@@ -27,7 +30,17 @@ pub const OUTPUT_LIMIT: usize = 2048;
 pub trait StepExec: Send + Sync {
     /// One attempt of `step`.
     fn attempt<'a>(&'a self, step: &'a SetupStep) -> BoxFuture<'a, Result<String, String>>;
+
+    /// One check of a condition of `step`: `Ok` when it holds now, `Err` saying why not.
+    fn holds<'a>(
+        &'a self,
+        step: &'a SetupStep,
+        condition: &'a SetupCondition,
+    ) -> BoxFuture<'a, Result<(), String>>;
 }
+
+/// Longest pause between two checks of a condition.
+const CONDITION_POLL_MAX: Duration = Duration::from_secs(2);
 
 /// How a step ended after its attempts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,12 +53,14 @@ pub struct StepResult {
     pub output: String,
 }
 
-/// Runs `step` until an attempt succeeds or `1 + retry_count` attempts failed; each attempt
-/// is cut off after the step's timeout. `backoff` is the pause after the first failure and
-/// doubles per attempt.
+/// Runs `step` until an attempt succeeds or `1 + retry_count` attempts failed; each attempt's
+/// action is cut off after the step's timeout, and then its conditions must hold. `backoff` is
+/// the pause after the first failure and doubles per attempt; conditions are checked again
+/// every `backoff` (at most every 2 s).
 pub async fn run_step(exec: &dyn StepExec, step: &SetupStep, backoff: Duration) -> StepResult {
     let timeout = step.timeout.unwrap_or(DEFAULT_STEP_TIMEOUT);
     let max_attempts = step.retry_count.saturating_add(1);
+    let poll = backoff.min(CONDITION_POLL_MAX);
     let mut pause = backoff;
     let mut attempts = 0;
     loop {
@@ -53,6 +68,10 @@ pub async fn run_step(exec: &dyn StepExec, step: &SetupStep, backoff: Duration) 
         let result = match tokio::time::timeout(timeout, exec.attempt(step)).await {
             Ok(result) => result,
             Err(_) => Err(format!("timed out after {}s", timeout.as_secs_f64())),
+        };
+        let result = match result {
+            Ok(output) => wait_for_conditions(exec, step, poll).await.map(|()| output),
+            failed => failed,
         };
         match result {
             Ok(output) => {
@@ -76,6 +95,33 @@ pub async fn run_step(exec: &dyn StepExec, step: &SetupStep, backoff: Duration) 
             }
         }
     }
+}
+
+/// Checks each condition of `step` in order until it holds, for at most its timeout (else the
+/// step's, else [`DEFAULT_STEP_TIMEOUT`]).
+async fn wait_for_conditions(exec: &dyn StepExec, step: &SetupStep, poll: Duration) -> Result<(), String> {
+    for (index, condition) in step.conditions.iter().enumerate() {
+        let limit = condition.timeout.or(step.timeout).unwrap_or(DEFAULT_STEP_TIMEOUT);
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let why = match tokio::time::timeout_at(deadline, exec.holds(step, condition)).await {
+                Ok(Ok(())) => break,
+                Ok(Err(why)) => why,
+                Err(_) => "the check did not finish in time".to_owned(),
+            };
+            if tokio::time::Instant::now() + poll >= deadline {
+                return Err(format!(
+                    "condition {} ({}) did not hold within {}s: {why}",
+                    index + 1,
+                    condition.wait_for,
+                    limit.as_secs_f64()
+                ));
+            }
+            // Never a busy loop, even with a zero backoff.
+            tokio::time::sleep(poll.max(Duration::from_millis(10))).await;
+        }
+    }
+    Ok(())
 }
 
 /// The last [`OUTPUT_LIMIT`] bytes of `s` (the end of an output says most about a failure),
@@ -104,12 +150,12 @@ impl ClusterSteps {
         Self { access }
     }
 
-    async fn exec(&self, step: &SetupStep, request: ExecRequest, success: u32) -> Result<String, String> {
+    async fn exec(&self, target: Target, request: ExecRequest, success: u32) -> Result<String, String> {
         // A fresh executor per attempt: a failed connection is remembered by an executor,
         // and a retry should dial again.
         let exec = SshExecutor::new(self.access.targets.clone(), self.access.ssh.clone());
         let out = exec
-            .exec(vm_of(step.target), request)
+            .exec(vm_of(target), request)
             .await
             .map_err(|e| e.to_string())?;
         let text = [out.stdout.text.trim(), out.stderr.text.trim()]
@@ -135,16 +181,47 @@ impl StepExec for ClusterSteps {
                         command: command.clone(),
                         stdin: None,
                     };
-                    self.exec(step, request, 0).await
+                    self.exec(step.target, request, 0).await
                 }
                 SetupAction::Script { script, success_code } => {
                     let request = cks_validation::script_request(script);
-                    self.exec(step, request, u32::try_from(*success_code).unwrap_or(0))
+                    self.exec(step.target, request, u32::try_from(*success_code).unwrap_or(0))
                         .await
                 }
                 SetupAction::KubectlApply { manifest } => {
                     let client = self.access.client().await.map_err(|e| e.to_string())?;
                     apply::apply_manifest(&client, manifest).await
+                }
+            }
+        })
+    }
+
+    fn holds<'a>(
+        &'a self,
+        _step: &'a SetupStep,
+        condition: &'a SetupCondition,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            match &condition.wait_for {
+                WaitFor::ResourceExists { resource } => {
+                    let client = self.access.client().await.map_err(|e| e.to_string())?;
+                    // Fresh discovery per check: the step may just have created the kind.
+                    let found = KubeCluster::new(client, DEFAULT_NAMESPACE)
+                        .find(resource)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if found.objects.is_empty() {
+                        Err(format!("{} not found", found.what))
+                    } else {
+                        Ok(())
+                    }
+                }
+                WaitFor::Command { command, target } => {
+                    let request = ExecRequest {
+                        command: command.clone(),
+                        stdin: None,
+                    };
+                    self.exec(*target, request, 0).await.map(drop)
                 }
             }
         })
@@ -161,6 +238,11 @@ mod tests {
     struct Fake {
         results: Mutex<Vec<Result<String, String>>>,
         hang: bool,
+        /// What successive condition checks find; holds once these run out.
+        checks: Mutex<Vec<Result<(), String>>>,
+        checked: Mutex<u32>,
+        /// A condition that never holds.
+        never: bool,
     }
 
     impl StepExec for Fake {
@@ -170,6 +252,25 @@ mod tests {
                     std::future::pending::<()>().await;
                 }
                 self.results.lock().unwrap().remove(0)
+            })
+        }
+
+        fn holds<'a>(
+            &'a self,
+            _step: &'a SetupStep,
+            _condition: &'a SetupCondition,
+        ) -> BoxFuture<'a, Result<(), String>> {
+            Box::pin(async move {
+                *self.checked.lock().unwrap() += 1;
+                if self.never {
+                    return Err("Deployment httpd in namespace default not found".into());
+                }
+                let mut checks = self.checks.lock().unwrap();
+                if checks.is_empty() {
+                    Ok(())
+                } else {
+                    checks.remove(0)
+                }
             })
         }
     }
@@ -184,6 +285,7 @@ mod tests {
             target: Target::ControlPlane,
             timeout,
             retry_count: retries,
+            conditions: Vec::new(),
             location: cks_scenarios::SourceLocation::file("init.yaml"),
         }
     }
@@ -192,7 +294,68 @@ mod tests {
         Fake {
             results: Mutex::new(results),
             hang: false,
+            checks: Mutex::new(Vec::new()),
+            checked: Mutex::new(0),
+            never: false,
         }
+    }
+
+    /// A step that waits for Deployment default/httpd, for at most `timeout`.
+    fn step_with_condition(retries: u32, timeout: Duration) -> SetupStep {
+        let resource: cks_scenarios::ResourceRef = serde_json::from_value(
+            serde_json::json!({"kind": "Deployment", "name": "httpd", "namespace": "default"}),
+        )
+        .unwrap();
+        SetupStep {
+            conditions: vec![SetupCondition {
+                wait_for: WaitFor::ResourceExists { resource },
+                timeout: Some(timeout),
+                location: cks_scenarios::SourceLocation::file("init.yaml"),
+            }],
+            ..step(retries, None)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_step_is_done_only_once_its_conditions_hold() {
+        let exec = fake(vec![Ok("created".into())]);
+        *exec.checks.lock().unwrap() = vec![Err("not yet".into()), Err("not yet".into())];
+        let r = run_step(
+            &exec,
+            &step_with_condition(0, Duration::from_secs(30)),
+            Duration::ZERO,
+        )
+        .await;
+        assert_eq!(
+            r,
+            StepResult {
+                ok: true,
+                attempts: 1,
+                output: "created".into()
+            }
+        );
+        assert_eq!(*exec.checked.lock().unwrap(), 3, "checked until it held");
+    }
+
+    #[tokio::test]
+    async fn a_condition_that_never_holds_fails_the_attempt_which_is_retried() {
+        let exec = Fake {
+            never: true,
+            ..fake(vec![Ok("created".into()), Ok("created again".into())])
+        };
+        let r = run_step(
+            &exec,
+            &step_with_condition(1, Duration::from_millis(50)),
+            Duration::ZERO,
+        )
+        .await;
+        assert!(!r.ok);
+        assert_eq!(r.attempts, 2);
+        assert_eq!(
+            r.output,
+            "condition 1 (Deployment default/httpd exists) did not hold within 0.05s: \
+             Deployment httpd in namespace default not found"
+        );
     }
 
     #[tokio::test]
@@ -221,8 +384,8 @@ mod tests {
     #[tokio::test]
     async fn an_attempt_that_hangs_is_cut_off_by_the_timeout() {
         let exec = Fake {
-            results: Mutex::new(Vec::new()),
             hang: true,
+            ..fake(Vec::new())
         };
         let r = run_step(&exec, &step(0, Some(Duration::from_millis(20))), Duration::ZERO).await;
         assert!(!r.ok);
