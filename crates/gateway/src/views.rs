@@ -62,7 +62,7 @@ impl ScenarioFilter {
                 .map(str::to_owned)
         };
         if let Some(c) = given(&self.category)
-            && s.metadata.category != c
+            && s.metadata.category.as_deref() != Some(c.as_str())
             && !s.metadata.topics.contains(&c)
         {
             return false;
@@ -101,8 +101,10 @@ pub struct ScenarioView {
     pub time_estimate: String,
     /// Topics; always an array (`null` crashes the reference frontend).
     pub topics: Vec<String>,
-    /// Category id (see `/scenarios/categories`).
-    pub category: String,
+    /// Category id (see `/scenarios/categories`); absent when the scenario is filed under no
+    /// category (a catalog without `categories.yaml`, or no topic naming one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
     /// Tasks in order.
     pub tasks: Vec<TaskView>,
     /// What the practice cluster needs.

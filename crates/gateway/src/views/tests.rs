@@ -268,3 +268,34 @@ fn validation_results_take_rule_types_from_the_catalog_and_say_what_failed() {
     assert!(!v.success && !v.finished);
     assert_eq!((v.results.len(), v.timestamp.as_str()), (0, ZERO_TIME));
 }
+
+#[test]
+fn reference_catalogs_keep_the_contract_shapes_when_a_scenario_has_no_category() {
+    // The scenarios crate's fixture in the reference system's format: categories.yaml as a
+    // bare id map, categories derived from topics, one scenario (kubectl-contexts) under none.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/tests/fixtures/reference");
+    let store = CatalogStore::open(&dir, LoadOptions::default()).unwrap();
+    let catalog = store.catalog();
+    let v = serde_json::to_value(scenario_view(catalog.get("kubectl-contexts").unwrap())).unwrap();
+    assert!(
+        v.get("category").is_none(),
+        "no category: the key is absent, not null: {v}"
+    );
+    assert_eq!(
+        v["topics"],
+        json!(["kubectl", "contexts", "certificates", "kubeconfig"])
+    );
+    let v = serde_json::to_value(scenario_view(catalog.get("basic-pod-security").unwrap())).unwrap();
+    assert_eq!(v["category"], "pod-security", "derived from the topics");
+    let cats = serde_json::to_value(categories(&catalog)).unwrap();
+    assert_eq!(
+        cats["rbac"], "RBAC and Authentication",
+        "a flat id -> name object: {cats}"
+    );
+    assert!(
+        cats.as_object()
+            .unwrap()
+            .values()
+            .all(serde_json::Value::is_string)
+    );
+}
