@@ -29,6 +29,15 @@ struct Body<'a> {
     message: &'a str,
 }
 
+/// The error shape as documented in `/openapi.json` (the same fields as what is sent).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, for example `SESSION_NOT_FOUND`.
+    pub error: String,
+    /// What happened and what to do, for people.
+    pub message: String,
+}
+
 /// Result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
 

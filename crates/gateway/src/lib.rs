@@ -5,13 +5,15 @@
 //!
 //! Modules by what a newcomer looks for: [`routes`] (the router and handlers), [`auth`]
 //! (who is calling), [`views`] (the JSON shapes), [`errors`] (the error shape), [`state`]
-//! (caches and shared state), [`config`] (flags), [`limits`] (rate limit), [`metrics`].
+//! (caches and shared state), [`config`] (flags), [`limits`] (rate limit), [`metrics`],
+//! [`openapi`] (the OpenAPI document's root; `routes` adds the paths).
 
 pub mod auth;
 pub mod config;
 pub mod errors;
 pub mod limits;
 pub mod metrics;
+pub mod openapi;
 pub mod routes;
 pub mod state;
 pub mod views;

@@ -99,6 +99,9 @@ pub async fn record(State(metrics): State<Arc<Metrics>>, request: Request, next:
 }
 
 /// `GET /metrics`: the registry in the OpenMetrics text format.
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus metrics, OpenMetrics text format",
+        content_type = "application/openmetrics-text", body = String)))]
 pub async fn serve(State(registry): State<Arc<Registry>>) -> Response {
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &registry) {

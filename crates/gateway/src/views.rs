@@ -18,6 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 /// How Go renders a zero `time.Time`; the reference frontend shows it as "never".
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
@@ -33,7 +34,8 @@ fn opt_time(t: Option<&Time>) -> Option<String> {
 // ---------------------------------------------------------------- scenarios
 
 /// Query filters of `GET /scenarios`.
-#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[derive(Debug, Default, Clone, serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ScenarioFilter {
     /// Category id, or a topic.
     pub category: Option<String>,
@@ -86,7 +88,7 @@ impl ScenarioFilter {
 }
 
 /// A scenario as the reference frontend reads it (§4.3), plus `category`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScenarioView {
     /// Scenario id.
@@ -107,7 +109,8 @@ pub struct ScenarioView {
     pub category: Option<String>,
     /// Tasks in order.
     pub tasks: Vec<TaskView>,
-    /// What the practice cluster needs.
+    /// What the practice cluster needs: `k8sVersion`, `resources`, `nodes`.
+    #[schema(value_type = Object)]
     pub requirements: Value,
     /// Setup steps, without their commands.
     pub setup_steps: Vec<SetupStepView>,
@@ -116,7 +119,7 @@ pub struct ScenarioView {
 }
 
 /// A task of a scenario.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskView {
     /// Task id; the same string as in a Session's `tasks[].id` and the validate URL.
@@ -144,7 +147,7 @@ pub struct TaskView {
 }
 
 /// What a student may know about a rule.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RuleView {
     /// Rule id.
@@ -161,7 +164,7 @@ pub struct RuleView {
 }
 
 /// A setup step, without its command or script.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SetupStepView {
     /// Step id.
@@ -271,7 +274,7 @@ pub fn reference_task_status(state: TaskState) -> &'static str {
 }
 
 /// One task of a session.
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionTaskView {
     /// Task id, equal to the scenario's `tasks[].id`.
@@ -288,7 +291,7 @@ pub struct SessionTaskView {
 }
 
 /// A condition's gist.
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, ToSchema)]
 pub struct ConditionView {
     /// Condition type.
     #[serde(rename = "type")]
@@ -302,7 +305,7 @@ pub struct ConditionView {
 }
 
 /// Setup progress.
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SetupView {
     /// Steps in all.
@@ -318,7 +321,7 @@ pub struct SetupView {
 }
 
 /// A terminal target of the session (no address: terminals are opened through the gateway).
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, ToSchema)]
 pub struct TerminalTargetView {
     /// `control-plane`, `worker-1`, ...
     pub target: String,
@@ -327,7 +330,7 @@ pub struct TerminalTargetView {
 }
 
 /// A session: the reference's fields (§4.1) first, then the full view.
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionView {
     /// Session id (the Session's name).
@@ -358,6 +361,7 @@ pub struct SessionView {
     /// Always empty (reference compatibility).
     pub terminal_sessions: BTreeMap<String, String>,
     /// Always empty (reference compatibility; terminals are not built yet).
+    #[schema(value_type = BTreeMap<String, Object>)]
     pub active_terminals: BTreeMap<String, Value>,
     /// Name of the assigned PracticeCluster.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -369,7 +373,9 @@ pub struct SessionView {
     pub user: String,
     /// ClusterPool.
     pub pool: String,
-    /// Exact lifecycle phase of the Session resource.
+    /// Exact lifecycle phase of the Session resource: `Pending`, `WaitingForCluster`,
+    /// `Initializing`, `Ready`, `Expired`, `Ended` or `Failed`.
+    #[schema(value_type = String)]
     pub phase: SessionPhase,
     /// Reason of the phase.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -509,7 +515,7 @@ pub fn session_view(
 }
 
 /// Counts of `GET /admin/sessions` (§3.11).
-#[derive(Debug, Serialize, PartialEq, Eq, Default)]
+#[derive(Debug, Serialize, PartialEq, Eq, Default, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionStats {
     /// Active sessions.
@@ -540,7 +546,7 @@ pub fn session_stats<'a>(sessions: impl IntoIterator<Item = &'a Session>) -> Ses
 // ---------------------------------------------------------------- validation
 
 /// One rule's result (§4.5).
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RuleResultView {
     /// Rule id.
@@ -570,7 +576,7 @@ pub struct RuleResultView {
 }
 
 /// A validation answer (§4.5) plus the run's identity.
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ValidationView {
     /// All rules passed.
@@ -584,11 +590,15 @@ pub struct ValidationView {
     /// The ValidationRun's name.
     pub run_id: String,
     /// Its phase: `Pending`, `Running`, `Passed`, `Failed` or `Error`.
+    #[schema(value_type = String)]
     pub phase: ValidationRunPhase,
     /// Task checked.
     pub task_id: String,
     /// True once the run has finished.
     pub finished: bool,
+    /// Where to poll for the result (only in a 202 answer, while the run goes on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 fn find_rule<'a>(scenario: Option<&'a Scenario>, task: &str, id: &str) -> Option<&'a Rule> {
@@ -659,6 +669,7 @@ pub fn validation_view(run: &ValidationRun, scenario: Option<&Scenario>) -> Vali
         phase: status.phase,
         task_id: run.spec.task.clone(),
         finished: status.phase.is_finished(),
+        url: None,
     }
 }
 
@@ -679,7 +690,7 @@ pub fn reference_cluster_status(phase: PracticeClusterPhase) -> &'static str {
 }
 
 /// One cluster of `GET /admin/clusters` (§4.6) plus ours.
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterView {
     /// PracticeCluster name (the id in the admin cluster URLs).
@@ -708,7 +719,8 @@ pub struct ClusterView {
     // ---- beyond the reference
     /// ClusterPool.
     pub pool: String,
-    /// Exact phase.
+    /// Exact phase of the PracticeCluster.
+    #[schema(value_type = String)]
     pub phase: PracticeClusterPhase,
     /// Sessions served since built.
     pub sessions_served: i32,
@@ -760,7 +772,7 @@ pub fn cluster_view(pc: &PracticeCluster, holder: Option<&Session>) -> ClusterVi
 }
 
 /// A pool's gist.
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PoolView {
     /// ClusterPool name.
@@ -772,6 +784,7 @@ pub struct PoolView {
     /// Longest session, minutes.
     pub max_session_minutes: i32,
     /// Counts by phase, as the pool controller last wrote them.
+    #[schema(value_type = BTreeMap<String, i32>)]
     pub status: Value,
     /// Pool conditions.
     pub conditions: Vec<ConditionView>,
@@ -803,7 +816,7 @@ pub fn pool_view(p: &ClusterPool) -> PoolView {
 }
 
 /// `GET /admin/clusters` (§4.6): counts, per-cluster status and details, plus the pools.
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PoolStatusView {
     /// Every cluster.
@@ -852,6 +865,106 @@ pub fn pool_status<'a>(
         status_by_cluster: views.iter().map(|(k, v)| (k.clone(), v.status.clone())).collect(),
         detailed_clusters: detailed.then_some(views),
         pools: detailed.then_some(pools),
+    }
+}
+
+// ---------------------------------------------------------------- answers of actions
+
+/// `GET /healthz` and `GET /readyz`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthView {
+    /// `ok` (healthz) or `ready` (readyz).
+    pub status: String,
+}
+
+/// `POST /scenarios/reload`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReloadView {
+    /// Summary for people.
+    pub message: String,
+    /// Scenarios loaded.
+    pub scenarios: usize,
+    /// Catalog errors, one sentence each.
+    pub errors: Vec<String>,
+    /// Scenarios kept at their previous version because the new one is broken.
+    pub stale: Vec<String>,
+    /// Catalog warnings.
+    pub warnings: usize,
+}
+
+/// `DELETE /sessions/{id}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeletedView {
+    /// Summary for people.
+    pub message: String,
+    /// The session.
+    pub session_id: String,
+}
+
+/// `PUT /sessions/{id}/extend`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtendedView {
+    /// Summary for people (says when the pool's maximum cut the extension short).
+    pub message: String,
+    /// The session.
+    pub session_id: String,
+    /// Minutes actually added.
+    pub added_minutes: i32,
+    /// The session's new length.
+    pub duration_minutes: i32,
+    /// The new expiry; the zero time while the session has no cluster.
+    pub expiration_time: String,
+}
+
+/// `GET /admin/sessions` (§3.11).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminSessionsView {
+    /// The sessions matching the query.
+    pub sessions: Vec<SessionView>,
+    /// Counts over every session.
+    pub stats: SessionStats,
+}
+
+/// What an admin action did, mapped to the nearest declarative change.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionView {
+    /// What happened, for people.
+    pub message: String,
+    /// The declarative action taken: `force-release`, `reset-requested`, `recreate` or
+    /// `recreate-failed`.
+    pub action: String,
+    /// The session acted on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// The cluster acted on (the reference's spelling).
+    #[serde(rename = "clusterID", skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
+    /// Sessions released (release-all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub released: Option<Vec<String>>,
+    /// Clusters recreated (bootstrap-pool).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clusters: Option<Vec<String>>,
+    /// The pool status before the action (release-all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool_status: Option<PoolStatusView>,
+}
+
+impl ActionView {
+    /// An action with only its message and name.
+    pub fn new(action: &str, message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            action: action.to_owned(),
+            session_id: None,
+            cluster_id: None,
+            released: None,
+            clusters: None,
+            pool_status: None,
+        }
     }
 }
 

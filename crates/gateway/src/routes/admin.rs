@@ -13,14 +13,14 @@ use cks_api::practice_cluster::PracticeClusterPhase;
 use cks_api::session::SessionPhase;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, Patch, PatchParams};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::Shared;
 use super::sessions::{SessionQuery, matching, view, visible_session};
 use crate::auth::Identity;
-use crate::errors::{ApiError, ApiResult};
+use crate::errors::{ApiError, ApiResult, ErrorBody};
 use crate::state::AppState;
-use crate::views;
+use crate::views::{self, ActionView, AdminSessionsView};
 
 fn patch_params() -> PatchParams {
     PatchParams {
@@ -41,6 +41,8 @@ fn pool_managed(what: &str) -> ApiError {
 }
 
 /// `GET /admin/clusters`: the reference's pool status (§4.6) plus the pools.
+#[utoipa::path(get, path = "/admin/clusters", operation_id = "adminClusters", tag = "admin",
+    responses((status = 200, body = views::PoolStatusView), (status = 403, body = ErrorBody)))]
 pub async fn clusters(State(state): State<Shared>, who: Identity) -> ApiResult<Json<views::PoolStatusView>> {
     who.require_admin()?;
     Ok(Json(pool_status(&state, true)))
@@ -58,16 +60,18 @@ fn pool_status(state: &AppState, detailed: bool) -> views::PoolStatusView {
 
 /// `GET /admin/sessions`: `{sessions, stats}` (§3.11), active sessions unless `all=true`,
 /// filterable by `user` and `phase`.
+#[utoipa::path(get, path = "/admin/sessions", operation_id = "adminSessions", tag = "admin", params(SessionQuery),
+    responses((status = 200, body = AdminSessionsView), (status = 403, body = ErrorBody)))]
 pub async fn sessions(
     State(state): State<Shared>,
     who: Identity,
     Query(q): Query<SessionQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AdminSessionsView>> {
     who.require_admin()?;
     let list = matching(&state, &who, &q);
     let stats = views::session_stats(&state.caches.sessions());
     let sessions: Vec<views::SessionView> = list.iter().map(|s| view(&state, s)).collect();
-    Ok(Json(json!({"sessions": sessions, "stats": stats})))
+    Ok(Json(AdminSessionsView { sessions, stats }))
 }
 
 async fn force_release(state: &AppState, who: &Identity, name: &str) -> ApiResult<()> {
@@ -86,11 +90,13 @@ async fn force_release(state: &AppState, who: &Identity, name: &str) -> ApiResul
 
 /// `POST /admin/sessions/{id}/end`: force-ends a session at once (its cluster is released
 /// and reset); the Session stays as a record, phase `Ended`.
+#[utoipa::path(post, path = "/admin/sessions/{id}/end", operation_id = "adminEndSession", tag = "admin", params(("id" = String, Path, description = "Session id")),
+    responses((status = 200, body = ActionView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn end_session(
     State(state): State<Shared>,
     who: Identity,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ActionView>> {
     who.require_admin()?;
     let s = visible_session(&state, &who, &id)?;
     if s.status.as_ref().is_some_and(|st| st.phase.is_terminal()) {
@@ -101,17 +107,21 @@ pub async fn end_session(
     }
     force_release(&state, &who, &id).await?;
     tracing::info!(session = %id, by = %who.user, "session force-released");
-    Ok(Json(json!({
-        "message": format!("Session {id} is being ended: its cluster is released and reset."),
-        "sessionId": id,
-        "action": "force-release",
-    })))
+    Ok(Json(ActionView {
+        session_id: Some(id.clone()),
+        ..ActionView::new(
+            "force-release",
+            format!("Session {id} is being ended: its cluster is released and reset."),
+        )
+    }))
 }
 
 /// `POST /admin/release-all-clusters`: force-ends every session that holds a cluster; each
 /// cluster is then reset and returns to its pool. Free clusters are left alone (unlike the
 /// reference, which resets them too and leaves the sessions running without a cluster).
-pub async fn release_all(State(state): State<Shared>, who: Identity) -> ApiResult<Json<Value>> {
+#[utoipa::path(post, path = "/admin/release-all-clusters", operation_id = "adminReleaseAll", tag = "admin",
+    responses((status = 200, body = ActionView), (status = 403, body = ErrorBody)))]
+pub async fn release_all(State(state): State<Shared>, who: Identity) -> ApiResult<Json<ActionView>> {
     who.require_admin()?;
     let before = pool_status(&state, false);
     let holding: Vec<String> = state
@@ -128,15 +138,15 @@ pub async fn release_all(State(state): State<Shared>, who: Identity) -> ApiResul
         force_release(&state, &who, name).await?;
     }
     tracing::info!(sessions = holding.len(), by = %who.user, "released all clusters");
-    Ok(Json(json!({
-        "message": format!(
-            "Ending {} session(s) that held a cluster; their clusters reset and return to the pool.",
-            holding.len()
-        ),
-        "released": holding,
-        "action": "force-release",
-        "poolStatus": before,
-    })))
+    let message = format!(
+        "Ending {} session(s) that held a cluster; their clusters reset and return to the pool.",
+        holding.len()
+    );
+    Ok(Json(ActionView {
+        released: Some(holding),
+        pool_status: Some(before),
+        ..ActionView::new("force-release", message)
+    }))
 }
 
 fn cluster_of(state: &AppState, id: &str) -> ApiResult<PracticeCluster> {
@@ -169,11 +179,13 @@ fn refuse_if_assigned(pc: &PracticeCluster) -> ApiResult<()> {
 
 /// `POST /admin/clusters/{id}/reset`: asks the operator to restore a free cluster from its
 /// baseline snapshots (`cks.io/reset-requested`).
+#[utoipa::path(post, path = "/admin/clusters/{id}/reset", operation_id = "adminResetCluster", tag = "admin", params(("id" = String, Path, description = "PracticeCluster name")),
+    responses((status = 200, body = ActionView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn reset_cluster(
     State(state): State<Shared>,
     who: Identity,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ActionView>> {
     who.require_admin()?;
     let pc = cluster_of(&state, &id)?;
     refuse_if_assigned(&pc)?;
@@ -207,11 +219,13 @@ pub async fn reset_cluster(
         .await
         .map_err(|e| ApiError::from_kube(&format!("request reset of PracticeCluster {id}"), &e))?;
     tracing::info!(cluster = %id, by = %who.user, "cluster reset requested");
-    Ok(Json(json!({
-        "message": format!("Cluster {id} will be restored from its baseline snapshots and then be available again."),
-        "clusterID": id,
-        "action": "reset-requested",
-    })))
+    Ok(Json(ActionView {
+        cluster_id: Some(id.clone()),
+        ..ActionView::new(
+            "reset-requested",
+            format!("Cluster {id} will be restored from its baseline snapshots and then be available again."),
+        )
+    }))
 }
 
 async fn recreate(state: &AppState, who: &Identity, pc: &PracticeCluster) -> ApiResult<()> {
@@ -227,37 +241,48 @@ async fn recreate(state: &AppState, who: &Identity, pc: &PracticeCluster) -> Api
 }
 
 /// `POST /admin/clusters/{id}/recreate`: deletes a free cluster; its pool builds a fresh one.
+#[utoipa::path(post, path = "/admin/clusters/{id}/recreate", operation_id = "adminRecreateCluster", tag = "admin", params(("id" = String, Path, description = "PracticeCluster name")),
+    responses((status = 200, body = ActionView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn recreate_cluster(
     State(state): State<Shared>,
     who: Identity,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ActionView>> {
     who.require_admin()?;
     let pc = cluster_of(&state, &id)?;
     recreate(&state, &who, &pc).await?;
-    Ok(Json(json!({
-        "message": format!("Cluster {id} is being deleted; pool {} builds a replacement as it needs one.", pc.spec.pool),
-        "clusterID": id,
-        "action": "recreate",
-    })))
+    Ok(Json(ActionView {
+        cluster_id: Some(id.clone()),
+        ..ActionView::new(
+            "recreate",
+            format!(
+                "Cluster {id} is being deleted; pool {} builds a replacement as it needs one.",
+                pc.spec.pool
+            ),
+        )
+    }))
 }
 
 /// `POST /admin/clusters/{id}/bootstrap` (reference): the nearest declarative action is to
 /// recreate the cluster, which builds it from scratch.
+#[utoipa::path(post, path = "/admin/clusters/{id}/bootstrap", operation_id = "adminBootstrapCluster", tag = "admin", params(("id" = String, Path, description = "PracticeCluster name")),
+    responses((status = 200, body = ActionView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn bootstrap_cluster(
     state: State<Shared>,
     who: Identity,
     id: Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ActionView>> {
     recreate_cluster(state, who, id).await
 }
 
 /// `POST /admin/clusters/{id}/destroy` (reference): refused; a pool keeps its clusters.
+#[utoipa::path(post, path = "/admin/clusters/{id}/destroy", operation_id = "adminDestroyCluster", tag = "admin", params(("id" = String, Path, description = "PracticeCluster name")),
+    responses((status = 200, body = ActionView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn destroy_cluster(
     State(state): State<Shared>,
     who: Identity,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ActionView>> {
     who.require_admin()?;
     cluster_of(&state, &id)?;
     Err(pool_managed("Destroying a single cluster"))
@@ -265,7 +290,9 @@ pub async fn destroy_cluster(
 
 /// `POST /admin/bootstrap-pool` (reference): recreates the pools' failed clusters; the pools
 /// themselves are built by the operator from git.
-pub async fn bootstrap_pool(State(state): State<Shared>, who: Identity) -> ApiResult<Json<Value>> {
+#[utoipa::path(post, path = "/admin/bootstrap-pool", operation_id = "adminBootstrapPool", tag = "admin",
+    responses((status = 200, body = ActionView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn bootstrap_pool(State(state): State<Shared>, who: Identity) -> ApiResult<Json<ActionView>> {
     who.require_admin()?;
     let failed: Vec<PracticeCluster> = state
         .caches
@@ -286,20 +313,25 @@ pub async fn bootstrap_pool(State(state): State<Shared>, who: Identity) -> ApiRe
             names.len()
         )
     };
-    Ok(Json(
-        json!({"message": message, "clusters": names, "action": "recreate-failed"}),
-    ))
+    Ok(Json(ActionView {
+        clusters: Some(names),
+        ..ActionView::new("recreate-failed", message)
+    }))
 }
 
 /// `POST /admin/destroy-pool` (reference): refused; pools are declared in git.
-pub async fn destroy_pool(who: Identity) -> ApiResult<Json<Value>> {
+#[utoipa::path(post, path = "/admin/destroy-pool", operation_id = "adminDestroyPool", tag = "admin",
+    responses((status = 403, body = ErrorBody), (status = 409, description = "Refused: pools are declared in git", body = ErrorBody)))]
+pub async fn destroy_pool(who: Identity) -> ApiResult<Json<ActionView>> {
     who.require_admin()?;
     Err(pool_managed("Destroying a pool"))
 }
 
 /// `POST /admin/create-snapshots` (reference): refused; the operator snapshots every
 /// cluster it builds.
-pub async fn create_snapshots(who: Identity) -> ApiResult<Json<Value>> {
+#[utoipa::path(post, path = "/admin/create-snapshots", operation_id = "adminCreateSnapshots", tag = "admin",
+    responses((status = 403, body = ErrorBody), (status = 409, description = "Refused: the operator snapshots every cluster it builds", body = ErrorBody)))]
+pub async fn create_snapshots(who: Identity) -> ApiResult<Json<ActionView>> {
     who.require_admin()?;
     Err(pool_managed("Taking snapshots"))
 }

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use super::Shared;
 use super::sessions::{view, visible_session};
 use crate::auth::Identity;
-use crate::errors::ApiResult;
+use crate::errors::{ApiResult, ErrorBody};
 
 /// Counts an open stream for as long as it lives.
 struct Open(Gauge);
@@ -92,6 +92,14 @@ impl Cursor {
 }
 
 /// `GET /sessions/{id}/events`.
+#[utoipa::path(get, path = "/sessions/{id}/events", operation_id = "sessionEvents", tag = "sessions",
+    params(("id" = String, Path, description = "Session id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event seen, to resume")),
+    responses(
+        (status = 200, content_type = "text/event-stream",
+            description = "`session` events with the session view as JSON data (see SessionView), comment heartbeats, a final `deleted` event",
+            body = String),
+        (status = 404, body = ErrorBody)))]
 pub async fn session_events(
     State(state): State<Shared>,
     who: Identity,

@@ -15,72 +15,97 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
 use bytes::Bytes;
 use prometheus_client::registry::Registry;
 use serde::de::DeserializeOwned;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::errors::{self, ApiError};
+use crate::errors::{self, ApiError, ErrorBody};
 use crate::metrics::{self, Metrics};
 use crate::state::AppState;
+use crate::views::HealthView;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Shared state of the API routes.
 pub type Shared = Arc<AppState>;
 
-/// The whole HTTP surface: `/api/v1/...`, `/healthz`, `/readyz`, `/metrics`.
+/// The API routes under `/api/v1`. Every route is registered here through `routes!`, which
+/// takes its method, path and documentation from the handler's `#[utoipa::path]`: a route
+/// cannot be served without appearing in `/openapi.json` (a test checks that nothing is
+/// registered any other way).
+fn api_routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(scenarios::list))
+        .routes(routes!(scenarios::categories))
+        .routes(routes!(scenarios::reload))
+        .routes(routes!(scenarios::get_one))
+        .routes(routes!(sessions::list, sessions::create))
+        .routes(routes!(sessions::get_one, sessions::delete))
+        .routes(routes!(sessions::extend))
+        .routes(routes!(events::session_events))
+        .routes(routes!(sessions::validate))
+        .routes(routes!(sessions::list_runs))
+        .routes(routes!(sessions::get_run))
+        .routes(routes!(admin::clusters))
+        .routes(routes!(admin::sessions))
+        .routes(routes!(admin::end_session))
+        .routes(routes!(admin::release_all))
+        .routes(routes!(admin::reset_cluster))
+        .routes(routes!(admin::recreate_cluster))
+        .routes(routes!(admin::bootstrap_cluster))
+        .routes(routes!(admin::destroy_cluster))
+        .routes(routes!(admin::bootstrap_pool))
+        .routes(routes!(admin::destroy_pool))
+        .routes(routes!(admin::create_snapshots))
+}
+
+/// Routes outside `/api/v1` that answer before the caches are synced.
+fn operation_routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(openapi_json))
+}
+
+fn metrics_routes() -> OpenApiRouter<Arc<Registry>> {
+    OpenApiRouter::new().routes(routes!(metrics::serve))
+}
+
+/// The OpenAPI 3.1 document of everything [`router`] serves, built from the same route lists.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, api) = api_routes().split_for_parts();
+    let (_, ops) = operation_routes().split_for_parts();
+    let (_, metrics) = metrics_routes().split_for_parts();
+    let mut doc = crate::openapi::ApiDoc::openapi()
+        .nest("/api/v1", api)
+        .merge_from(ops)
+        .merge_from(metrics);
+    crate::openapi::describe_responses(&mut doc);
+    doc
+}
+
+/// The whole HTTP surface: `/api/v1/...`, `/healthz`, `/readyz`, `/metrics`, `/openapi.json`.
 pub fn router(
     state: Shared,
     metrics: Arc<Metrics>,
     registry: Arc<Registry>,
     cors_origins: &[String],
 ) -> Router {
-    let api = Router::new()
-        .route("/scenarios", get(scenarios::list))
-        .route("/scenarios/categories", get(scenarios::categories))
-        .route("/scenarios/reload", post(scenarios::reload))
-        .route("/scenarios/{id}", get(scenarios::get_one))
-        .route("/sessions", get(sessions::list).post(sessions::create))
-        .route("/sessions/{id}", get(sessions::get_one).delete(sessions::delete))
-        .route("/sessions/{id}/extend", put(sessions::extend))
-        .route("/sessions/{id}/events", get(events::session_events))
-        .route(
-            "/sessions/{id}/tasks/{task_id}/validate",
-            post(sessions::validate),
-        )
-        .route("/sessions/{id}/validations", get(sessions::list_runs))
-        .route("/sessions/{id}/validations/{run}", get(sessions::get_run))
-        .route("/admin/clusters", get(admin::clusters))
-        .route("/admin/sessions", get(admin::sessions))
-        .route("/admin/sessions/{id}/end", post(admin::end_session))
-        .route("/admin/release-all-clusters", post(admin::release_all))
-        .route("/admin/clusters/{id}/reset", post(admin::reset_cluster))
-        .route("/admin/clusters/{id}/recreate", post(admin::recreate_cluster))
-        .route("/admin/clusters/{id}/bootstrap", post(admin::bootstrap_cluster))
-        .route("/admin/clusters/{id}/destroy", post(admin::destroy_cluster))
-        .route("/admin/bootstrap-pool", post(admin::bootstrap_pool))
-        .route("/admin/destroy-pool", post(admin::destroy_pool))
-        .route("/admin/create-snapshots", post(admin::create_snapshots))
+    let (api, _) = api_routes().split_for_parts();
+    let api = api
         .method_not_allowed_fallback(errors::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_synced))
         .with_state(state.clone());
-
-    let health = Router::new()
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-        )
-        .route("/readyz", get(readyz))
-        .with_state(state.clone());
-    let metrics_route = Router::new()
-        .route("/metrics", get(metrics::serve))
-        .with_state(registry);
+    let (operations, _) = operation_routes().split_for_parts();
+    let (metrics_route, _) = metrics_routes().split_for_parts();
 
     let max_body = state.settings.max_body_bytes;
     let mut app = Router::new()
         .nest("/api/v1", api)
-        .merge(health)
-        .merge(metrics_route)
+        .merge(operations.with_state(state.clone()))
+        .merge(metrics_route.with_state(registry))
         .fallback(errors::unknown_route)
         .method_not_allowed_fallback(errors::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
@@ -90,6 +115,24 @@ pub fn router(
         app = app.layer(cors);
     }
     app
+}
+
+/// `GET /healthz`: the process answers.
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "operations",
+    responses((status = 200, body = HealthView)))]
+async fn healthz() -> axum::Json<HealthView> {
+    axum::Json(HealthView {
+        status: "ok".to_owned(),
+    })
+}
+
+/// `GET /openapi.json`: this API's OpenAPI 3.1 document.
+#[utoipa::path(get, path = "/openapi.json", operation_id = "openapi", tag = "operations",
+    responses((status = 200, description = "OpenAPI 3.1 document", body = Object)))]
+async fn openapi_json() -> Response {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let doc = DOC.get_or_init(|| openapi().to_json().unwrap_or_default());
+    ([(header::CONTENT_TYPE, "application/json")], doc.as_str()).into_response()
 }
 
 /// CORS for the configured origins; `None` (same-origin only) when none are configured.
@@ -129,9 +172,15 @@ pub fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
     )
 }
 
+/// `GET /readyz`: 200 once the caches hold the cluster state, 503 before.
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations",
+    responses((status = 200, body = HealthView), (status = 503, body = ErrorBody)))]
 async fn readyz(State(state): State<Shared>) -> Response {
     if state.caches.is_ready() {
-        axum::Json(serde_json::json!({"status": "ready"})).into_response()
+        axum::Json(HealthView {
+            status: "ready".to_owned(),
+        })
+        .into_response()
     } else {
         not_synced().into_response()
     }

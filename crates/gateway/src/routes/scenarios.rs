@@ -4,15 +4,17 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use serde_json::{Value, json};
 
 use super::Shared;
 use crate::auth::Identity;
+use crate::errors::ErrorBody;
 use crate::errors::{ApiError, ApiResult};
-use crate::views::{self, ScenarioFilter, ScenarioView};
+use crate::views::{self, ReloadView, ScenarioFilter, ScenarioView};
 
 /// `GET /scenarios`: a bare array, sorted by id, filtered by `category`, `difficulty` and
 /// `search`.
+#[utoipa::path(get, path = "/scenarios", operation_id = "listScenarios", tag = "scenarios", params(ScenarioFilter),
+    responses((status = 200, description = "The scenarios, a bare array", body = Vec<ScenarioView>)))]
 pub async fn list(
     State(state): State<Shared>,
     _who: Identity,
@@ -29,11 +31,15 @@ pub async fn list(
 }
 
 /// `GET /scenarios/categories`: a flat object id → name.
+#[utoipa::path(get, path = "/scenarios/categories", operation_id = "scenarioCategories", tag = "scenarios",
+    responses((status = 200, description = "Category id -> display name", body = BTreeMap<String, String>)))]
 pub async fn categories(State(state): State<Shared>, _who: Identity) -> Json<BTreeMap<String, String>> {
     Json(views::categories(&state.catalog.catalog()))
 }
 
 /// `GET /scenarios/{id}`.
+#[utoipa::path(get, path = "/scenarios/{id}", operation_id = "getScenario", tag = "scenarios", params(("id" = String, Path, description = "Scenario id")),
+    responses((status = 200, body = ScenarioView), (status = 404, body = ErrorBody)))]
 pub async fn get_one(
     State(state): State<Shared>,
     _who: Identity,
@@ -48,7 +54,9 @@ pub async fn get_one(
 
 /// `POST /scenarios/reload` (admin): reads the catalog directory again now instead of at the
 /// next file change. Broken scenarios keep their previous version; their errors are listed.
-pub async fn reload(State(state): State<Shared>, who: Identity) -> ApiResult<Json<Value>> {
+#[utoipa::path(post, path = "/scenarios/reload", operation_id = "reloadScenarios", tag = "admin",
+    responses((status = 200, body = ReloadView), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn reload(State(state): State<Shared>, who: Identity) -> ApiResult<Json<ReloadView>> {
     who.require_admin()?;
     let store = state.catalog.clone();
     let result = tokio::task::spawn_blocking(move || store.reload())
@@ -62,11 +70,15 @@ pub async fn reload(State(state): State<Shared>, who: Identity) -> ApiResult<Jso
         )
     })?;
     let errors: Vec<String> = catalog.errors().map(ToString::to_string).collect();
-    Ok(Json(json!({
-        "message": format!("Scenario catalog reloaded: {} scenarios, {} errors", catalog.len(), errors.len()),
-        "scenarios": catalog.len(),
-        "errors": errors,
-        "stale": catalog.stale(),
-        "warnings": catalog.warnings().len(),
-    })))
+    Ok(Json(ReloadView {
+        message: format!(
+            "Scenario catalog reloaded: {} scenarios, {} errors",
+            catalog.len(),
+            errors.len()
+        ),
+        scenarios: catalog.len(),
+        errors,
+        stale: catalog.stale().iter().cloned().collect(),
+        warnings: catalog.warnings().len(),
+    }))
 }

@@ -17,19 +17,20 @@ use cks_api::{Session, ValidationRun};
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{Body, Shared};
 use crate::auth::Identity;
-use crate::errors::{ApiError, ApiResult};
+use crate::errors::{ApiError, ApiResult, ErrorBody};
 use crate::state::AppState;
-use crate::views::{self, SessionView};
+use crate::views::{self, DeletedView, ExtendedView, SessionView, ValidationView};
 
 /// Header that makes `POST /sessions` idempotent.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Body of `POST /sessions`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateSession {
     /// Scenario to practise.
@@ -42,7 +43,8 @@ pub struct CreateSession {
 }
 
 /// Query of `GET /sessions` and `GET /admin/sessions`.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SessionQuery {
     /// Include ended, expired and failed sessions.
     #[serde(default)]
@@ -111,6 +113,8 @@ pub(super) fn matching(state: &AppState, who: &Identity, q: &SessionQuery) -> Ve
 }
 
 /// `GET /sessions`: the caller's sessions (admins: everyone's), active ones unless `all=true`.
+#[utoipa::path(get, path = "/sessions", operation_id = "listSessions", tag = "sessions", params(SessionQuery),
+    responses((status = 200, description = "The caller's sessions (admins: everyone's), oldest first", body = Vec<SessionView>)))]
 pub async fn list(
     State(state): State<Shared>,
     who: Identity,
@@ -125,6 +129,8 @@ pub async fn list(
 }
 
 /// `GET /sessions/{id}`.
+#[utoipa::path(get, path = "/sessions/{id}", operation_id = "getSession", tag = "sessions", params(("id" = String, Path, description = "Session id")),
+    responses((status = 200, body = SessionView), (status = 404, body = ErrorBody)))]
 pub async fn get_one(
     State(state): State<Shared>,
     who: Identity,
@@ -251,6 +257,13 @@ async fn settle(state: &AppState, name: &str, uid: Option<&str>, fallback: Sessi
 /// for a cluster. 201 with `status: "running"` once assigned, else 201 with
 /// `status: "pending"` and the queue position. With `Idempotency-Key`, a repeated request
 /// answers with the Session the first one created.
+#[utoipa::path(post, path = "/sessions", operation_id = "createSession", tag = "sessions", request_body = CreateSession,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry answer with the session the first call created")),
+    responses(
+        (status = 201, description = "Created; `status` is `running` once a cluster is assigned, else `pending` with a queue position", body = SessionView),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
 pub async fn create(
     State(state): State<Shared>,
     who: Identity,
@@ -382,11 +395,13 @@ async fn replay(state: &AppState, who: &Identity, scenario_id: &str, s: Session)
 }
 
 /// `DELETE /sessions/{id}`: ends the session; its cluster is released and reset.
+#[utoipa::path(delete, path = "/sessions/{id}", operation_id = "deleteSession", tag = "sessions", params(("id" = String, Path, description = "Session id")),
+    responses((status = 200, body = DeletedView), (status = 404, body = ErrorBody)))]
 pub async fn delete(
     State(state): State<Shared>,
     who: Identity,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DeletedView>> {
     let s = visible_session(&state, &who, &id)?;
     match state
         .sessions_api()
@@ -398,13 +413,14 @@ pub async fn delete(
         Err(e) => return Err(ApiError::from_kube(&format!("delete Session {id}"), &e)),
     }
     tracing::info!(session = %id, by = %who.user, "session deleted");
-    Ok(Json(
-        json!({"message": "Session deleted successfully", "sessionId": id}),
-    ))
+    Ok(Json(DeletedView {
+        message: "Session deleted successfully".to_owned(),
+        session_id: id,
+    }))
 }
 
 /// Body of `PUT /sessions/{id}/extend`.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, ToSchema)]
 pub struct Extend {
     /// Minutes to add; 30 when absent.
     pub minutes: Option<i64>,
@@ -413,12 +429,15 @@ pub struct Extend {
 /// `PUT /sessions/{id}/extend {minutes}`: adds `minutes` (default 30) to the session's
 /// length, capped by the pool's maximum. (The reference sets the expiry to now + minutes,
 /// which shortens a session with more time left; this adds.)
+#[utoipa::path(put, path = "/sessions/{id}/extend", operation_id = "extendSession", tag = "sessions", params(("id" = String, Path, description = "Session id")), request_body = Extend,
+    responses((status = 200, body = ExtendedView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn extend(
     State(state): State<Shared>,
     who: Identity,
     Path(id): Path<String>,
     Body(body): Body<Extend>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ExtendedView>> {
     let minutes = body.minutes.unwrap_or(30);
     if !(1..=1440).contains(&minutes) {
         return Err(ApiError::invalid(
@@ -473,13 +492,13 @@ pub async fn extend(
                 } else {
                     format!("Session extended by {added} minutes")
                 };
-                return Ok(Json(json!({
-                    "message": message,
-                    "sessionId": id,
-                    "addedMinutes": added,
-                    "durationMinutes": next,
-                    "expirationTime": expires,
-                })));
+                return Ok(Json(ExtendedView {
+                    message,
+                    session_id: id,
+                    added_minutes: added,
+                    duration_minutes: next,
+                    expiration_time: expires,
+                }));
             }
             // Someone else changed it meanwhile: read it again and add to the new length.
             Err(kube::Error::Api(e)) if e.code == 409 => {
@@ -501,6 +520,12 @@ pub async fn extend(
 /// `POST /sessions/{id}/tasks/{taskId}/validate`: creates a ValidationRun and waits up to
 /// `--validate-wait-seconds` for it. 200 with the results (also when checks fail:
 /// `success: false`), or 202 with the run's URL when it takes longer.
+#[utoipa::path(post, path = "/sessions/{id}/tasks/{task_id}/validate", operation_id = "validateTask", tag = "sessions",
+    params(("id" = String, Path, description = "Session id"), ("task_id" = String, Path, description = "Task id, as in the scenario's tasks[].id")),
+    responses(
+        (status = 200, description = "The run finished; failed checks are `success: false` with per-rule results", body = ValidationView),
+        (status = 202, description = "Still running past the bound: poll `url`", body = ValidationView),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn validate(
     State(state): State<Shared>,
     who: Identity,
@@ -585,9 +610,11 @@ pub async fn validate(
         None => {
             let run = state.caches.run(&name).unwrap_or(made);
             let url = format!("/api/v1/sessions/{id}/validations/{name}");
-            let mut body = serde_json::to_value(views::validation_view(&run, scenario)).unwrap_or_default();
-            body["url"] = json!(url);
-            body["message"] = json!("Validation is still running; poll the url for the result.");
+            let body = ValidationView {
+                url: Some(url.clone()),
+                message: "Validation is still running; poll the url for the result.".to_owned(),
+                ..views::validation_view(&run, scenario)
+            };
             let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
             if let Ok(v) = HeaderValue::from_str(&url) {
                 response.headers_mut().insert(header::LOCATION, v);
@@ -598,6 +625,8 @@ pub async fn validate(
 }
 
 /// `GET /sessions/{id}/validations`: the session's runs, newest first.
+#[utoipa::path(get, path = "/sessions/{id}/validations", operation_id = "listValidations", tag = "sessions", params(("id" = String, Path, description = "Session id")),
+    responses((status = 200, description = "The session's validation runs, newest first", body = Vec<ValidationView>), (status = 404, body = ErrorBody)))]
 pub async fn list_runs(
     State(state): State<Shared>,
     who: Identity,
@@ -622,6 +651,9 @@ pub async fn list_runs(
 }
 
 /// `GET /sessions/{id}/validations/{run}`: one run of the session (poll after a 202).
+#[utoipa::path(get, path = "/sessions/{id}/validations/{run}", operation_id = "getValidation", tag = "sessions",
+    params(("id" = String, Path, description = "Session id"), ("run" = String, Path, description = "ValidationRun name")),
+    responses((status = 200, body = ValidationView), (status = 404, body = ErrorBody)))]
 pub async fn get_run(
     State(state): State<Shared>,
     who: Identity,
