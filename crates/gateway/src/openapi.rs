@@ -24,11 +24,24 @@ use crate::errors::ErrorBody;
 )]
 pub struct ApiDoc;
 
-/// OpenAPI requires a description on every response; where a handler's documentation gives
-/// none (most error statuses), the status's reason phrase stands in.
-pub fn describe_responses(doc: &mut utoipa::openapi::OpenApi) {
-    use utoipa::openapi::RefOr;
-    for item in doc.paths.paths.values_mut() {
+/// Completes the responses of every operation: each `/api/v1` route can also answer 401 (no
+/// identity in token and proxy modes) and 503 (`NOT_READY` until the caches are filled, or the
+/// cluster API unreachable), in the error shape; and OpenAPI requires a description on every
+/// response, so where a handler's documentation gives none the status's reason phrase stands in.
+pub fn complete_responses(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{RefOr, ResponseBuilder, content::ContentBuilder};
+    let error = || {
+        ResponseBuilder::new()
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+    };
+    for (path, item) in &mut doc.paths.paths {
+        let api = path.starts_with("/api/v1/");
         let ops = [
             &mut item.get,
             &mut item.put,
@@ -40,6 +53,14 @@ pub fn describe_responses(doc: &mut utoipa::openapi::OpenApi) {
             &mut item.trace,
         ];
         for op in ops.into_iter().flatten() {
+            if api {
+                for code in ["401", "503"] {
+                    op.responses
+                        .responses
+                        .entry(code.to_owned())
+                        .or_insert_with(|| RefOr::T(error()));
+                }
+            }
             for (code, response) in &mut op.responses.responses {
                 if let RefOr::T(r) = response
                     && r.description.trim().is_empty()

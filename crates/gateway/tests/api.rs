@@ -382,6 +382,18 @@ async fn errors_have_one_shape_and_the_right_status() {
         .await
         .assert_error(403, "FORBIDDEN");
 
+    // A query string that does not fit is 400 in the error shape (it was axum's plain text,
+    // found by schemathesis).
+    gw.get("/api/v1/sessions?all=maybe", &alice)
+        .await
+        .assert_error(400, "BAD_QUERY");
+    gw.get("/api/v1/scenarios?category=a&category=b", &alice)
+        .await
+        .assert_error(400, "BAD_QUERY");
+    gw.get("/api/v1/sessions/%FF", &alice)
+        .await
+        .assert_error(400, "BAD_PATH");
+
     // Routing.
     gw.get("/api/v1/nope", &alice)
         .await

@@ -6,7 +6,7 @@
 //! answer says in `message` what actually happened.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use cks_api::PracticeCluster;
 use cks_api::names::{GATEWAY_FIELD_MANAGER, annotations};
 use cks_api::practice_cluster::PracticeClusterPhase;
@@ -15,8 +15,8 @@ use kube::ResourceExt;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
-use super::Shared;
 use super::sessions::{SessionQuery, matching, view, visible_session};
+use super::{Path, Query, Shared};
 use crate::auth::Identity;
 use crate::errors::{ApiError, ApiResult, ErrorBody};
 use crate::state::AppState;
@@ -61,7 +61,7 @@ fn pool_status(state: &AppState, detailed: bool) -> views::PoolStatusView {
 /// `GET /admin/sessions`: `{sessions, stats}` (§3.11), active sessions unless `all=true`,
 /// filterable by `user` and `phase`.
 #[utoipa::path(get, path = "/admin/sessions", operation_id = "adminSessions", tag = "admin", params(SessionQuery),
-    responses((status = 200, body = AdminSessionsView), (status = 403, body = ErrorBody)))]
+    responses((status = 400, body = ErrorBody), (status = 200, body = AdminSessionsView), (status = 403, body = ErrorBody)))]
 pub async fn sessions(
     State(state): State<Shared>,
     who: Identity,
@@ -91,7 +91,7 @@ async fn force_release(state: &AppState, who: &Identity, name: &str) -> ApiResul
 /// `POST /admin/sessions/{id}/end`: force-ends a session at once (its cluster is released
 /// and reset); the Session stays as a record, phase `Ended`.
 #[utoipa::path(post, path = "/admin/sessions/{id}/end", operation_id = "adminEndSession", tag = "admin", params(("id" = String, Path, description = "Session id")),
-    responses((status = 200, body = ActionView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 400, body = ErrorBody), (status = 200, body = ActionView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn end_session(
     State(state): State<Shared>,
     who: Identity,
@@ -180,7 +180,7 @@ fn refuse_if_assigned(pc: &PracticeCluster) -> ApiResult<()> {
 /// `POST /admin/clusters/{id}/reset`: asks the operator to restore a free cluster from its
 /// baseline snapshots (`cks.io/reset-requested`).
 #[utoipa::path(post, path = "/admin/clusters/{id}/reset", operation_id = "adminResetCluster", tag = "admin", params(("id" = String, Path, description = "PracticeCluster name")),
-    responses((status = 200, body = ActionView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 400, body = ErrorBody), (status = 200, body = ActionView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn reset_cluster(
     State(state): State<Shared>,
     who: Identity,
@@ -242,7 +242,7 @@ async fn recreate(state: &AppState, who: &Identity, pc: &PracticeCluster) -> Api
 
 /// `POST /admin/clusters/{id}/recreate`: deletes a free cluster; its pool builds a fresh one.
 #[utoipa::path(post, path = "/admin/clusters/{id}/recreate", operation_id = "adminRecreateCluster", tag = "admin", params(("id" = String, Path, description = "PracticeCluster name")),
-    responses((status = 200, body = ActionView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 400, body = ErrorBody), (status = 200, body = ActionView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn recreate_cluster(
     State(state): State<Shared>,
     who: Identity,
@@ -266,7 +266,7 @@ pub async fn recreate_cluster(
 /// `POST /admin/clusters/{id}/bootstrap` (reference): the nearest declarative action is to
 /// recreate the cluster, which builds it from scratch.
 #[utoipa::path(post, path = "/admin/clusters/{id}/bootstrap", operation_id = "adminBootstrapCluster", tag = "admin", params(("id" = String, Path, description = "PracticeCluster name")),
-    responses((status = 200, body = ActionView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 400, body = ErrorBody), (status = 200, body = ActionView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn bootstrap_cluster(
     state: State<Shared>,
     who: Identity,
@@ -277,7 +277,7 @@ pub async fn bootstrap_cluster(
 
 /// `POST /admin/clusters/{id}/destroy` (reference): refused; a pool keeps its clusters.
 #[utoipa::path(post, path = "/admin/clusters/{id}/destroy", operation_id = "adminDestroyCluster", tag = "admin", params(("id" = String, Path, description = "PracticeCluster name")),
-    responses((status = 200, body = ActionView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 400, body = ErrorBody), (status = 200, body = ActionView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn destroy_cluster(
     State(state): State<Shared>,
     who: Identity,

@@ -11,7 +11,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
@@ -19,8 +19,8 @@ use kube::ResourceExt;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 
-use super::Shared;
 use super::sessions::{view, visible_session};
+use super::{Path, Shared};
 use crate::auth::Identity;
 use crate::errors::{ApiResult, ErrorBody};
 
@@ -95,7 +95,7 @@ impl Cursor {
 #[utoipa::path(get, path = "/sessions/{id}/events", operation_id = "sessionEvents", tag = "sessions",
     params(("id" = String, Path, description = "Session id"),
         ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event seen, to resume")),
-    responses(
+    responses((status = 400, body = ErrorBody),
         (status = 200, content_type = "text/event-stream",
             description = "`session` events with the session view as JSON data (see SessionView), comment heartbeats, a final `deleted` event",
             body = String),

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -82,7 +83,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         .nest("/api/v1", api)
         .merge_from(ops)
         .merge_from(metrics);
-    crate::openapi::describe_responses(&mut doc);
+    crate::openapi::complete_responses(&mut doc);
     doc
 }
 
@@ -230,6 +231,56 @@ where
             }
         })?;
         parse_body(&bytes).map(Body)
+    }
+}
+
+/// A query string in the API's error shape: one that does not fit the call (`all=maybe`, a
+/// parameter given twice) is 400 `BAD_QUERY` with JSON, not axum's plain-text rejection.
+#[derive(Debug)]
+pub struct Query<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Query<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|e| {
+                ApiError::bad_request(
+                    "BAD_QUERY",
+                    format!("The query string does not fit this call ({}).", e.body_text()),
+                )
+            })
+    }
+}
+
+/// Path parameters in the API's error shape: a segment that is not UTF-8 once decoded is 400
+/// `BAD_PATH` with JSON, not axum's plain-text rejection.
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Path<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Path(p.0))
+            .map_err(|e| {
+                ApiError::bad_request(
+                    "BAD_PATH",
+                    format!("The URL path does not fit this call ({}).", e.body_text()),
+                )
+            })
     }
 }
 

@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 
-use super::Shared;
+use super::{Path, Query, Shared};
 use crate::auth::Identity;
 use crate::errors::ErrorBody;
 use crate::errors::{ApiError, ApiResult};
@@ -14,7 +14,7 @@ use crate::views::{self, ReloadView, ScenarioFilter, ScenarioView};
 /// `GET /scenarios`: a bare array, sorted by id, filtered by `category`, `difficulty` and
 /// `search`.
 #[utoipa::path(get, path = "/scenarios", operation_id = "listScenarios", tag = "scenarios", params(ScenarioFilter),
-    responses((status = 200, description = "The scenarios, a bare array", body = Vec<ScenarioView>)))]
+    responses((status = 400, body = ErrorBody), (status = 200, description = "The scenarios, a bare array", body = Vec<ScenarioView>)))]
 pub async fn list(
     State(state): State<Shared>,
     _who: Identity,
@@ -39,7 +39,7 @@ pub async fn categories(State(state): State<Shared>, _who: Identity) -> Json<BTr
 
 /// `GET /scenarios/{id}`.
 #[utoipa::path(get, path = "/scenarios/{id}", operation_id = "getScenario", tag = "scenarios", params(("id" = String, Path, description = "Scenario id")),
-    responses((status = 200, body = ScenarioView), (status = 404, body = ErrorBody)))]
+    responses((status = 400, body = ErrorBody), (status = 200, body = ScenarioView), (status = 404, body = ErrorBody)))]
 pub async fn get_one(
     State(state): State<Shared>,
     _who: Identity,

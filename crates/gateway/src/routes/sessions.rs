@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cks_api::names::{GATEWAY_FIELD_MANAGER, annotations, labels};
@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{Body, Shared};
+use super::{Body, Path, Query, Shared};
 use crate::auth::Identity;
 use crate::errors::{ApiError, ApiResult, ErrorBody};
 use crate::state::AppState;
@@ -114,7 +114,7 @@ pub(super) fn matching(state: &AppState, who: &Identity, q: &SessionQuery) -> Ve
 
 /// `GET /sessions`: the caller's sessions (admins: everyone's), active ones unless `all=true`.
 #[utoipa::path(get, path = "/sessions", operation_id = "listSessions", tag = "sessions", params(SessionQuery),
-    responses((status = 200, description = "The caller's sessions (admins: everyone's), oldest first", body = Vec<SessionView>)))]
+    responses((status = 400, body = ErrorBody), (status = 200, description = "The caller's sessions (admins: everyone's), oldest first", body = Vec<SessionView>)))]
 pub async fn list(
     State(state): State<Shared>,
     who: Identity,
@@ -130,7 +130,7 @@ pub async fn list(
 
 /// `GET /sessions/{id}`.
 #[utoipa::path(get, path = "/sessions/{id}", operation_id = "getSession", tag = "sessions", params(("id" = String, Path, description = "Session id")),
-    responses((status = 200, body = SessionView), (status = 404, body = ErrorBody)))]
+    responses((status = 400, body = ErrorBody), (status = 200, body = SessionView), (status = 404, body = ErrorBody)))]
 pub async fn get_one(
     State(state): State<Shared>,
     who: Identity,
@@ -396,7 +396,7 @@ async fn replay(state: &AppState, who: &Identity, scenario_id: &str, s: Session)
 
 /// `DELETE /sessions/{id}`: ends the session; its cluster is released and reset.
 #[utoipa::path(delete, path = "/sessions/{id}", operation_id = "deleteSession", tag = "sessions", params(("id" = String, Path, description = "Session id")),
-    responses((status = 200, body = DeletedView), (status = 404, body = ErrorBody)))]
+    responses((status = 400, body = ErrorBody), (status = 200, body = DeletedView), (status = 404, body = ErrorBody)))]
 pub async fn delete(
     State(state): State<Shared>,
     who: Identity,
@@ -522,7 +522,7 @@ pub async fn extend(
 /// `success: false`), or 202 with the run's URL when it takes longer.
 #[utoipa::path(post, path = "/sessions/{id}/tasks/{task_id}/validate", operation_id = "validateTask", tag = "sessions",
     params(("id" = String, Path, description = "Session id"), ("task_id" = String, Path, description = "Task id, as in the scenario's tasks[].id")),
-    responses(
+    responses((status = 400, body = ErrorBody),
         (status = 200, description = "The run finished; failed checks are `success: false` with per-rule results", body = ValidationView),
         (status = 202, description = "Still running past the bound: poll `url`", body = ValidationView),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody)))]
@@ -626,7 +626,7 @@ pub async fn validate(
 
 /// `GET /sessions/{id}/validations`: the session's runs, newest first.
 #[utoipa::path(get, path = "/sessions/{id}/validations", operation_id = "listValidations", tag = "sessions", params(("id" = String, Path, description = "Session id")),
-    responses((status = 200, description = "The session's validation runs, newest first", body = Vec<ValidationView>), (status = 404, body = ErrorBody)))]
+    responses((status = 400, body = ErrorBody), (status = 200, description = "The session's validation runs, newest first", body = Vec<ValidationView>), (status = 404, body = ErrorBody)))]
 pub async fn list_runs(
     State(state): State<Shared>,
     who: Identity,
@@ -653,7 +653,7 @@ pub async fn list_runs(
 /// `GET /sessions/{id}/validations/{run}`: one run of the session (poll after a 202).
 #[utoipa::path(get, path = "/sessions/{id}/validations/{run}", operation_id = "getValidation", tag = "sessions",
     params(("id" = String, Path, description = "Session id"), ("run" = String, Path, description = "ValidationRun name")),
-    responses((status = 200, body = ValidationView), (status = 404, body = ErrorBody)))]
+    responses((status = 400, body = ErrorBody), (status = 200, body = ValidationView), (status = 404, body = ErrorBody)))]
 pub async fn get_run(
     State(state): State<Shared>,
     who: Identity,
