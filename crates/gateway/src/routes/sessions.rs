@@ -33,10 +33,17 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateSession {
-    /// Scenario to practise.
+    /// Scenario to practise (a scenario id: a DNS-1123 label).
     #[serde(default)]
+    #[schema(
+        required = true,
+        min_length = 1,
+        max_length = 63,
+        pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+    )]
     pub scenario_id: String,
-    /// Length in minutes; the pool's default when absent.
+    /// Length in minutes, at most the pool's maximum; the pool's default when absent.
+    #[schema(minimum = 5)]
     pub duration_minutes: Option<i32>,
     /// ClusterPool; the configured one when absent.
     pub pool: Option<String>,
@@ -258,7 +265,8 @@ async fn settle(state: &AppState, name: &str, uid: Option<&str>, fallback: Sessi
 /// `status: "pending"` and the queue position. With `Idempotency-Key`, a repeated request
 /// answers with the Session the first one created.
 #[utoipa::path(post, path = "/sessions", operation_id = "createSession", tag = "sessions", request_body = CreateSession,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry answer with the session the first call created")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]([ -~]*[!-~])?$",
+        description = "1 to 255 visible ASCII characters; makes a retry answer with the session the first call created")),
     responses(
         (status = 201, description = "Created; `status` is `running` once a cluster is assigned, else `pending` with a queue position", body = SessionView),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
