@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 
 port="${CKS_SCHEMATHESIS_PORT:-18081}"
 examples="${CKS_SCHEMATHESIS_EXAMPLES:-50}"
+seed="${CKS_SCHEMATHESIS_SEED:-1}"
 base="http://127.0.0.1:$port"
 target="${CARGO_TARGET_DIR:-target}"
 
@@ -117,7 +118,7 @@ report=()
 run() {
     "$st" --config-file "$state/schemathesis.toml" run "$base/openapi.json" \
         --checks not_a_server_error,status_code_conformance,response_schema_conformance \
-        --max-examples "$examples" --seed 1 --workers 1 --request-timeout 30 \
+        --max-examples "$examples" --seed "$seed" --workers 1 --request-timeout 30 \
         --exclude-path "/api/v1/sessions/{id}/events" \
         --generation-database none --suppress-health-check all --no-color "${report[@]}" "$@"
 }
