@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: help test lint fmt crds crds-check scenarios-lint unit run bench
+.PHONY: help test lint fmt crds crds-check scenarios-lint unit schemathesis run bench
 
 help:
 	@echo "make run         the platform locally: dev control plane + KubeVirt simulator + operator"
@@ -12,9 +12,10 @@ help:
 	@echo "make lint        formatting and clippy only"
 	@echo "make fmt         format the code"
 	@echo "make crds        regenerate crds/ from crates/api"
+	@echo "make schemathesis  schemathesis against the gateway's OpenAPI document (part of make test)"
 	@echo "make bench       benchmarks; they print their figures"
 
-test: lint crds-check scenarios-lint unit
+test: lint crds-check scenarios-lint unit schemathesis
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -48,6 +49,11 @@ unit:
 		echo "kubectl tests again with $$path_kubectl"; \
 		KUBECTL="$$path_kubectl" $(CARGO) test --locked -p cks-devcluster --test kubectl; \
 	fi
+
+# The platform on spare loopback ports and schemathesis against the gateway's /openapi.json
+# (scripts/schemathesis.sh): no 5xx, answers match their schemas and status codes.
+schemathesis:
+	scripts/schemathesis.sh
 
 # The development control plane with the KubeVirt simulator, the CRDs, the samples and the
 # operator (scripts/dev-run.sh); Ctrl-C stops it. CKS_KUBEVIRT_PROFILE=fast speeds it up.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make run`: the whole platform on this machine. Starts the development control plane with the
 # KubeVirt simulator and a golden image, applies the CRDs, the samples and an SSH key for the
-# sample pool, then runs the operator against it. Ctrl-C stops everything.
+# sample pool, then runs the operator and the HTTP gateway (dev auth, http://127.0.0.1:8081)
+# against it. Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,14 +14,7 @@ mkdir -p "$state"
 command -v ssh-keygen >/dev/null || { echo "make run needs ssh-keygen (Debian: apt-get install openssh-client)" >&2; exit 1; }
 command -v bwrap >/dev/null || echo "note: without bwrap (Debian: apt-get install bubblewrap) the simulated VMs' SSH shells fail" >&2
 
-cargo="${CARGO:-cargo}"
-"$cargo" build --locked -q -p cks-devcluster -p cks-operator
-# The binaries are wherever cargo puts them (CARGO_TARGET_DIR, build.target-dir, ...): ask it.
-target_dir=$("$cargo" metadata --format-version 1 --no-deps --locked |
-    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-[ -n "$target_dir" ] && [ -x "$target_dir/debug/cks-operator" ] ||
-    { echo "cannot find the built binaries (cargo metadata said target directory '$target_dir')" >&2; exit 1; }
-bin="$target_dir/debug"
+source scripts/build-platform.sh
 
 # The sample pool's VM key: generated once per checkout, never committed.
 if [ ! -f "$state/ssh-key" ]; then
@@ -64,6 +58,13 @@ KUBECONFIG="$kubeconfig" "$bin/cks-operator" --namespace cks-lab --practice-api 
     --scenarios scenarios --ssh-port 2222 --metrics-addr 127.0.0.1:8080 --log-format human &
 pids+=($!)
 
+# The API for a frontend: dev auth makes every caller the admin "developer" (loopback only).
+# CORS allows the reference frontend's dev server (npm run dev on port 3000).
+KUBECONFIG="$kubeconfig" "$bin/cks-gateway" --auth dev --listen 127.0.0.1:8081 \
+    --namespace cks-lab --scenarios scenarios --pool cks-standard \
+    --cors-origins http://localhost:3000 --log-format human &
+pids+=($!)
+
 cat <<MSG
 
 cks-lab is running on the development control plane (a dev/test tool, not a real cluster).
@@ -73,7 +74,10 @@ cks-lab is running on the development control plane (a dev/test tool, not a real
   a student:  the sample Session alice-pod-security gets a cluster as soon as one is Available;
               KUBECONFIG=$kubeconfig kubectl get session -n cks-lab -w
               KUBECONFIG=$kubeconfig kubectl apply -f config/samples/validationrun.yaml
-  metrics:    http://127.0.0.1:8080/metrics
+  API:        http://127.0.0.1:8081/api/v1  (dev auth: you are the admin "developer")
+              curl http://127.0.0.1:8081/api/v1/scenarios
+              curl -X POST -d '{"scenarioId":"rbac-least-privilege"}' http://127.0.0.1:8081/api/v1/sessions
+  metrics:    http://127.0.0.1:8080/metrics (operator), http://127.0.0.1:8081/metrics (gateway)
 The simulated VMs share this machine's kernel and network: never let real students use them.
 Stop with Ctrl-C.
 

@@ -1,0 +1,48 @@
+//! `cks-gateway`: parses flags, sets up logging and serves the API until SIGINT/SIGTERM.
+
+use std::io::IsTerminal;
+
+use cks_gateway::config::{Args, LogFormat};
+use cks_gateway::{Runtime, run};
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let format = args.log_format.unwrap_or(if std::io::stderr().is_terminal() {
+        LogFormat::Human
+    } else {
+        LogFormat::Json
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&args.log)?)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.init(),
+    }
+    let client = kube::Client::try_default().await?;
+    let rt = Runtime {
+        client,
+        catalog: None,
+        listener: None,
+    };
+    run(&args, rt, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,122 @@
+//! Prometheus metrics of the gateway: requests and their latency by route template (never by
+//! raw path, so ids do not explode the label space), method and status.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels of the request metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Route template, for example `/api/v1/sessions/{id}`; `unmatched` for unknown paths.
+    pub route: String,
+    /// HTTP method.
+    pub method: String,
+    /// Response status code.
+    pub status: u16,
+}
+
+/// The gateway's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Requests answered.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Time to answer, in seconds.
+    pub duration: Family<RequestLabels, Histogram>,
+    /// Open Server-Sent Event streams.
+    pub sse_clients: Gauge,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    ])
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(latency_histogram),
+            sse_clients: Gauge::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// A registry (prefix `cks_gateway`) holding these metrics.
+    pub fn registry(&self) -> Registry {
+        let mut registry = Registry::with_prefix("cks_gateway");
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route template, method and status",
+            self.requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request, by route template, method and status",
+            self.duration.clone(),
+        );
+        registry.register(
+            "sse_clients",
+            "Open Server-Sent Event streams",
+            self.sse_clients.clone(),
+        );
+        registry
+    }
+}
+
+/// Middleware recording every request.
+pub async fn record(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let start = Instant::now();
+    let response = next.run(request).await;
+    let labels = RequestLabels {
+        route,
+        method,
+        status: response.status().as_u16(),
+    };
+    metrics.requests.get_or_create(&labels).inc();
+    metrics
+        .duration
+        .get_or_create(&labels)
+        .observe(start.elapsed().as_secs_f64());
+    response
+}
+
+/// `GET /metrics`: the registry in the OpenMetrics text format.
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus metrics, OpenMetrics text format",
+        content_type = "application/openmetrics-text", body = String)))]
+pub async fn serve(State(registry): State<Arc<Registry>>) -> Response {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "encoding metrics failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
