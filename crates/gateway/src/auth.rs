@@ -57,9 +57,15 @@ impl Identity {
         self.role == Role::Admin
     }
 
+    /// True when `owner` (a Session's `spec.user`) names the caller, compared as the operator's
+    /// per-user limit compares users ([`cks_api::session::user_key`]).
+    pub fn is(&self, owner: &str) -> bool {
+        cks_api::session::user_key(&self.user) == cks_api::session::user_key(owner)
+    }
+
     /// True when the caller may see and act on a Session of `owner`.
     pub fn may_access(&self, owner: &str) -> bool {
-        self.is_admin() || self.user == owner
+        self.is_admin() || self.is(owner)
     }
 
     /// 403 unless the caller is an admin.
@@ -334,6 +340,18 @@ mod tests {
             h.insert(*k, HeaderValue::from_str(v).unwrap());
         }
         h
+    }
+
+    #[test]
+    fn a_student_owns_sessions_of_their_name_in_any_case_or_spacing_and_no_others() {
+        let alice = Identity {
+            user: "Alice@Example.com".into(),
+            role: Role::Student,
+        };
+        assert!(alice.may_access(" alice@example.com "));
+        assert!(alice.is("ALICE@EXAMPLE.COM"));
+        assert!(!alice.may_access("bob@example.com"));
+        assert!(!alice.may_access("alice@example.co"));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cks_api::names::{GATEWAY_FIELD_MANAGER, annotations, labels};
-use cks_api::session::{SessionPhase, SessionSpec};
+use cks_api::session::{SessionPhase, SessionSpec, user_key};
 use cks_api::validation_run::ValidationRunSpec;
 use cks_api::{Session, ValidationRun};
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
@@ -105,7 +105,11 @@ pub(super) fn matching(state: &AppState, who: &Identity, q: &SessionQuery) -> Ve
         .into_iter()
         .filter(|s| who.may_access(&s.spec.user))
         .filter(|s| q.all || phase(s).is_active())
-        .filter(|s| q.user.as_deref().is_none_or(|u| s.spec.user == u))
+        .filter(|s| {
+            q.user
+                .as_deref()
+                .is_none_or(|u| user_key(&s.spec.user) == user_key(u))
+        })
         .filter(|s| {
             q.phase
                 .as_deref()
@@ -312,7 +316,7 @@ pub async fn create(
         .caches
         .sessions()
         .iter()
-        .filter(|s| s.spec.user == who.user && counts_against_limit(s))
+        .filter(|s| who.is(&s.spec.user) && counts_against_limit(s))
         .map(ResourceExt::name_any)
         .collect();
     if active.len() >= state.settings.max_sessions_per_user as usize {
@@ -381,7 +385,7 @@ pub async fn create(
 
 /// The answer to a create whose Session already exists under its idempotency name.
 async fn replay(state: &AppState, who: &Identity, scenario_id: &str, s: Session) -> ApiResult<Response> {
-    if s.spec.user != who.user {
+    if !who.is(&s.spec.user) {
         return Err(ApiError::conflict(
             "IDEMPOTENCY_KEY_CONFLICT",
             "Use another Idempotency-Key.",
