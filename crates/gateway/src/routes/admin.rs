@@ -12,7 +12,7 @@ use cks_api::names::{GATEWAY_FIELD_MANAGER, annotations};
 use cks_api::practice_cluster::PracticeClusterPhase;
 use cks_api::session::SessionPhase;
 use kube::ResourceExt;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::json;
 
 use super::sessions::{SessionQuery, matching, view, visible_session};
@@ -212,7 +212,11 @@ pub async fn reset_cluster(
             ));
         }
     }
-    let patch = json!({"metadata": {"annotations": {annotations::RESET_REQUESTED: who.user}}});
+    // The resourceVersion makes the patch conditional on the phase and claim checked above.
+    let patch = json!({"metadata": {
+        "resourceVersion": pc.metadata.resource_version,
+        "annotations": {annotations::RESET_REQUESTED: who.user},
+    }});
     state
         .clusters_api()
         .patch(&id, &patch_params(), &Patch::Merge(&patch))
@@ -231,7 +235,16 @@ pub async fn reset_cluster(
 async fn recreate(state: &AppState, who: &Identity, pc: &PracticeCluster) -> ApiResult<()> {
     refuse_if_assigned(pc)?;
     let name = pc.name_any();
-    match state.clusters_api().delete(&name, &DeleteParams::default()).await {
+    // Guarded by what was checked: a claim written since the cache copy makes this a 409
+    // instead of deleting a cluster a student has just been given.
+    let guarded = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: pc.metadata.uid.clone(),
+            resource_version: pc.metadata.resource_version.clone(),
+        }),
+        ..DeleteParams::default()
+    };
+    match state.clusters_api().delete(&name, &guarded).await {
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 404 => {}
         Err(e) => return Err(ApiError::from_kube(&format!("delete PracticeCluster {name}"), &e)),
