@@ -422,6 +422,26 @@ pub async fn delete_if_unchanged(api: &Api<PracticeCluster>, observed: &Practice
     }
 }
 
+/// Deletes a cluster this reconcile has just created, whatever has been written to it since
+/// (the cluster controller's finalizer changes its resourceVersion within milliseconds; no
+/// Session can have claimed a cluster that new). Only its uid is a precondition, so a newer
+/// object of the same name is never hit.
+async fn delete_created(api: &Api<PracticeCluster>, created: &PracticeCluster) -> Result<()> {
+    let name = created.name_any();
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            resource_version: None,
+            uid: created.uid(),
+        }),
+        ..DeleteParams::background()
+    };
+    match api.delete(&name, &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+        Err(e) => Err(kube_err("delete", "PracticeCluster", name)(e)),
+    }
+}
+
 /// Reconciles one ClusterPool.
 pub async fn reconcile(guard: Arc<DeserializeGuard<ClusterPool>>, ctx: Arc<Context>) -> Result<Action> {
     let name = guard.name_any();
@@ -434,7 +454,21 @@ pub async fn reconcile(guard: Arc<DeserializeGuard<ClusterPool>>, ctx: Arc<Conte
             // Owner references take the clusters with it.
             return Ok(Action::await_change());
         }
-        reconcile_pool(pool, &ctx, &namespace).await
+        // Decide on the pool as it is now, not as the watch cache last saw it: the failure
+        // record and creation hold in its status were written by the previous reconcile, and
+        // one started by that reconcile's own events could otherwise act without them.
+        let pools: Api<ClusterPool> = Api::namespaced(ctx.client.clone(), &namespace);
+        let Some(live) = pools
+            .get_opt(&name)
+            .await
+            .map_err(kube_err("get", "ClusterPool", name.clone()))?
+        else {
+            return Ok(Action::await_change());
+        };
+        if live.uid() != pool.uid() || live.meta().deletion_timestamp.is_some() {
+            return Ok(Action::await_change());
+        }
+        reconcile_pool(&live, &ctx, &namespace).await
     }
     .instrument(span)
     .await
@@ -531,7 +565,7 @@ async fn reconcile_pool(pool: &ClusterPool, ctx: &Context, namespace: &str) -> R
     // new clusters existed, so they are removed here rather than left without an owner.
     if !created.is_empty() && !still_there(&pools, pool).await? {
         for pc in &created {
-            delete_if_unchanged(&api, pc).await?;
+            delete_created(&api, pc).await?;
         }
         info!("pool was deleted while creating clusters; removed them");
         return Ok(Action::await_change());
@@ -563,19 +597,29 @@ async fn reconcile_pool(pool: &ClusterPool, ctx: &Context, namespace: &str) -> R
     let status = pool_status(pool, &infos, &hash, &plan, &findings, scale_event, now);
     warn_on_news(pool, &status, &findings, ctx).await;
     if pool.status.as_ref() != Some(&status) {
+        // Guarded by the resourceVersion the decisions were made on: a status written in
+        // between (another writer) is not overwritten; the pool is looked at again at once.
         let patch = json!({
             "apiVersion": ClusterPool::api_version(&()),
             "kind": ClusterPool::kind(&()),
+            "metadata": {"resourceVersion": pool.resource_version()},
             "status": status,
         });
-        pools
+        match pools
             .patch_status(
                 &name,
                 &PatchParams::apply(FIELD_MANAGER).force(),
                 &Patch::Apply(&patch),
             )
             .await
-            .map_err(kube_err("apply status of", "ClusterPool", name.clone()))?;
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                info!("pool changed while it was reconciled; looking again");
+                return Ok(Action::requeue(Duration::from_millis(100)));
+            }
+            Err(e) => return Err(kube_err("apply status of", "ClusterPool", name.clone())(e)),
+        }
     }
     // Clusters of an earlier pool are not owned by this one, so their going away triggers no
     // reconcile: look again soon while any are left. A held creation is looked at again

@@ -714,3 +714,40 @@ async fn a_quota_too_small_for_a_reset_is_reported_with_the_arithmetic() {
     let event = warning_event(&client, "QuotaTooSmall", "tight").await;
     assert!(event.message.unwrap_or_default().contains("120Gi"));
 }
+
+#[tokio::test]
+async fn a_reconcile_from_a_stale_cache_keeps_the_creation_hold_in_the_pools_status() {
+    let (_server, client) = start().await;
+    let pools: Api<ClusterPool> = Api::namespaced(client.clone(), NS);
+    pools
+        .create(&PostParams::default(), &common::pool("held", 2, 3, 2))
+        .await
+        .unwrap();
+    // The cache still holds the pool as it was before the last reconcile recorded failures
+    // and a hold on creating clusters.
+    let stale = pools.get("held").await.unwrap();
+    let until = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
+    let patch = json!({"status": {
+        "consecutiveFailures": 3,
+        "lastFailureTime": jiff::Timestamp::now().to_string(),
+        "lastFailureReason": "UnsupportedKubernetesVersion",
+        "lastFailureMessage": "refused",
+        "nextCreateTime": until.to_string(),
+    }});
+    pools
+        .patch_status("held", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let ctx = Arc::new(Context::test(client.clone()));
+    pool::reconcile(Arc::new(DeserializeGuard(Ok(stale))), ctx)
+        .await
+        .unwrap();
+    let made = clusters(&client, "held").await.len();
+    assert_eq!(made, 0, "clusters created during the hold");
+    let status = pools.get("held").await.unwrap().status.unwrap();
+    assert_eq!(
+        status.consecutive_failures, 3,
+        "the failure record was overwritten"
+    );
+    assert!(status.next_create_time.is_some(), "the hold was dropped");
+}
