@@ -6,7 +6,8 @@
 //! opened or read, which every reload does itself), and keeps working when the catalog
 //! directory is replaced (`rm -rf` and a fresh copy) or reached through a symlink that is
 //! swapped (git-sync): it also watches the directories holding the catalog's name and every
-//! symlink on its path, and re-arms when the directory behind the name changes.
+//! symlink on its path, and re-arms when the directory behind the name changes or the name
+//! itself is created, removed or renamed (a new directory may reuse the old inode number).
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
@@ -246,6 +247,11 @@ struct Watch {
     names: Vec<PathBuf>,
     /// Whether the directory's absence has been logged since it was last seen.
     missing_logged: bool,
+    /// Whether one of `names` was created, removed, renamed or changed since the last settle.
+    /// The directory behind the name may then be a new one even with the same (device, inode):
+    /// ext4 and XFS readily give a just-freed inode number to the next mkdir, and notify drops
+    /// its recursive watch when the old directory goes.
+    name_touched: bool,
 }
 
 impl Watch {
@@ -257,6 +263,7 @@ impl Watch {
             anchors: Vec::new(),
             names: Vec::new(),
             missing_logged: false,
+            name_touched: false,
         }
     }
 
@@ -335,6 +342,7 @@ impl Watch {
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return,
                 Ok(Msg::Fs(Ok(event))) => {
                     if self.matters(&event) {
+                        self.name_touched |= touches_name(&self.names, &event);
                         let now = Instant::now();
                         pending = Some((pending.map_or(now, |(first, _)| first), now));
                     }
@@ -356,12 +364,13 @@ impl Watch {
         }
     }
 
-    /// After changes settled: re-arms when the directory behind the catalog's name changed,
-    /// and says whether there is a catalog to reload.
+    /// After changes settled: re-arms when the directory behind the catalog's name changed or
+    /// the name was touched, and says whether there is a catalog to reload.
     fn settle(&mut self) -> bool {
         let now = self.identity();
-        if now == self.armed_on && now.is_some() {
-            return true;
+        let name_touched = std::mem::take(&mut self.name_touched);
+        if !must_rearm(self.armed_on, now, name_touched) {
+            return now.is_some();
         }
         if now.is_none() {
             if !self.missing_logged {
@@ -379,5 +388,79 @@ impl Watch {
         }
         tracing::info!(dir = %self.dir.display(), "scenario catalog directory replaced; watching the new one");
         true
+    }
+}
+
+/// Whether `event` (not a mere access) names one of `names` itself: the catalog directory or
+/// a symlink on its path was created, removed, renamed or changed.
+fn touches_name(names: &[PathBuf], event: &Event) -> bool {
+    !matches!(event.kind, EventKind::Access(_)) && event.paths.iter().any(|p| names.contains(p))
+}
+
+/// Whether the watches must be placed again after changes settled: when the directory behind
+/// the catalog's name is another one (or gone), or when the name itself was touched, since a
+/// replacement can come back with the same (device, inode) and its watch is gone all the same.
+fn must_rearm(armed_on: Option<(u64, u64)>, now: Option<(u64, u64)>, name_touched: bool) -> bool {
+    name_touched || now.is_none() || now != armed_on
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use notify::event::{AccessKind, CreateKind, ModifyKind, RemoveKind};
+    use notify::{Event, EventKind};
+
+    use super::{must_rearm, touches_name};
+
+    fn event(kind: EventKind, path: &str) -> Event {
+        Event::new(kind).add_path(PathBuf::from(path))
+    }
+
+    /// `rm -rf catalog && cp -r new catalog` on ext4/XFS: the new directory may get the freed
+    /// inode number, so its identity is unchanged, yet notify has dropped the recursive watch.
+    #[test]
+    fn replaced_catalog_with_reused_inode_is_rearmed() {
+        let names = [PathBuf::from("/srv/catalog"), PathBuf::from("/srv/current")];
+        let same = Some((1, 42));
+        for kind in [
+            EventKind::Remove(RemoveKind::Folder),
+            EventKind::Create(CreateKind::Folder),
+            EventKind::Modify(ModifyKind::Name(notify::event::RenameMode::Any)),
+        ] {
+            let e = event(kind, "/srv/catalog");
+            assert!(touches_name(&names, &e), "{kind:?} on the catalog's name");
+            assert!(
+                must_rearm(same, same, touches_name(&names, &e)),
+                "{kind:?} must re-arm"
+            );
+        }
+        // A swap of a symlink on the path as well.
+        let swap = event(EventKind::Create(CreateKind::Any), "/srv/current");
+        assert!(must_rearm(same, same, touches_name(&names, &swap)));
+    }
+
+    #[test]
+    fn changes_inside_the_catalog_or_accesses_do_not_rearm() {
+        let names = [PathBuf::from("/srv/catalog")];
+        let same = Some((1, 42));
+        let inside = event(
+            EventKind::Create(CreateKind::File),
+            "/srv/catalog/a/scenario.yaml",
+        );
+        assert!(!touches_name(&names, &inside));
+        // Every reload opens the directory itself.
+        let open = event(EventKind::Access(AccessKind::Any), "/srv/catalog");
+        assert!(!touches_name(&names, &open));
+        let sibling = event(EventKind::Remove(RemoveKind::Folder), "/srv/catalog-old");
+        assert!(!touches_name(&names, &sibling));
+        assert!(!must_rearm(same, same, false));
+    }
+
+    #[test]
+    fn another_or_missing_directory_rearms() {
+        assert!(must_rearm(Some((1, 42)), Some((1, 43)), false));
+        assert!(must_rearm(Some((1, 42)), None, false));
+        assert!(must_rearm(None, Some((1, 42)), false));
     }
 }
