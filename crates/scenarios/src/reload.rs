@@ -342,13 +342,16 @@ impl Watch {
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return,
                 Ok(Msg::Fs(Ok(event))) => {
                     if self.matters(&event) {
-                        self.name_touched |= touches_name(&self.names, &event);
+                        // A rescan means events were lost (the queue overflowed): one of them
+                        // may have been the catalog's replacement.
+                        self.name_touched |= event.need_rescan() || touches_name(&self.names, &event);
                         let now = Instant::now();
                         pending = Some((pending.map_or(now, |(first, _)| first), now));
                     }
                 }
                 Ok(Msg::Fs(Err(error))) => {
-                    tracing::warn!(dir = %self.dir.display(), error = %error, "scenario catalog watch error; reloading to be safe");
+                    tracing::warn!(dir = %self.dir.display(), error = %error, "scenario catalog watch error; watching anew and reloading to be safe");
+                    self.name_touched = true;
                     let now = Instant::now();
                     pending = Some((pending.map_or(now, |(first, _)| first), now));
                 }
