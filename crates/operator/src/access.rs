@@ -230,7 +230,12 @@ impl PracticeAccess {
 }
 
 /// One key of a Secret as UTF-8; `None` when the Secret or the key is missing.
-async fn secret_value(ctx: &Context, namespace: &str, name: &str, key: &str) -> Result<Option<String>> {
+pub(crate) async fn secret_value(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    key: &str,
+) -> Result<Option<String>> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let secret =
         secrets

@@ -55,6 +55,10 @@ const CLAIMED_WHILE_RESETTING: &str = "ClaimedWhileResetting";
 /// Event reason: a claim whose Session no longer exists was released.
 pub const ORPHANED_CLAIM_RELEASED: &str = "OrphanedClaimReleased";
 
+/// Failure reason of an unclaimed cluster without its SSH host key Secret (built before host
+/// keys were pinned): no Session could reach it, so it is failed and the pool replaces it.
+pub const NO_PINNED_HOST_KEY: &str = "NoPinnedHostKey";
+
 /// Key of the SSH public key in the pool's SSH key Secret.
 pub const SSH_PUBLIC_KEY: &str = "ssh-publickey";
 
@@ -1044,6 +1048,20 @@ impl<'a> Reconciler<'a> {
             // claim written since then wins, and the next reconcile sees it.
             return Ok(Outcome::Enter(next));
         }
+        if !claimed && let Some(why) = self.missing_host_key().await? {
+            // Every Session on it would fail SSH setup (the access layer refuses a cluster
+            // without a pinned key), and nothing else rolls it: its template is unchanged.
+            // The VMs are not halted first: the Failed status is the only write, guarded by
+            // the resourceVersion read, so a claim written meanwhile wins and nothing of the
+            // cluster was touched; the pool deletes the Failed cluster.
+            return Ok(Outcome::GiveUp {
+                reason: NO_PINNED_HOST_KEY,
+                message: format!(
+                    "{why}: the cluster predates SSH host key pinning and cannot be reached by Sessions; it will be replaced"
+                ),
+                halt: false,
+            });
+        }
         let Some(why) = self.check_api().await? else {
             return Ok(Outcome::Wait(self.ctx.config.resync));
         };
@@ -1485,6 +1503,19 @@ impl<'a> Reconciler<'a> {
             ),
             Err(e) => Err(kube_err("create", "Secret", name)(e)),
         }
+    }
+
+    /// `None` when the cluster's SSH host key Secret holds the public key the access layer
+    /// pins (the same test as `PracticeAccess`); else what is missing. Read from the API.
+    async fn missing_host_key(&self) -> Result<Option<String>> {
+        let name = naming::ssh_host_key_secret_name(&self.name());
+        let key = access::secret_value(self.ctx, &self.vm_ns, &name, SSH_HOST_KEY_PUBLIC).await?;
+        Ok(key.filter(|k| !k.trim().is_empty()).is_none().then(|| {
+            format!(
+                "Secret {}/{name} is missing or has no {SSH_HOST_KEY_PUBLIC}",
+                self.vm_ns
+            )
+        }))
     }
 
     /// Cloud-init Secrets of every VM and the admin kubeconfig Secret.

@@ -872,6 +872,87 @@ async fn an_available_cluster_whose_api_stops_answering_fails_unless_claimed() {
     fake.abort();
 }
 
+/// A practice API that always answers, counting the checks of each cluster.
+#[derive(Debug, Default)]
+struct CountingProbe {
+    checks: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+impl CountingProbe {
+    fn checks_of(&self, cluster: &str) -> usize {
+        self.checks.lock().unwrap().get(cluster).copied().unwrap_or(0)
+    }
+}
+
+impl ClusterProbe for CountingProbe {
+    fn check<'a>(&'a self, target: &'a ProbeTarget) -> BoxFuture<'a, Result<Option<String>, String>> {
+        // The URL names the control-plane Service `{cluster}-cp...`.
+        let host = target.api.url.split("//").nth(1).unwrap_or_default();
+        let cluster = host.split("-cp").next().unwrap_or_default().to_owned();
+        *self.checks.lock().unwrap().entry(cluster).or_default() += 1;
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// A cluster built before host keys were pinned has no `{cluster}-ssh-host-key` Secret, and
+/// every Session on it would fail SSH setup: an idle one is failed (so the pool replaces it),
+/// a claimed one is left under its student.
+#[tokio::test]
+async fn an_available_cluster_without_its_host_key_secret_fails_unless_claimed() {
+    let (_server, client, _faults, fake) = setup().await;
+    let probe = Arc::new(CountingProbe::default());
+    let ctx = Context {
+        probe: probe.clone(),
+        config: Arc::new(ControllerConfig {
+            // Settled clusters are checked on every resync.
+            resync: std::time::Duration::from_millis(200),
+            ..ControllerConfig::test()
+        }),
+        ..Context::test(client.clone())
+    };
+    let (_stop, _handle) = run_cluster_controller_with(ctx);
+    let api: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
+    for name in ["lab-n0k3y", "lab-h3ld1"] {
+        api.create(&PostParams::default(), &practice_cluster(name, 2))
+            .await
+            .unwrap();
+    }
+    for name in ["lab-n0k3y", "lab-h3ld1"] {
+        wait_phase(&client, name, PracticeClusterPhase::Available).await;
+    }
+    let claim = Patch::Merge(json!({"spec": {"claimRef": {"name": "grace"}}}));
+    api.patch("lab-h3ld1", &PatchParams::default(), &claim)
+        .await
+        .unwrap();
+    wait_phase(&client, "lab-h3ld1", PracticeClusterPhase::Assigned).await;
+
+    // As if both had been built before host keys were pinned.
+    for name in ["lab-n0k3y", "lab-h3ld1"] {
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), name);
+        secrets
+            .delete(&format!("{name}-ssh-host-key"), &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    let checks = probe.checks_of("lab-h3ld1");
+
+    let pc = wait_phase(&client, "lab-n0k3y", PracticeClusterPhase::Failed).await;
+    let status = pc.status.unwrap();
+    assert_eq!(status.failure_reason.as_deref(), Some("NoPinnedHostKey"));
+    let message = status.failure_message.unwrap();
+    assert!(message.contains("lab-n0k3y/lab-n0k3y-ssh-host-key"), "{message}");
+    assert!(message.contains("predates SSH host key pinning"), "{message}");
+
+    // The claimed one goes on being checked after the delete, and stays Assigned.
+    eventually("the claimed cluster to be checked again", || async {
+        (probe.checks_of("lab-h3ld1") > checks + 1).then_some(())
+    })
+    .await;
+    let pc = api.get("lab-h3ld1").await.unwrap();
+    assert_eq!(pc.status.unwrap().phase, PracticeClusterPhase::Assigned);
+    fake.abort();
+}
+
 #[tokio::test]
 async fn a_cluster_that_no_longer_deserializes_can_still_be_deleted() {
     let (_server, client, _faults, fake) = setup().await;
