@@ -72,11 +72,12 @@ pub fn parse_quantity(v: &Value) -> Option<f64> {
 
 /// Check one map of quantities (`requests`, `hard`...): a value that is not a quantity makes
 /// the whole body undecodable (400, as the real decoder answers); a negative one is a cause.
+/// `null` is skipped: `Quantity.UnmarshalJSON` decodes it as zero (Helm renders `cpu: null`).
 fn quantities(rt: &ResourceType, map: &Value, path: &str, causes: &mut Vec<Cause>) -> ApiResult<()> {
     let Some(map) = map.as_object() else {
         return Ok(());
     };
-    for (name, q) in map {
+    for (name, q) in map.iter().filter(|(_, q)| !q.is_null()) {
         match parse_quantity(q) {
             None => {
                 return Err(ApiError::bad_request(format!(
@@ -202,5 +203,23 @@ mod tests {
         ] {
             assert_eq!(parse_quantity(&json!(bad)), None, "{bad}");
         }
+    }
+
+    fn pod(resources: Value) -> Value {
+        json!({"spec": {"containers": [{"name": "c", "resources": resources}]}})
+    }
+
+    fn pods() -> std::sync::Arc<ResourceType> {
+        crate::registry::Registry::default()
+            .get("", "v1", "pods")
+            .expect("pods are built in")
+    }
+
+    /// `Quantity.UnmarshalJSON` reads `null` as the zero quantity, so a Helm-rendered
+    /// `cpu: null` is stored, not refused as undecodable.
+    #[test]
+    fn a_null_quantity_is_accepted_as_zero() {
+        let obj = pod(json!({"requests": {"cpu": null, "memory": "1Gi"}, "limits": {"cpu": null}}));
+        assert_eq!(validate(&pods(), &obj).expect("decodable"), vec![]);
     }
 }
