@@ -16,14 +16,15 @@ const QUANTITY_RE: &str = "^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$";
 const NOTE_LIMIT: usize = 1024;
 const SHORT_LIMIT: usize = 128;
 
-/// The value of a Kubernetes quantity (`5Gi`, `250m`, `1e3`, a JSON number), or `None` when
-/// the real parser (`resource.ParseQuantity`) refuses it. Precision is that of `f64`, enough
-/// for the sign and order checks made here.
+/// The value of a Kubernetes quantity (`5Gi`, `250m`, `1e3`, ` 1Gi `, a JSON number), or
+/// `None` when the real decoder (`Quantity.UnmarshalJSON`) refuses it. Precision is that of
+/// `f64`, enough for the sign and order checks made here.
 pub fn parse_quantity(v: &Value) -> Option<f64> {
     if let Some(n) = v.as_f64() {
         return Some(n);
     }
-    let s = v.as_str()?;
+    // `Quantity.UnmarshalJSON` trims spaces around the string before parsing it.
+    let s = v.as_str()?.trim();
     let (sign, rest) = match s.as_bytes().first()? {
         b'+' => (1.0, &s[1..]),
         b'-' => (-1.0, &s[1..]),
@@ -221,5 +222,15 @@ mod tests {
     fn a_null_quantity_is_accepted_as_zero() {
         let obj = pod(json!({"requests": {"cpu": null, "memory": "1Gi"}, "limits": {"cpu": null}}));
         assert_eq!(validate(&pods(), &obj).expect("decodable"), vec![]);
+    }
+
+    /// `Quantity.UnmarshalJSON` trims spaces around the string before parsing it.
+    #[test]
+    fn spaces_around_a_quantity_are_trimmed() {
+        assert_eq!(parse_quantity(&json!(" 1Gi ")), Some(1024f64.powi(3)));
+        let obj = pod(json!({"requests": {"memory": " 1Gi ", "cpu": "\t250m\n"}}));
+        assert_eq!(validate(&pods(), &obj).expect("decodable"), vec![]);
+        let neg = pod(json!({"requests": {"memory": " -1Gi"}}));
+        assert_eq!(validate(&pods(), &neg).expect("decodable").len(), 1);
     }
 }
