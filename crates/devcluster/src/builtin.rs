@@ -123,9 +123,10 @@ fn too_long(field: &str, v: &Value, limit: usize, causes: &mut Vec<Cause>) {
     }
 }
 
-/// Validate a built-in object about to be stored (create or update, not status writes):
-/// `Err` with 400 for an undecodable body, else the causes of a 422 (empty when valid).
-pub fn validate(rt: &ResourceType, obj: &Value) -> ApiResult<Vec<Cause>> {
+/// Validate a built-in object about to be stored (create or update, not status writes; `old`
+/// is the stored object on update): `Err` with 400 for an undecodable body, else the causes
+/// of a 422 (empty when valid).
+pub fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> ApiResult<Vec<Cause>> {
     let mut causes = Vec::new();
     if rt.crd.is_some() {
         return Ok(causes);
@@ -152,8 +153,9 @@ pub fn validate(rt: &ResourceType, obj: &Value) -> ApiResult<Vec<Cause>> {
             containers(rt, &spec["template"]["spec"], "spec.template.spec", &mut causes)?
         }
         // The strict checks apply to the events.k8s.io API only; core/v1 Events keep the
-        // legacy rules, which set no length limit on `message`.
-        ("events.k8s.io", "events") => {
+        // legacy rules, which set no length limit on `message`. The real server checks these
+        // on create only (`ValidateEventCreate`); an update is checked for immutability.
+        ("events.k8s.io", "events") if old.is_none() => {
             too_long("note", &obj["note"], NOTE_LIMIT, &mut causes);
             too_long("reason", &obj["reason"], SHORT_LIMIT, &mut causes);
             too_long("action", &obj["action"], SHORT_LIMIT, &mut causes);
@@ -221,7 +223,7 @@ mod tests {
     #[test]
     fn a_null_quantity_is_accepted_as_zero() {
         let obj = pod(json!({"requests": {"cpu": null, "memory": "1Gi"}, "limits": {"cpu": null}}));
-        assert_eq!(validate(&pods(), &obj).expect("decodable"), vec![]);
+        assert_eq!(validate(&pods(), &obj, None).expect("decodable"), vec![]);
     }
 
     /// `Quantity.UnmarshalJSON` trims spaces around the string before parsing it.
@@ -229,8 +231,21 @@ mod tests {
     fn spaces_around_a_quantity_are_trimmed() {
         assert_eq!(parse_quantity(&json!(" 1Gi ")), Some(1024f64.powi(3)));
         let obj = pod(json!({"requests": {"memory": " 1Gi ", "cpu": "\t250m\n"}}));
-        assert_eq!(validate(&pods(), &obj).expect("decodable"), vec![]);
+        assert_eq!(validate(&pods(), &obj, None).expect("decodable"), vec![]);
         let neg = pod(json!({"requests": {"memory": " -1Gi"}}));
-        assert_eq!(validate(&pods(), &neg).expect("decodable").len(), 1);
+        assert_eq!(validate(&pods(), &neg, None).expect("decodable").len(), 1);
+    }
+
+    /// The `events.k8s.io` limits are `ValidateEventCreate`'s: an update of an Event stored
+    /// before (by an older server, or through core/v1) is not refused for them.
+    #[test]
+    fn event_limits_are_checked_on_create_only() {
+        let rt = crate::registry::Registry::default()
+            .get("events.k8s.io", "v1", "events")
+            .expect("events are built in");
+        let event = json!({"note": "x".repeat(NOTE_LIMIT + 1), "reason": "r".repeat(200), "type": "Odd"});
+        assert_eq!(validate(&rt, &event, None).expect("decodable").len(), 3);
+        let old = event.clone();
+        assert_eq!(validate(&rt, &event, Some(&old)).expect("decodable"), vec![]);
     }
 }
