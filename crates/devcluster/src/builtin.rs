@@ -176,9 +176,39 @@ pub fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> ApiResul
                 ));
             }
         }
+        ("events.k8s.io", "events") => {
+            if let Some(old) = old {
+                immutable_event_fields(obj, old, &mut causes);
+            }
+        }
         _ => {}
     }
     Ok(causes)
+}
+
+/// `ValidateEventUpdate` for the events.k8s.io API: these fields cannot change (paths are the
+/// internal type's, as the real server reports them).
+fn immutable_event_fields(obj: &Value, old: &Value, causes: &mut Vec<Cause>) {
+    for (field, path) in [
+        ("regarding", "involvedObject"),
+        ("reason", "reason"),
+        ("note", "message"),
+        ("type", "type"),
+        ("action", "action"),
+        ("related", "related"),
+        ("reportingController", "reportingController"),
+        ("reportingInstance", "reportingInstance"),
+    ] {
+        let (new, was) = (&obj[field], &old[field]);
+        if new != was {
+            let shown = new.as_str().map_or_else(|| new.to_string(), str::to_string);
+            causes.push(Cause::new(
+                "FieldValueInvalid",
+                path,
+                format!("Invalid value: \"{shown}\": field is immutable"),
+            ));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -247,5 +277,24 @@ mod tests {
         assert_eq!(validate(&rt, &event, None).expect("decodable").len(), 3);
         let old = event.clone();
         assert_eq!(validate(&rt, &event, Some(&old)).expect("decodable"), vec![]);
+    }
+
+    /// An update through events.k8s.io may not change what the Event reports
+    /// (`ValidateEventUpdate`): `note` (`message` internally), `reason`, `type`...
+    #[test]
+    fn an_event_update_keeps_its_reported_fields() {
+        let rt = crate::registry::Registry::default()
+            .get("events.k8s.io", "v1", "events")
+            .expect("events are built in");
+        let old = json!({"note": "a", "reason": "Failed", "type": "Warning", "series": {"count": 2}});
+        let mut new = old.clone();
+        new["series"]["count"] = json!(3);
+        assert_eq!(validate(&rt, &new, Some(&old)).expect("decodable"), vec![]);
+        new["note"] = json!("b");
+        new["type"] = json!("Normal");
+        let causes = validate(&rt, &new, Some(&old)).expect("decodable");
+        let fields: Vec<_> = causes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(fields, ["message", "type"]);
+        assert_eq!(causes[0].message, "Invalid value: \"b\": field is immutable");
     }
 }
