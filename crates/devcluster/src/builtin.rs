@@ -16,14 +16,15 @@ const QUANTITY_RE: &str = "^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$";
 const NOTE_LIMIT: usize = 1024;
 const SHORT_LIMIT: usize = 128;
 
-/// The value of a Kubernetes quantity (`5Gi`, `250m`, `1e3`, a JSON number), or `None` when
-/// the real parser (`resource.ParseQuantity`) refuses it. Precision is that of `f64`, enough
-/// for the sign and order checks made here.
+/// The value of a Kubernetes quantity (`5Gi`, `250m`, `1e3`, ` 1Gi `, a JSON number), or
+/// `None` when the real decoder (`Quantity.UnmarshalJSON`) refuses it. Precision is that of
+/// `f64`, enough for the sign and order checks made here.
 pub fn parse_quantity(v: &Value) -> Option<f64> {
     if let Some(n) = v.as_f64() {
         return Some(n);
     }
-    let s = v.as_str()?;
+    // `Quantity.UnmarshalJSON` trims spaces around the string before parsing it.
+    let s = v.as_str()?.trim();
     let (sign, rest) = match s.as_bytes().first()? {
         b'+' => (1.0, &s[1..]),
         b'-' => (-1.0, &s[1..]),
@@ -72,11 +73,12 @@ pub fn parse_quantity(v: &Value) -> Option<f64> {
 
 /// Check one map of quantities (`requests`, `hard`...): a value that is not a quantity makes
 /// the whole body undecodable (400, as the real decoder answers); a negative one is a cause.
+/// `null` is skipped: `Quantity.UnmarshalJSON` decodes it as zero (Helm renders `cpu: null`).
 fn quantities(rt: &ResourceType, map: &Value, path: &str, causes: &mut Vec<Cause>) -> ApiResult<()> {
     let Some(map) = map.as_object() else {
         return Ok(());
     };
-    for (name, q) in map {
+    for (name, q) in map.iter().filter(|(_, q)| !q.is_null()) {
         match parse_quantity(q) {
             None => {
                 return Err(ApiError::bad_request(format!(
@@ -121,9 +123,10 @@ fn too_long(field: &str, v: &Value, limit: usize, causes: &mut Vec<Cause>) {
     }
 }
 
-/// Validate a built-in object about to be stored (create or update, not status writes):
-/// `Err` with 400 for an undecodable body, else the causes of a 422 (empty when valid).
-pub fn validate(rt: &ResourceType, obj: &Value) -> ApiResult<Vec<Cause>> {
+/// Validate a built-in object about to be stored (create or update, not status writes; `old`
+/// is the stored object on update): `Err` with 400 for an undecodable body, else the causes
+/// of a 422 (empty when valid).
+pub fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> ApiResult<Vec<Cause>> {
     let mut causes = Vec::new();
     if rt.crd.is_some() {
         return Ok(causes);
@@ -150,8 +153,9 @@ pub fn validate(rt: &ResourceType, obj: &Value) -> ApiResult<Vec<Cause>> {
             containers(rt, &spec["template"]["spec"], "spec.template.spec", &mut causes)?
         }
         // The strict checks apply to the events.k8s.io API only; core/v1 Events keep the
-        // legacy rules, which set no length limit on `message`.
-        ("events.k8s.io", "events") => {
+        // legacy rules, which set no length limit on `message`. The real server checks these
+        // on create only (`ValidateEventCreate`); an update is checked for immutability.
+        ("events.k8s.io", "events") if old.is_none() => {
             too_long("note", &obj["note"], NOTE_LIMIT, &mut causes);
             too_long("reason", &obj["reason"], SHORT_LIMIT, &mut causes);
             too_long("action", &obj["action"], SHORT_LIMIT, &mut causes);
@@ -172,9 +176,39 @@ pub fn validate(rt: &ResourceType, obj: &Value) -> ApiResult<Vec<Cause>> {
                 ));
             }
         }
+        ("events.k8s.io", "events") => {
+            if let Some(old) = old {
+                immutable_event_fields(obj, old, &mut causes);
+            }
+        }
         _ => {}
     }
     Ok(causes)
+}
+
+/// `ValidateEventUpdate` for the events.k8s.io API: these fields cannot change (paths are the
+/// internal type's, as the real server reports them).
+fn immutable_event_fields(obj: &Value, old: &Value, causes: &mut Vec<Cause>) {
+    for (field, path) in [
+        ("regarding", "involvedObject"),
+        ("reason", "reason"),
+        ("note", "message"),
+        ("type", "type"),
+        ("action", "action"),
+        ("related", "related"),
+        ("reportingController", "reportingController"),
+        ("reportingInstance", "reportingInstance"),
+    ] {
+        let (new, was) = (&obj[field], &old[field]);
+        if new != was {
+            let shown = new.as_str().map_or_else(|| new.to_string(), str::to_string);
+            causes.push(Cause::new(
+                "FieldValueInvalid",
+                path,
+                format!("Invalid value: \"{shown}\": field is immutable"),
+            ));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -202,5 +236,65 @@ mod tests {
         ] {
             assert_eq!(parse_quantity(&json!(bad)), None, "{bad}");
         }
+    }
+
+    fn pod(resources: Value) -> Value {
+        json!({"spec": {"containers": [{"name": "c", "resources": resources}]}})
+    }
+
+    fn pods() -> std::sync::Arc<ResourceType> {
+        crate::registry::Registry::default()
+            .get("", "v1", "pods")
+            .expect("pods are built in")
+    }
+
+    /// `Quantity.UnmarshalJSON` reads `null` as the zero quantity, so a Helm-rendered
+    /// `cpu: null` is stored, not refused as undecodable.
+    #[test]
+    fn a_null_quantity_is_accepted_as_zero() {
+        let obj = pod(json!({"requests": {"cpu": null, "memory": "1Gi"}, "limits": {"cpu": null}}));
+        assert_eq!(validate(&pods(), &obj, None).expect("decodable"), vec![]);
+    }
+
+    /// `Quantity.UnmarshalJSON` trims spaces around the string before parsing it.
+    #[test]
+    fn spaces_around_a_quantity_are_trimmed() {
+        assert_eq!(parse_quantity(&json!(" 1Gi ")), Some(1024f64.powi(3)));
+        let obj = pod(json!({"requests": {"memory": " 1Gi ", "cpu": "\t250m\n"}}));
+        assert_eq!(validate(&pods(), &obj, None).expect("decodable"), vec![]);
+        let neg = pod(json!({"requests": {"memory": " -1Gi"}}));
+        assert_eq!(validate(&pods(), &neg, None).expect("decodable").len(), 1);
+    }
+
+    /// The `events.k8s.io` limits are `ValidateEventCreate`'s: an update of an Event stored
+    /// before (by an older server, or through core/v1) is not refused for them.
+    #[test]
+    fn event_limits_are_checked_on_create_only() {
+        let rt = crate::registry::Registry::default()
+            .get("events.k8s.io", "v1", "events")
+            .expect("events are built in");
+        let event = json!({"note": "x".repeat(NOTE_LIMIT + 1), "reason": "r".repeat(200), "type": "Odd"});
+        assert_eq!(validate(&rt, &event, None).expect("decodable").len(), 3);
+        let old = event.clone();
+        assert_eq!(validate(&rt, &event, Some(&old)).expect("decodable"), vec![]);
+    }
+
+    /// An update through events.k8s.io may not change what the Event reports
+    /// (`ValidateEventUpdate`): `note` (`message` internally), `reason`, `type`...
+    #[test]
+    fn an_event_update_keeps_its_reported_fields() {
+        let rt = crate::registry::Registry::default()
+            .get("events.k8s.io", "v1", "events")
+            .expect("events are built in");
+        let old = json!({"note": "a", "reason": "Failed", "type": "Warning", "series": {"count": 2}});
+        let mut new = old.clone();
+        new["series"]["count"] = json!(3);
+        assert_eq!(validate(&rt, &new, Some(&old)).expect("decodable"), vec![]);
+        new["note"] = json!("b");
+        new["type"] = json!("Normal");
+        let causes = validate(&rt, &new, Some(&old)).expect("decodable");
+        let fields: Vec<_> = causes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(fields, ["message", "type"]);
+        assert_eq!(causes[0].message, "Invalid value: \"b\": field is immutable");
     }
 }

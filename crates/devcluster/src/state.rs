@@ -639,7 +639,7 @@ impl State {
         obj: &Value,
         old: Option<&Value>,
     ) -> ApiResult<()> {
-        let causes = crate::builtin::validate(rt, obj)?;
+        let causes = crate::builtin::validate(rt, obj, old)?;
         if !causes.is_empty() {
             return Err(Self::invalid(rt, name, causes));
         }

@@ -103,7 +103,11 @@ fn data_volume_spec(spec: &Value, field: &str, causes: &mut Vec<Cause>) -> bool 
         return false;
     }
     let source = &spec["source"];
-    if !source.is_object() && !spec["sourceRef"].is_object() {
+    // Without a source, CDI accepts a volume that its PVC's data source fills (a volume
+    // populator: `dataSourceRef`, or the older `dataSource`).
+    let target = if pvc { &spec["pvc"] } else { &spec["storage"] };
+    let external = target["dataSourceRef"].is_object() || target["dataSource"].is_object();
+    if !source.is_object() && !spec["sourceRef"].is_object() && !external {
         causes.push(invalid(
             &format!("{field}.source.sourceRef"),
             "Data volume should have either Source, SourceRef, or be externally populated",
@@ -324,6 +328,27 @@ mod tests {
         let mut no_storage = ok;
         no_storage["dataVolumeTemplates"][0]["spec"] = json!({"source": {"blank": {}}});
         assert_eq!(vm(no_storage)[0].message, "Missing Data volume PVC or Storage");
+    }
+
+    /// CDI accepts a DataVolume without `source`/`sourceRef` whose `pvc` or `storage` names a
+    /// data source: it is populated externally (a volume populator).
+    #[test]
+    fn an_externally_populated_data_volume_is_accepted() {
+        let populator = json!({"apiGroup": "example.io", "kind": "Populator", "name": "p"});
+        for target in ["pvc", "storage"] {
+            for field in ["dataSourceRef", "dataSource"] {
+                let spec = json!({target: {field: populator}});
+                let mut causes = Vec::new();
+                assert!(data_volume_spec(&spec, "spec", &mut causes), "{target}.{field}");
+                assert_eq!(causes, vec![], "{target}.{field}");
+            }
+            let mut causes = Vec::new();
+            assert!(!data_volume_spec(&json!({target: {}}), "spec", &mut causes));
+            assert_eq!(
+                causes[0].message,
+                "Data volume should have either Source, SourceRef, or be externally populated"
+            );
+        }
     }
 
     #[test]

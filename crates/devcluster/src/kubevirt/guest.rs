@@ -363,25 +363,22 @@ pub(crate) fn kubeadm(disk: &Path, control_plane: bool, hostname: &str, ip: &str
     if done.exists() {
         return Ok(());
     }
-    std::fs::create_dir_all(disk.join("var/lib/kubelet"))?;
-    std::fs::write(disk.join(KUBELET_CONFIG), KUBELET_CONFIGURATION)?;
+    // The guest can delete the marker and plant symlinks: `super::disk` does not follow them.
+    super::disk::write(disk, KUBELET_CONFIG, KUBELET_CONFIGURATION)?;
     if control_plane {
-        let dir = disk.join(MANIFESTS);
-        std::fs::create_dir_all(&dir)?;
         for (file, text) in static_pods(hostname, ip) {
-            std::fs::write(dir.join(file), text)?;
+            super::disk::write(disk, Path::new(MANIFESTS).join(file), text)?;
         }
     }
-    std::fs::create_dir_all(done.parent().expect("has a parent"))?;
-    std::fs::write(done, "")
+    super::disk::write(disk, KUBEADM_DONE, "").map(drop)
 }
 
 /// Add the cloud-init users to the disk's `/etc/passwd` and `/etc/group` (uid 1000, 1001...,
 /// as cloud-init creates them) and return their uids.
 pub(crate) fn users(disk: &Path, users: &[String]) -> BTreeMap<String, u32> {
     let mut uids = BTreeMap::new();
-    let passwd = std::fs::read_to_string(disk.join("etc/passwd")).unwrap_or_default();
-    let group = std::fs::read_to_string(disk.join("etc/group")).unwrap_or_default();
+    let passwd = super::disk::read_to_string(disk, "etc/passwd").unwrap_or_default();
+    let group = super::disk::read_to_string(disk, "etc/group").unwrap_or_default();
     let (mut passwd_add, mut group_add) = (String::new(), String::new());
     let mut taken: std::collections::BTreeSet<u32> = passwd
         .lines()
@@ -410,7 +407,7 @@ pub(crate) fn users(disk: &Path, users: &[String]) -> BTreeMap<String, u32> {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(disk.join(file))?;
+            .open(super::disk::below(disk, file)?)?;
         f.write_all(text.as_bytes())
     };
     if let Err(e) = append("etc/passwd", &passwd_add).and_then(|()| append("etc/group", &group_add)) {
@@ -471,7 +468,7 @@ fn read_only_port(disk: &Path) -> Option<u16> {
     if !disk.join(SYSTEMD_STATE).join("kubelet.service.active").exists() {
         return None;
     }
-    let text = std::fs::read_to_string(disk.join(KUBELET_CONFIG)).ok()?;
+    let text = super::disk::read_to_string(disk, KUBELET_CONFIG).ok()?;
     let cfg: Value = serde_saphyr::from_str(&text).ok()?;
     cfg["readOnlyPort"]
         .as_u64()
@@ -496,7 +493,8 @@ async fn serve_read_only(listener: tokio::net::TcpListener) {
 }
 
 fn read_manifests(disk: &Path) -> BTreeMap<String, String> {
-    std::fs::read_dir(disk.join(MANIFESTS))
+    super::disk::below(disk, MANIFESTS)
+        .and_then(std::fs::read_dir)
         .into_iter()
         .flatten()
         .flatten()
@@ -508,7 +506,7 @@ fn read_manifests(disk: &Path) -> BTreeMap<String, String> {
         .filter_map(|e| {
             Some((
                 e.file_name().to_string_lossy().into_owned(),
-                std::fs::read_to_string(e.path()).ok()?,
+                super::disk::read_to_string(disk, Path::new(MANIFESTS).join(e.file_name())).ok()?,
             ))
         })
         .collect()
@@ -559,4 +557,45 @@ async fn mirror(client: &kube::Client, hostname: &str, manifests: &BTreeMap<Stri
         }
     }
     ok
+}
+
+/// Host-side writes and reads of a VM's disk do not follow symlinks the guest planted.
+#[cfg(test)]
+mod disk_tests {
+    use super::*;
+
+    #[test]
+    fn kubeadm_users_and_manifests_do_not_follow_planted_symlinks() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (disk, host) = (tmp.path().join("disk"), tmp.path().join("host"));
+        std::fs::create_dir_all(disk.join("etc/kubernetes/manifests")).expect("mkdir");
+        std::fs::create_dir_all(disk.join("var/lib")).expect("mkdir");
+        std::fs::create_dir_all(&host).expect("mkdir");
+        std::fs::write(host.join("passwd"), "root:x:0:0::/root:/bin/sh\n").expect("write");
+        std::fs::write(host.join("secret.yaml"), "kind: Pod\n").expect("write");
+        let link = |from: PathBuf, to: PathBuf| std::os::unix::fs::symlink(from, to);
+        link(host.clone(), disk.join("var/lib/kubelet")).expect("symlink");
+        link(host.join("passwd"), disk.join("etc/passwd")).expect("symlink");
+        link(
+            host.join("secret.yaml"),
+            disk.join("etc/kubernetes/manifests/x.yaml"),
+        )
+        .expect("symlink");
+
+        assert!(kubeadm(&disk, false, "vm", "127.0.0.2").is_err());
+        assert!(
+            !host.join("config.yaml").exists(),
+            "kubelet config written through a symlink"
+        );
+        users(&disk, &["alice".to_string()]);
+        assert_eq!(
+            std::fs::read_to_string(host.join("passwd")).expect("read"),
+            "root:x:0:0::/root:/bin/sh\n",
+            "user appended through a symlink"
+        );
+        assert!(
+            read_manifests(&disk).is_empty(),
+            "manifest read through a symlink"
+        );
+    }
 }

@@ -97,14 +97,14 @@ pub(crate) struct Machines {
 
 /// Read kubeadm's role from the disk (cloud-init put the configuration and CA there).
 fn kubeadm(disk: &Path) -> Option<Kubeadm> {
-    let text = std::fs::read_to_string(disk.join(KUBEADM_CONFIG)).ok()?;
+    let text = super::disk::read_to_string(disk, KUBEADM_CONFIG).ok()?;
     let docs: Vec<Value> = text
         .split("\n---")
         .filter_map(|d| serde_saphyr::from_str::<Value>(d).ok())
         .collect();
     if let Some(init) = docs.iter().find(|d| d["kind"] == "InitConfiguration") {
-        let cert_pem = std::fs::read_to_string(disk.join("etc/kubernetes/pki/ca.crt")).ok()?;
-        let key_pem = std::fs::read_to_string(disk.join("etc/kubernetes/pki/ca.key")).ok()?;
+        let cert_pem = super::disk::read_to_string(disk, "etc/kubernetes/pki/ca.crt").ok()?;
+        let key_pem = super::disk::read_to_string(disk, "etc/kubernetes/pki/ca.key").ok()?;
         let key = rcgen::KeyPair::from_pem(&key_pem).ok()?;
         use rcgen::PublicKeyData;
         let digest = ring::digest::digest(&ring::digest::SHA256, &key.subject_public_key_info());
@@ -200,10 +200,7 @@ fn start_nested(disk: &Path, ip: &str, hostname: &str, ca: crate::ExternalCa) ->
         match crate::DevCluster::start(opts).await {
             Ok(cluster) => {
                 // kubeadm leaves admin.conf for kubectl on the control plane.
-                if let Err(e) = std::fs::write(
-                    disk.join(ADMIN_CONF.trim_start_matches('/')),
-                    cluster.kubeconfig_yaml(),
-                ) {
+                if let Err(e) = super::disk::write(&disk, ADMIN_CONF, cluster.kubeconfig_yaml()) {
                     tracing::warn!(error = %e, "writing admin.conf");
                 }
                 if let Ok(client) = cluster.client().await {
@@ -332,23 +329,20 @@ fn first_boot(boot: &Boot) -> std::io::Result<()> {
     if boot.disk.join(BOOT_FINISHED).exists() {
         return Ok(());
     }
+    // The guest can delete the marker and plant symlinks: `super::disk` does not follow them.
+    let disk = boot.disk.as_path();
     for (path, content, mode) in &boot.write_files {
-        let target = boot.disk.join(path.trim_start_matches('/'));
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(&target, content)?;
+        super::disk::write(disk, path, content)?;
         use std::os::unix::fs::PermissionsExt;
+        let target = super::disk::below(disk, path)?;
         std::fs::set_permissions(&target, std::fs::Permissions::from_mode(*mode))?;
     }
     for u in &boot.users {
-        std::fs::create_dir_all(boot.disk.join("home").join(u))?;
+        super::disk::create_dir_all(disk, Path::new("home").join(u))?;
     }
-    std::fs::create_dir_all(boot.disk.join("root"))?;
-    std::fs::write(boot.disk.join("etc/hostname"), format!("{}\n", boot.hostname))?;
-    let marker = boot.disk.join(BOOT_FINISHED);
-    std::fs::create_dir_all(marker.parent().expect("has a parent"))?;
-    std::fs::write(marker, "cks-devcluster\n")
+    super::disk::create_dir_all(disk, "root")?;
+    super::disk::write(disk, "etc/hostname", format!("{}\n", boot.hostname))?;
+    super::disk::write(disk, BOOT_FINISHED, "cks-devcluster\n").map(drop)
 }
 
 fn host_key() -> PrivateKey {
@@ -870,5 +864,38 @@ async fn run(channel: Channel<Msg>, mut cmd: Command) {
     tokio::select! {
         () = input => {}
         () = output => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// cloud-init's `write_files` on first boot do not follow a symlink the guest planted (its
+    /// boot marker deleted, so first boot runs again): the host file it names keeps its content
+    /// and mode.
+    #[test]
+    fn first_boot_does_not_follow_a_planted_symlink() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (disk, host) = (tmp.path().join("disk"), tmp.path().join("shadow"));
+        std::fs::create_dir_all(disk.join("etc")).expect("mkdir");
+        std::fs::write(&host, "secret").expect("write");
+        std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        std::os::unix::fs::symlink(&host, disk.join("etc/motd")).expect("symlink");
+        let boot = Boot {
+            hostname: "vm".into(),
+            disk: disk.clone(),
+            tools: tmp.path().join("tools"),
+            users: vec![],
+            uids: Default::default(),
+            keys: vec![],
+            host_key: None,
+            write_files: vec![("/etc/motd".into(), "pwned".into(), 0o666)],
+        };
+        assert!(first_boot(&boot).is_err(), "write through a symlink accepted");
+        assert_eq!(std::fs::read_to_string(&host).expect("read"), "secret");
+        let mode = std::fs::metadata(&host).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }

@@ -7,6 +7,7 @@
 mod admission;
 mod controller;
 pub mod crds;
+mod disk;
 mod guest;
 mod machine;
 pub mod portforward;
