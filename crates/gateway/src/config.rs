@@ -94,7 +94,9 @@ pub struct Args {
     pub create_wait_seconds: f64,
 
     /// How long a validate call waits for its ValidationRun before answering 202, in seconds.
-    #[arg(long, env = "CKS_GATEWAY_VALIDATE_WAIT_SECONDS", default_value_t = 60.0)]
+    /// Below the reference frontend's 120 s request timeout (after which it re-sends), and long
+    /// enough for most runs: that UI shows a 202 as a failure without details.
+    #[arg(long, env = "CKS_GATEWAY_VALIDATE_WAIT_SECONDS", default_value_t = 100.0)]
     pub validate_wait_seconds: f64,
 
     /// Largest request body accepted, in bytes.
@@ -239,6 +241,16 @@ mod tests {
 
     fn parse(args: &[&str]) -> Args {
         Args::try_parse_from(std::iter::once("cks-gateway").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn validate_waits_under_the_reference_frontends_timeout_by_default() {
+        let s = parse(&["--auth", "dev", "--listen", "127.0.0.1:8081"])
+            .settings()
+            .unwrap();
+        // The reference frontend gives up (and re-sends) after 120 s and shows a 202 as a
+        // failure: wait as long as fits below that.
+        assert_eq!(s.validate_wait, Duration::from_secs(100));
     }
 
     #[test]

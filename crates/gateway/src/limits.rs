@@ -46,10 +46,13 @@ impl RateLimiter {
             let (rate, burst) = (self.per_second, self.burst);
             buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < burst);
         }
-        let bucket = buckets.entry((action, user.to_owned())).or_insert(Bucket {
-            tokens: self.burst,
-            at: now,
-        });
+        // Keyed as ownership compares users, so `Alice` and ` alice` share one bucket.
+        let bucket = buckets
+            .entry((action, cks_api::session::user_key(user)))
+            .or_insert(Bucket {
+                tokens: self.burst,
+                at: now,
+            });
         let refill = now.saturating_duration_since(bucket.at).as_secs_f64() * self.per_second;
         bucket.tokens = (bucket.tokens + refill).min(self.burst);
         bucket.at = now;
@@ -96,5 +99,21 @@ mod tests {
             limiter.check_at("create", "alice", t2).unwrap();
         }
         assert!(limiter.check_at("create", "alice", t2).is_err());
+    }
+
+    #[test]
+    fn one_user_in_any_case_or_spacing_shares_one_bucket() {
+        let limiter = RateLimiter::new(1.0, 2.0);
+        let t0 = Instant::now();
+        limiter.check_at("create", "Alice@Example.com", t0).unwrap();
+        limiter.check_at("create", " alice@example.com", t0).unwrap();
+        assert_eq!(
+            limiter
+                .check_at("create", "ALICE@EXAMPLE.COM ", t0)
+                .unwrap_err()
+                .status
+                .as_u16(),
+            429
+        );
     }
 }
