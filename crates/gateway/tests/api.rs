@@ -529,6 +529,25 @@ async fn errors_have_one_shape_and_the_right_status() {
     let other = gw.get(SESSIONS, &[("origin", "http://evil.test")]).await;
     assert_eq!(other.header("access-control-allow-origin"), "");
 
+    // CSRF: a state change from another site's page is refused before anything else, a
+    // configured origin and clients without Origin (curl) reach the route (a student: 403).
+    let release = "/api/v1/admin/release-all-clusters";
+    let with = |extra: (&'static str, &'static str)| {
+        let mut h = alice.clone();
+        h.push(extra);
+        h
+    };
+    gw.post(release, &with(("origin", "http://evil.test")), "")
+        .await
+        .assert_error(403, "CROSS_SITE");
+    gw.post(release, &with(("sec-fetch-site", "cross-site")), "")
+        .await
+        .assert_error(403, "CROSS_SITE");
+    gw.post(release, &with(("origin", origin)), "")
+        .await
+        .assert_error(403, "FORBIDDEN");
+    gw.post(release, &alice, "").await.assert_error(403, "FORBIDDEN");
+
     // Identity from a proxy counts only from trusted addresses: 127.0.0.1 is not in 10/8.
     let forged = [("x-forwarded-user", "root"), ("x-forwarded-groups", "cks-admins")];
     let untrusting = p
