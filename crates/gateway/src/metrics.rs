@@ -142,14 +142,13 @@ mod tests {
     use super::*;
     use axum::Router;
     use axum::body::Body;
-    use axum::routing::get;
     use tower::ServiceExt as _;
 
     #[tokio::test]
     async fn unknown_methods_share_one_series() {
         let metrics = Arc::new(Metrics::default());
         let app = Router::new()
-            .route("/", get(|| async { "ok" }))
+            .fallback(|| async { "ok" })
             .layer(axum::middleware::from_fn_with_state(metrics.clone(), record));
         for method in ["AAAA1", "AAAA2", "AAAA3", "GET"] {
             let request = Request::builder()
