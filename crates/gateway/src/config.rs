@@ -120,6 +120,16 @@ pub struct Args {
     #[arg(long, env = "CKS_GATEWAY_SSE_HEARTBEAT_SECONDS", default_value_t = 15.0)]
     pub sse_heartbeat_seconds: f64,
 
+    /// Open event streams one user may hold at once (429 above): each holds a connection and
+    /// a task, so a bound per user keeps one client from using them all up.
+    #[arg(long, env = "CKS_GATEWAY_SSE_MAX_STREAMS_PER_USER", default_value_t = 8)]
+    pub sse_max_streams_per_user: u32,
+
+    /// Longest life of an event stream, in seconds. Clients reconnect with `Last-Event-ID` and
+    /// miss nothing; the reconnect authenticates again, so a revoked token stops working then.
+    #[arg(long, env = "CKS_GATEWAY_SSE_MAX_LIFETIME_SECONDS", default_value_t = 3600.0)]
+    pub sse_max_lifetime_seconds: f64,
+
     /// Log format; `human` when unset and stderr is a terminal, else `json`.
     #[arg(long, env = "CKS_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -183,6 +193,10 @@ pub struct Settings {
     pub rate_burst: f64,
     /// See [`Args::sse_heartbeat_seconds`].
     pub sse_heartbeat: Duration,
+    /// See [`Args::sse_max_streams_per_user`].
+    pub sse_max_streams_per_user: u32,
+    /// See [`Args::sse_max_lifetime_seconds`].
+    pub sse_max_lifetime: Duration,
 }
 
 fn seconds(flag: &'static str, v: f64) -> Result<Duration, ConfigError> {
@@ -229,6 +243,9 @@ impl Args {
             rate_per_second: self.rate_per_minute / 60.0,
             rate_burst: self.rate_burst,
             sse_heartbeat: seconds("--sse-heartbeat-seconds", self.sse_heartbeat_seconds)?
+                .max(Duration::from_millis(100)),
+            sse_max_streams_per_user: self.sse_max_streams_per_user.max(1),
+            sse_max_lifetime: seconds("--sse-max-lifetime-seconds", self.sse_max_lifetime_seconds)?
                 .max(Duration::from_millis(100)),
         })
     }

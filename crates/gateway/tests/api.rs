@@ -782,3 +782,48 @@ async fn until_its_caches_are_filled_the_gateway_answers_503() {
         gw.get(path, &[]).await.assert_error(503, "NOT_READY");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_are_bounded_per_user_and_end_after_their_lifetime() {
+    let p = platform(0, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = token_gateway(
+        &p,
+        dir.path(),
+        &[
+            "--create-wait-seconds",
+            "0",
+            "--sse-heartbeat-seconds",
+            "0.2",
+            "--sse-max-streams-per-user",
+            "2",
+            "--sse-max-lifetime-seconds",
+            "2",
+        ],
+    )
+    .await;
+    let (alice, root) = ([bearer("alice-token")], [bearer("root-token")]);
+    let (alice, root) = (hdrs(&alice), hdrs(&root));
+    let created = gw.post(SESSIONS, &alice, r#"{"scenarioId": "hardening"}"#).await;
+    assert!([201, 202].contains(&created.status), "{created:?}");
+    let path = format!("{SESSIONS}/{}/events", session_id(&created));
+
+    // Two streams per user; the third is refused in the error shape, another user's is not.
+    let mut first = gw.events(&path, &alice).await.expect("a first stream");
+    let _second = gw.events(&path, &alice).await.expect("a second stream");
+    let third = gw.events(&path, &alice).await.err().expect("no third stream");
+    third.assert_error(429, "TOO_MANY_STREAMS");
+    let _admin = gw.events(&path, &root).await.expect("another user's stream");
+
+    // A stream ends by itself after its lifetime (heartbeats keep coming until then), and
+    // its slot is free again.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while first.read().await.is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream ended after its lifetime");
+    eventually("a slot free after the streams ended", || async {
+        gw.events(&path, &alice).await.ok().map(drop)
+    })
+    .await;
+}
