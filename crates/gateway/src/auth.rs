@@ -111,7 +111,11 @@ impl Authenticator {
                 role: Role::Admin,
             }),
             Self::Proxy(p) => {
-                let trusted = peer.is_some_and(|ip| p.trusted.iter().any(|net| net.contains(&ip)));
+                // Canonical: on a dual-stack listener an IPv4 proxy arrives as `::ffff:a.b.c.d`,
+                // which an IPv4 CIDR would not contain.
+                let trusted = peer
+                    .map(|ip| ip.to_canonical())
+                    .is_some_and(|ip| p.trusted.iter().any(|net| net.contains(&ip)));
                 if !trusted {
                     // Headers from elsewhere could be forged by anyone: ignored, not refused, so a
                     // misrouted request learns nothing about the header names.
@@ -119,11 +123,11 @@ impl Authenticator {
                         "Sign in through the site's login proxy; direct requests carry no identity.",
                     ));
                 }
-                let user = header_text(headers, &p.user_header).ok_or_else(|| {
+                let user = header_text(headers, &p.user_header)?.ok_or_else(|| {
                     ApiError::unauthenticated("The login proxy sent no user; sign in again.")
                 })?;
                 let user = checked_user(user)?;
-                let admin = header_text(headers, &p.groups_header)
+                let admin = header_text(headers, &p.groups_header)?
                     .is_some_and(|groups| groups.split(',').any(|g| g.trim() == p.admin_group));
                 Ok(Identity {
                     user,
@@ -141,13 +145,20 @@ impl Authenticator {
     }
 }
 
-fn header_text<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
-    headers
-        .get(name)?
-        .to_str()
-        .ok()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
+/// The one value of an identity header. More than one value is refused: a proxy that appends
+/// its header to the client's instead of replacing it would otherwise let the client's forged
+/// value (sent first) win.
+fn header_text<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a str>, ApiError> {
+    let mut values = headers.get_all(name).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::unauthenticated(format!(
+            "The login proxy sent more than one '{name}' header; it must replace the client's, not add to it."
+        )));
+    }
+    Ok(value.to_str().ok().map(str::trim).filter(|s| !s.is_empty()))
 }
 
 /// The token of an `Authorization: Bearer` header.
@@ -374,6 +385,34 @@ mod tests {
             auth.authenticate(None, &h).is_err(),
             "no peer address is not trusted"
         );
+    }
+
+    #[test]
+    fn proxy_identity_headers_with_more_than_one_value_are_refused() {
+        let auth = proxy("127.0.0.0/8");
+        let peer = Some("127.0.0.1".parse().unwrap());
+        let mut h = headers(&[("x-forwarded-groups", "students")]);
+        h.append("x-forwarded-user", HeaderValue::from_static("forged-admin"));
+        h.append("x-forwarded-user", HeaderValue::from_static("alice"));
+        assert_eq!(auth.authenticate(peer, &h).unwrap_err().status, 401, "two users");
+        let mut h = headers(&[("x-forwarded-user", "alice")]);
+        h.append("x-forwarded-groups", HeaderValue::from_static("cks-admins"));
+        h.append("x-forwarded-groups", HeaderValue::from_static("students"));
+        assert_eq!(
+            auth.authenticate(peer, &h).unwrap_err().status,
+            401,
+            "two group lists"
+        );
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_peers_match_ipv4_cidrs() {
+        let auth = proxy("10.0.0.0/8");
+        let h = headers(&[("x-forwarded-user", "alice")]);
+        let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(auth.authenticate(Some(mapped), &h).unwrap().user, "alice");
+        let outside: IpAddr = "::ffff:192.168.1.1".parse().unwrap();
+        assert_eq!(auth.authenticate(Some(outside), &h).unwrap_err().status, 401);
     }
 
     #[test]

@@ -94,7 +94,9 @@ pub struct Args {
     pub create_wait_seconds: f64,
 
     /// How long a validate call waits for its ValidationRun before answering 202, in seconds.
-    #[arg(long, env = "CKS_GATEWAY_VALIDATE_WAIT_SECONDS", default_value_t = 60.0)]
+    /// Below the reference frontend's 120 s request timeout (after which it re-sends), and long
+    /// enough for most runs: that UI shows a 202 as a failure without details.
+    #[arg(long, env = "CKS_GATEWAY_VALIDATE_WAIT_SECONDS", default_value_t = 100.0)]
     pub validate_wait_seconds: f64,
 
     /// Largest request body accepted, in bytes.
@@ -117,6 +119,16 @@ pub struct Args {
     /// Interval of the comment heartbeats on event streams, in seconds.
     #[arg(long, env = "CKS_GATEWAY_SSE_HEARTBEAT_SECONDS", default_value_t = 15.0)]
     pub sse_heartbeat_seconds: f64,
+
+    /// Open event streams one user may hold at once (429 above): each holds a connection and
+    /// a task, so a bound per user keeps one client from using them all up.
+    #[arg(long, env = "CKS_GATEWAY_SSE_MAX_STREAMS_PER_USER", default_value_t = 8)]
+    pub sse_max_streams_per_user: u32,
+
+    /// Longest life of an event stream, in seconds. Clients reconnect with `Last-Event-ID` and
+    /// miss nothing; the reconnect authenticates again, so a revoked token stops working then.
+    #[arg(long, env = "CKS_GATEWAY_SSE_MAX_LIFETIME_SECONDS", default_value_t = 3600.0)]
+    pub sse_max_lifetime_seconds: f64,
 
     /// Log format; `human` when unset and stderr is a terminal, else `json`.
     #[arg(long, env = "CKS_LOG_FORMAT", value_enum)]
@@ -181,6 +193,10 @@ pub struct Settings {
     pub rate_burst: f64,
     /// See [`Args::sse_heartbeat_seconds`].
     pub sse_heartbeat: Duration,
+    /// See [`Args::sse_max_streams_per_user`].
+    pub sse_max_streams_per_user: u32,
+    /// See [`Args::sse_max_lifetime_seconds`].
+    pub sse_max_lifetime: Duration,
 }
 
 fn seconds(flag: &'static str, v: f64) -> Result<Duration, ConfigError> {
@@ -228,6 +244,9 @@ impl Args {
             rate_burst: self.rate_burst,
             sse_heartbeat: seconds("--sse-heartbeat-seconds", self.sse_heartbeat_seconds)?
                 .max(Duration::from_millis(100)),
+            sse_max_streams_per_user: self.sse_max_streams_per_user.max(1),
+            sse_max_lifetime: seconds("--sse-max-lifetime-seconds", self.sse_max_lifetime_seconds)?
+                .max(Duration::from_millis(100)),
         })
     }
 }
@@ -239,6 +258,16 @@ mod tests {
 
     fn parse(args: &[&str]) -> Args {
         Args::try_parse_from(std::iter::once("cks-gateway").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn validate_waits_under_the_reference_frontends_timeout_by_default() {
+        let s = parse(&["--auth", "dev", "--listen", "127.0.0.1:8081"])
+            .settings()
+            .unwrap();
+        // The reference frontend gives up (and re-sends) after 120 s and shows a 202 as a
+        // failure: wait as long as fits below that.
+        assert_eq!(s.validate_wait, Duration::from_secs(100));
     }
 
     #[test]

@@ -30,7 +30,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::{Authenticator, ProxySettings, TokenFile};
 use crate::config::{Args, AuthMode, header_name};
-use crate::limits::RateLimiter;
+use crate::limits::{RateLimiter, StreamSlots};
 use crate::metrics::Metrics;
 use crate::state::{AppState, Caches};
 
@@ -109,6 +109,7 @@ pub async fn run(
     let state = Arc::new(AppState {
         stopping,
         sse_clients: metrics.sse_clients.clone(),
+        sse_slots: StreamSlots::new(settings.sse_max_streams_per_user),
         client: rt.client,
         caches,
         catalog,

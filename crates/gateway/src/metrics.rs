@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -20,8 +20,8 @@ use prometheus_client::registry::Registry;
 pub struct RequestLabels {
     /// Route template, for example `/api/v1/sessions/{id}`; `unmatched` for unknown paths.
     pub route: String,
-    /// HTTP method.
-    pub method: String,
+    /// HTTP method, one of [`method_label`]'s fixed set.
+    pub method: &'static str,
     /// Response status code.
     pub status: u16,
 }
@@ -82,7 +82,7 @@ pub async fn record(State(metrics): State<Arc<Metrics>>, request: Request, next:
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let start = Instant::now();
     let response = next.run(request).await;
     let labels = RequestLabels {
@@ -96,6 +96,22 @@ pub async fn record(State(metrics): State<Arc<Metrics>>, request: Request, next:
         .get_or_create(&labels)
         .observe(start.elapsed().as_secs_f64());
     response
+}
+
+/// The method as a label: the standard methods by name, any other token as `other`. hyper
+/// accepts any token as a method and this layer runs before authentication, so raw methods
+/// (`AAAA1`, `AAAA2`, ...) would let anyone create series without bound.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 /// `GET /metrics`: the registry in the OpenMetrics text format.
@@ -118,5 +134,47 @@ pub async fn serve(State(registry): State<Arc<Registry>>) -> Response {
             tracing::warn!(error = %e, "encoding metrics failed");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::Router;
+    use axum::body::Body;
+    use tower::ServiceExt as _;
+
+    #[tokio::test]
+    async fn unknown_methods_share_one_series() {
+        let metrics = Arc::new(Metrics::default());
+        let app = Router::new()
+            .fallback(|| async { "ok" })
+            .layer(axum::middleware::from_fn_with_state(metrics.clone(), record));
+        for method in ["AAAA1", "AAAA2", "AAAA3", "GET"] {
+            let request = Request::builder()
+                .method(Method::from_bytes(method.as_bytes()).expect("a method token"))
+                .uri("/")
+                .body(Body::empty())
+                .expect("a request");
+            app.clone().oneshot(request).await.expect("an answer");
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &metrics.registry()).expect("encoding");
+        assert!(!text.contains("AAAA"), "{text}");
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("cks_gateway_http_requests_total"))
+            .collect();
+        assert_eq!(
+            series.len(),
+            2,
+            "one series for GET, one for all others: {series:?}"
+        );
+        assert!(
+            series
+                .iter()
+                .any(|l| l.contains(r#"method="other""#) && l.ends_with(" 3")),
+            "{series:?}"
+        );
     }
 }

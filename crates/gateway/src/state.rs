@@ -223,6 +223,8 @@ pub struct AppState {
     pub settings: Settings,
     /// Open event streams (a metric).
     pub sse_clients: prometheus_client::metrics::gauge::Gauge,
+    /// Open event streams per user, bounded.
+    pub sse_slots: crate::limits::StreamSlots,
     /// Becomes true when the server shuts down; long-lived responses (event streams) end
     /// then, or a graceful shutdown would wait for them forever.
     pub stopping: watch::Receiver<bool>,

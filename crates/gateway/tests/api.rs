@@ -529,6 +529,25 @@ async fn errors_have_one_shape_and_the_right_status() {
     let other = gw.get(SESSIONS, &[("origin", "http://evil.test")]).await;
     assert_eq!(other.header("access-control-allow-origin"), "");
 
+    // CSRF: a state change from another site's page is refused before anything else, a
+    // configured origin and clients without Origin (curl) reach the route (a student: 403).
+    let release = "/api/v1/admin/release-all-clusters";
+    let with = |extra: (&'static str, &'static str)| {
+        let mut h = alice.clone();
+        h.push(extra);
+        h
+    };
+    gw.post(release, &with(("origin", "http://evil.test")), "")
+        .await
+        .assert_error(403, "CROSS_SITE");
+    gw.post(release, &with(("sec-fetch-site", "cross-site")), "")
+        .await
+        .assert_error(403, "CROSS_SITE");
+    gw.post(release, &with(("origin", origin)), "")
+        .await
+        .assert_error(403, "FORBIDDEN");
+    gw.post(release, &alice, "").await.assert_error(403, "FORBIDDEN");
+
     // Identity from a proxy counts only from trusted addresses: 127.0.0.1 is not in 10/8.
     let forged = [("x-forwarded-user", "root"), ("x-forwarded-groups", "cks-admins")];
     let untrusting = p
@@ -762,4 +781,49 @@ async fn until_its_caches_are_filled_the_gateway_answers_503() {
     for path in ["/api/v1/scenarios", "/api/v1/sessions", "/api/v1/admin/clusters"] {
         gw.get(path, &[]).await.assert_error(503, "NOT_READY");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_are_bounded_per_user_and_end_after_their_lifetime() {
+    let p = platform(0, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = token_gateway(
+        &p,
+        dir.path(),
+        &[
+            "--create-wait-seconds",
+            "0",
+            "--sse-heartbeat-seconds",
+            "0.2",
+            "--sse-max-streams-per-user",
+            "2",
+            "--sse-max-lifetime-seconds",
+            "2",
+        ],
+    )
+    .await;
+    let (alice, root) = ([bearer("alice-token")], [bearer("root-token")]);
+    let (alice, root) = (hdrs(&alice), hdrs(&root));
+    let created = gw.post(SESSIONS, &alice, r#"{"scenarioId": "hardening"}"#).await;
+    assert!([201, 202].contains(&created.status), "{created:?}");
+    let path = format!("{SESSIONS}/{}/events", session_id(&created));
+
+    // Two streams per user; the third is refused in the error shape, another user's is not.
+    let mut first = gw.events(&path, &alice).await.expect("a first stream");
+    let _second = gw.events(&path, &alice).await.expect("a second stream");
+    let third = gw.events(&path, &alice).await.err().expect("no third stream");
+    third.assert_error(429, "TOO_MANY_STREAMS");
+    let _admin = gw.events(&path, &root).await.expect("another user's stream");
+
+    // A stream ends by itself after its lifetime (heartbeats keep coming until then), and
+    // its slot is free again.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while first.read().await.is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream ended after its lifetime");
+    eventually("a slot free after the streams ended", || async {
+        gw.events(&path, &alice).await.ok().map(drop)
+    })
+    .await;
 }

@@ -6,10 +6,14 @@
 //! current resourceVersion gets nothing until the next change; with any other id it gets the
 //! current state at once (each event is a whole state, so nothing in between is needed).
 //! When the Session is gone a `deleted` event ends the stream. Comment heartbeats keep
-//! proxies from closing an idle stream. Streams end when the server shuts down.
+//! proxies from closing an idle stream. Streams end when the server shuts down and after
+//! `--sse-max-lifetime-seconds` (clients resume with `Last-Event-ID` and authenticate again, so
+//! a revoked token stops working then); a user may hold `--sse-max-streams-per-user` at once.
 
 use std::convert::Infallible;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -23,6 +27,7 @@ use super::sessions::{view, visible_session};
 use super::{Path, Shared};
 use crate::auth::Identity;
 use crate::errors::{ApiResult, ErrorBody};
+use crate::limits::StreamSlot;
 
 /// Counts an open stream for as long as it lives.
 struct Open(Gauge);
@@ -50,7 +55,10 @@ struct Cursor {
     /// `Last-Event-ID` of a reconnect, consulted once.
     resume: Option<String>,
     done: bool,
+    /// When the stream ends at the latest.
+    deadline: Instant,
     _open: Open,
+    _slot: StreamSlot,
 }
 
 impl Cursor {
@@ -58,7 +66,7 @@ impl Cursor {
     /// change of the caches. `None` ends the stream.
     async fn next(mut self) -> Option<(Result<Event, Infallible>, Self)> {
         loop {
-            if self.done || *self.stopping.borrow() {
+            if self.done || *self.stopping.borrow() || Instant::now() >= self.deadline {
                 return None;
             }
             self.changes.mark_unchanged();
@@ -86,6 +94,7 @@ impl Cursor {
                     return None;
                 },
                 _ = self.stopping.wait_for(|s| *s) => return None,
+                () = tokio::time::sleep_until(self.deadline) => return None,
             }
         }
     }
@@ -99,7 +108,8 @@ impl Cursor {
         (status = 200, content_type = "text/event-stream",
             description = "`session` events with the session view as JSON data (see SessionView), comment heartbeats, a final `deleted` event",
             body = String),
-        (status = 404, body = ErrorBody)))]
+        (status = 404, body = ErrorBody),
+        (status = 429, description = "The user has the most event streams open (`TOO_MANY_STREAMS`)", body = ErrorBody)))]
 pub async fn session_events(
     State(state): State<Shared>,
     who: Identity,
@@ -107,6 +117,7 @@ pub async fn session_events(
     headers: HeaderMap,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     visible_session(&state, &who, &id)?;
+    let slot = state.sse_slots.acquire(&who.user)?;
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -115,6 +126,8 @@ pub async fn session_events(
         changes: state.caches.subscribe(),
         stopping: state.stopping.clone(),
         _open: Open::new(&state.sse_clients),
+        _slot: slot,
+        deadline: Instant::now() + state.settings.sse_max_lifetime,
         state: state.clone(),
         id,
         last: None,

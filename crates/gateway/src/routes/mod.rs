@@ -1,8 +1,9 @@
-//! The HTTP routes: the router, its middleware (CORS, body limit, readiness, metrics) and the
-//! request-body extractor. Handlers live in one module per area: `scenarios`, `sessions`,
-//! `events` (Server-Sent Events), `admin`.
+//! The HTTP routes: the router, its middleware (CORS, cross-site refusal, body limit, readiness,
+//! metrics) and the request-body extractor. Handlers live in one module per area: `scenarios`,
+//! `sessions`, `events` (Server-Sent Events), `admin`.
 
 mod admin;
+mod csrf;
 mod events;
 mod scenarios;
 mod sessions;
@@ -110,6 +111,10 @@ pub fn router(
         .fallback(errors::unknown_route)
         .method_not_allowed_fallback(errors::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(
+            csrf::AllowedOrigins::new(cors_origins),
+            csrf::refuse_cross_site,
+        ))
         .layer(middleware::from_fn_with_state(metrics, metrics::record));
     if let Some(cors) = cors_layer(cors_origins) {
         // Outermost, so preflights of any path and every answer (errors included) get it.

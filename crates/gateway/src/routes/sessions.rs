@@ -166,6 +166,9 @@ pub fn counts_against_limit(s: &Session) -> bool {
 pub fn session_name(user: &str, key: Option<&str>) -> String {
     match key {
         Some(key) => {
+            // The user as ownership compares it, so a replay by the same user in another case
+            // or spacing finds the same Session.
+            let user = cks_api::session::user_key(user);
             let mut input = Vec::with_capacity(user.len() + key.len() + 1);
             input.extend_from_slice(user.as_bytes());
             input.push(0);
@@ -699,6 +702,8 @@ mod tests {
         assert_eq!(a, session_name("alice", Some("k1")));
         assert_ne!(a, session_name("bob", Some("k1")));
         assert_ne!(a, session_name("alice", Some("k2")));
+        // The same user as ownership compares it (trimmed, lowercased).
+        assert_eq!(a, session_name(" Alice ", Some("k1")));
         assert_ne!(session_name("alice", None), session_name("alice", None));
         for name in [a, session_name("alice", None)] {
             assert!(
