@@ -7,7 +7,7 @@ SHELL := /bin/bash
 .PHONY: help test lint fmt crds crds-check scenarios-lint unit schemathesis run bench
 
 help:
-	@echo "make run         the platform locally: dev control plane + KubeVirt simulator + operator"
+	@echo "make run         the platform locally: dev control plane + KubeVirt simulator + operator + gateway"
 	@echo "make test        formatting, clippy, CRD freshness and every test (what CI runs)"
 	@echo "make lint        formatting and clippy only"
 	@echo "make fmt         format the code"
@@ -55,8 +55,9 @@ unit:
 schemathesis:
 	scripts/schemathesis.sh
 
-# The development control plane with the KubeVirt simulator, the CRDs, the samples and the
-# operator (scripts/dev-run.sh); Ctrl-C stops it. CKS_KUBEVIRT_PROFILE=fast speeds it up.
+# The development control plane with the KubeVirt simulator, the CRDs, the samples, the
+# operator and the gateway (scripts/dev-run.sh); Ctrl-C stops it. CKS_KUBEVIRT_PROFILE=fast
+# speeds it up.
 run:
 	scripts/dev-run.sh
 
