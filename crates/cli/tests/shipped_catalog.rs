@@ -3,9 +3,10 @@
 use std::path::Path;
 use std::process::Command;
 
-#[test]
-fn shipped_catalog_lints_without_errors() {
-    let catalog = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios");
+/// `cks scenario lint --json` of `dir` (relative to this crate): its report, once it is known
+/// to list no error and to have exited successfully.
+fn lint_without_errors(dir: &str) -> serde_json::Value {
+    let catalog = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
     let out = Command::new(env!("CARGO_BIN_EXE_cks"))
         .args(["scenario", "lint", "--json"])
         .arg(&catalog)
@@ -14,6 +15,12 @@ fn shipped_catalog_lints_without_errors() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("lint prints JSON");
     assert_eq!(report["errors"], serde_json::json!([]), "{report:#}");
     assert!(out.status.success());
+    report
+}
+
+#[test]
+fn shipped_catalog_lints_without_errors() {
+    let report = lint_without_errors("../../scenarios");
     assert!(
         !report["scenarios"].as_array().unwrap().is_empty(),
         "no scenarios found"
@@ -24,15 +31,7 @@ fn shipped_catalog_lints_without_errors() {
 /// lints with warnings at most: never an error, so it loads unchanged.
 #[test]
 fn a_reference_system_catalog_lints_with_warnings_only() {
-    let catalog = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/tests/fixtures/reference");
-    let out = Command::new(env!("CARGO_BIN_EXE_cks"))
-        .args(["scenario", "lint", "--json"])
-        .arg(&catalog)
-        .output()
-        .expect("run cks");
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("lint prints JSON");
-    assert_eq!(report["errors"], serde_json::json!([]), "{report:#}");
-    assert!(out.status.success());
+    let report = lint_without_errors("../scenarios/tests/fixtures/reference");
     assert_eq!(
         report["scenarios"],
         serde_json::json!(["basic-pod-security", "falco-runtime-security", "kubectl-contexts"])

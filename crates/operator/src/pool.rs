@@ -407,19 +407,7 @@ async fn still_there(pools: &Api<ClusterPool>, pool: &ClusterPool) -> Result<boo
 /// that bumps the version) is never deleted under the student. Returns false when the cluster
 /// changed or is already gone.
 pub async fn delete_if_unchanged(api: &Api<PracticeCluster>, observed: &PracticeCluster) -> Result<bool> {
-    let name = observed.name_any();
-    let params = DeleteParams {
-        preconditions: Some(Preconditions {
-            resource_version: observed.resource_version(),
-            uid: observed.uid(),
-        }),
-        ..DeleteParams::background()
-    };
-    match api.delete(&name, &params).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(false),
-        Err(e) => Err(kube_err("delete", "PracticeCluster", name)(e)),
-    }
+    delete_on(api, observed, observed.resource_version()).await
 }
 
 /// Deletes a cluster this reconcile has just created, whatever has been written to it since
@@ -427,17 +415,27 @@ pub async fn delete_if_unchanged(api: &Api<PracticeCluster>, observed: &Practice
 /// Session can have claimed a cluster that new). Only its uid is a precondition, so a newer
 /// object of the same name is never hit.
 async fn delete_created(api: &Api<PracticeCluster>, created: &PracticeCluster) -> Result<()> {
-    let name = created.name_any();
+    delete_on(api, created, None).await.map(drop)
+}
+
+/// Deletes `pc` if it still has its uid and, when given, `resource_version`; false when it
+/// is gone or does not match.
+async fn delete_on(
+    api: &Api<PracticeCluster>,
+    pc: &PracticeCluster,
+    resource_version: Option<String>,
+) -> Result<bool> {
+    let name = pc.name_any();
     let params = DeleteParams {
         preconditions: Some(Preconditions {
-            resource_version: None,
-            uid: created.uid(),
+            resource_version,
+            uid: pc.uid(),
         }),
         ..DeleteParams::background()
     };
     match api.delete(&name, &params).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(false),
         Err(e) => Err(kube_err("delete", "PracticeCluster", name)(e)),
     }
 }
