@@ -14,7 +14,7 @@ use cks_validation::{SshConfig, TargetResolver};
 use kube::ResourceExt;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use crate::config::{PracticeApiAccess, SshTransportKind};
+use crate::config::PracticeApiAccess;
 use crate::context::Context;
 use crate::error::{Error, Result, kube_err};
 
@@ -163,10 +163,7 @@ impl PracticeAccess {
 
         let options = cks_ssh::AccessOptions {
             port: ctx.config.ssh_port,
-            transport: match ctx.config.ssh_transport {
-                SshTransportKind::Direct => cks_ssh::TransportKind::Direct,
-                SshTransportKind::PortForward => cks_ssh::TransportKind::PortForward,
-            },
+            transport: ctx.config.ssh_transport,
             host_config: ctx.host_config.clone(),
         };
         let ClusterSsh {

@@ -18,13 +18,15 @@ use crate::portforward::PortForward;
 /// Key of the pool's SSH Secret holding the private key (OpenSSH or PEM).
 pub const SSH_PRIVATE_KEY: &str = "ssh-privatekey";
 
-/// How the byte stream to a VM's SSH port is opened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How the byte stream to a VM's SSH port is opened (the `--ssh-transport` flag of the
+/// operator and the gateway).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TransportKind {
-    /// TCP to the VMI's IP (needs a route from the caller's pod to the VM network).
+    /// TCP straight to the VMI's IP (the caller's pod can route to the VMs' pod network).
     #[default]
     Direct,
-    /// The KubeVirt `virtualmachineinstances/portforward` subresource, through the API server.
+    /// Tunnelled through the KubeVirt `portforward` subresource of the VMI, over the host
+    /// cluster's API server (no route to the VMs needed).
     PortForward,
 }
 

@@ -7,6 +7,7 @@ mod csrf;
 mod events;
 mod scenarios;
 mod sessions;
+mod terminals;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +48,7 @@ fn api_routes() -> OpenApiRouter<Shared> {
         .routes(routes!(sessions::get_one, sessions::delete))
         .routes(routes!(sessions::extend))
         .routes(routes!(events::session_events))
+        .routes(routes!(terminals::open))
         .routes(routes!(sessions::validate))
         .routes(routes!(sessions::list_runs))
         .routes(routes!(sessions::get_run))
@@ -61,6 +63,15 @@ fn api_routes() -> OpenApiRouter<Shared> {
         .routes(routes!(admin::bootstrap_pool))
         .routes(routes!(admin::destroy_pool))
         .routes(routes!(admin::create_snapshots))
+}
+
+/// The terminal page, its script and its WebSocket (outside `/api/v1`: their URLs are
+/// handed to browsers and iframes).
+fn terminal_routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(terminals::page))
+        .routes(routes!(terminals::socket))
+        .routes(routes!(terminals::fallback_script))
 }
 
 /// Routes outside `/api/v1` that answer before the caches are synced.
@@ -79,9 +90,11 @@ fn metrics_routes() -> OpenApiRouter<Arc<Registry>> {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, api) = api_routes().split_for_parts();
     let (_, ops) = operation_routes().split_for_parts();
+    let (_, terminals) = terminal_routes().split_for_parts();
     let (_, metrics) = metrics_routes().split_for_parts();
     let mut doc = crate::openapi::ApiDoc::openapi()
         .nest("/api/v1", api)
+        .merge_from(terminals)
         .merge_from(ops)
         .merge_from(metrics);
     crate::openapi::complete_responses(&mut doc);
@@ -100,12 +113,17 @@ pub fn router(
         .method_not_allowed_fallback(errors::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_synced))
         .with_state(state.clone());
+    let (terminals, _) = terminal_routes().split_for_parts();
+    let terminals = terminals
+        .layer(middleware::from_fn_with_state(state.clone(), require_synced))
+        .with_state(state.clone());
     let (operations, _) = operation_routes().split_for_parts();
     let (metrics_route, _) = metrics_routes().split_for_parts();
 
     let max_body = state.settings.max_body_bytes;
     let mut app = Router::new()
         .nest("/api/v1", api)
+        .merge(terminals)
         .merge(operations.with_state(state.clone()))
         .merge(metrics_route.with_state(registry))
         .fallback(errors::unknown_route)
