@@ -60,8 +60,12 @@ pids+=($!)
 
 # The API for a frontend: dev auth makes every caller the admin "developer" (loopback only).
 # CORS allows the reference frontend's dev server (npm run dev on port 3000).
+# Terminals sign their URLs with a key kept in the state directory (a real deployment mounts
+# one from a Secret); they reach the simulated VMs' SSH on 2222.
+[ -s "$state/terminal-key" ] || head -c 48 /dev/urandom | base64 -w0 > "$state/terminal-key"
 KUBECONFIG="$kubeconfig" "$bin/cks-gateway" --auth dev --listen 127.0.0.1:8081 \
     --namespace cks-lab --scenarios scenarios --pool cks-standard \
+    --terminal-key-file "$state/terminal-key" --ssh-port 2222 \
     --cors-origins http://localhost:3000 --log-format human &
 pids+=($!)
 
