@@ -258,7 +258,7 @@ fn frame_ancestors(cors_origins: &[String]) -> String {
     let origins: Vec<&str> = cors_origins
         .iter()
         .map(|o| o.trim())
-        .filter(|o| !o.is_empty() && !o.contains([';', ',', ' ']))
+        .filter(|o| !o.is_empty() && o.bytes().all(|b| b.is_ascii_graphic() && b != b';' && b != b','))
         .collect();
     if origins.contains(&"*") {
         return "*".to_owned();

@@ -134,6 +134,7 @@ pub async fn run(
         metrics.terminals_open.clone(),
         metrics.terminals_closed.clone(),
     ));
+    let open_terminals = terminals.open.clone();
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let state = Arc::new(AppState {
         stopping,
@@ -165,6 +166,12 @@ pub async fn run(
         .await;
     if let Some(poll) = token_poll {
         poll.abort();
+    }
+    // Upgraded connections are not part of the graceful shutdown: give open terminals a moment
+    // to send their `shutdown` message and close SSH before the process ends.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while open_terminals.get() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     served.context("serving HTTP")
 }

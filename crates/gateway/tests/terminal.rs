@@ -127,7 +127,7 @@ async fn a_terminal_runs_a_shell_on_any_replica_and_closes_when_the_session_ends
         page.header("content-security-policy")
             .contains("frame-ancestors 'self'")
     );
-    assert!(page.text.contains("/terminal-fallback.js"), "{}", page.text);
+    assert!(page.text.contains("terminal-fallback.js"), "{}", page.text);
     let script = gw.get("/terminal-fallback.js", &[]).await;
     assert_eq!(script.status, 200);
     assert!(script.header("content-type").starts_with("text/javascript"));
@@ -145,10 +145,9 @@ async fn a_terminal_runs_a_shell_on_any_replica_and_closes_when_the_session_ends
     );
     term.send_control(json!({"type": "resize", "cols": 100, "rows": 30}))
         .await;
-    term.keys("echo MARK-$((6*7)); hostname\r").await;
-    let out = term.until_output("MARK-42").await;
-    assert!(!out.is_empty());
-    term.until_output("control-plane").await;
+    term.keys("echo MARK-$((6*7)); echo H=$(hostname)\r").await;
+    term.until_output("MARK-42").await;
+    term.until_output("H=control-plane").await;
     term.send_control(json!({"type": "ping"})).await;
     term.control("pong").await;
     term.keys("stty size\r").await;
@@ -215,6 +214,7 @@ async fn a_terminal_runs_a_shell_on_any_replica_and_closes_when_the_session_ends
     }
     let mut late = Term::open(&url).await;
     assert_eq!(late.closed().await.code, Some(4003));
+    assert_eq!(gw.get(&url[gw.base.len()..], &[]).await.status, 410);
     let again = gw.post(&path, &alice, r#"{"target": "control-plane"}"#).await;
     assert!(matches!(again.status, 404 | 409), "{again:?}");
 
@@ -276,6 +276,12 @@ async fn links_expire_idle_terminals_close_and_a_flood_waits_in_the_vm() {
         .to_owned();
     let mut idle = Term::open(&url).await;
     idle.control("ready").await;
+    // Typing keeps it open past the timeout; then it idles out.
+    for i in 0..5 {
+        idle.keys(&format!("echo K$(({i}+10))\r")).await;
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    }
+    idle.until_output("K14").await;
     let closed = idle.closed().await;
     assert_eq!(closed.code, Some(4008), "{closed:?}");
     assert_eq!(closed.message.as_ref().unwrap()["reason"], "idle");
@@ -301,9 +307,9 @@ async fn links_expire_idle_terminals_close_and_a_flood_waits_in_the_vm() {
     let mut flood = Term::open(&url).await;
     flood.control("ready").await;
     flood
-        .keys("stty -echo; echo START; head -c 64000000 /dev/zero | tr '\\0' x; echo; echo FLOOD-$((5*5))\r")
+        .keys("stty -echo; echo ST$((0))ART; head -c 64000000 /dev/zero | tr '\\0' x; echo; echo FLOOD-$((5*5))\r")
         .await;
-    flood.until_output("START").await;
+    flood.until_output("ST0ART").await;
     let before = rss();
     // The browser reads nothing for a while: an unbounded relay would take in tens of MB.
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
@@ -323,4 +329,13 @@ async fn links_expire_idle_terminals_close_and_a_flood_waits_in_the_vm() {
         grown < 24 * 1024 * 1024,
         "memory grew {grown} bytes while a 64 MB flood waited"
     );
+
+    // A gateway that shuts down says so to its open terminals.
+    let mut gw = gw;
+    let mut open = Term::open(&url).await;
+    open.control("ready").await;
+    gw.shutdown().await;
+    let closed = open.closed().await;
+    assert_eq!(closed.code, Some(1001), "{closed:?}");
+    assert_eq!(closed.message.as_ref().unwrap()["reason"], "shutdown");
 }

@@ -280,8 +280,9 @@ pub async fn connect_with(
         endpoint: endpoint.to_string(),
         cause,
     };
-    // The key the handshake saw: accepted, or refused for not being the pinned one.
+    // The key the handshake accepted, and one it refused for not being the pinned one.
     let seen: Arc<Mutex<Option<String>>> = Arc::default();
+    let refused: Arc<Mutex<Option<String>>> = Arc::default();
     let handshake = async {
         let stream = config
             .transport
@@ -292,13 +293,14 @@ pub async fn connect_with(
             vm: endpoint.vm.clone(),
             pinned: config.host_key.clone(),
             seen: seen.clone(),
+            refused: refused.clone(),
         };
         if let Some(pinned) = &config.host_key {
             client_config.preferred.key = vec![pinned.algorithm()].into();
         }
         let mut handle = client::connect_stream(Arc::new(client_config), stream, handler)
             .await
-            .map_err(|e| match (&config.host_key, lock(&seen).take()) {
+            .map_err(|e| match (&config.host_key, lock(&refused).take()) {
                 (Some(pinned), Some(offered)) => ConnectError::HostKeyMismatch {
                     endpoint: endpoint.to_string(),
                     expected: pinned.fingerprint(HashAlg::Sha256).to_string(),
@@ -348,8 +350,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct HostKeyCheck {
     vm: String,
     pinned: Option<Arc<PublicKey>>,
-    /// Fingerprint of the key presented.
+    /// Fingerprint of the key accepted.
     seen: Arc<Mutex<Option<String>>>,
+    /// Fingerprint of a key refused for not being the pinned one.
+    refused: Arc<Mutex<Option<String>>>,
 }
 
 impl client::Handler for HostKeyCheck {
@@ -365,14 +369,15 @@ impl client::Handler for HostKeyCheck {
             }
         };
         let fingerprint = fingerprint.to_string();
-        *lock(&self.seen) = Some(fingerprint.clone());
         if let Some(pinned) = &self.pinned
             && pinned.key_data() != data
         {
             tracing::warn!(vm = %self.vm, %fingerprint, "SSH host key is not the pinned one");
+            *lock(&self.refused) = Some(fingerprint);
             return Ok(false);
         }
         tracing::debug!(vm = %self.vm, %fingerprint, "accepting SSH host key");
+        *lock(&self.seen) = Some(fingerprint);
         Ok(true)
     }
 }

@@ -49,7 +49,9 @@ fn random_id() -> String {
     format!("t-{}", &id[..12])
 }
 
-/// `http(s)://host[:port]` browsers reach this gateway at.
+/// `http(s)://host[:port]` browsers reach this gateway at: `--public-url`, else the request's
+/// `Host` with `https` when a proxy says so in `X-Forwarded-Proto`. Headers only shape the
+/// caller's own answer, so they need no trust.
 fn base_url(configured: Option<&str>, headers: &HeaderMap) -> ApiResult<String> {
     if let Some(url) = configured {
         return Ok(url.to_owned());
@@ -65,7 +67,15 @@ fn base_url(configured: Option<&str>, headers: &HeaderMap) -> ApiResult<String> 
                 "The request has no usable Host header to build the terminal URL from (or set --public-url).",
             )
         })?;
-    Ok(format!("http://{host}"))
+    let https = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .next()
+                .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+        });
+    Ok(format!("{}://{host}", if https { "https" } else { "http" }))
 }
 
 /// `POST /sessions/{id}/terminals {target}`: a URL of a terminal page on that VM of the
@@ -134,15 +144,17 @@ pub async fn open(
     }))
 }
 
+/// Whether `token` can still open a terminal: signed, not expired, its session not over.
 fn capability_is_valid(state: &Shared, token: &str) -> bool {
     state
         .terminals
         .signer
         .verify(token, jiff::Timestamp::now().as_second())
-        .is_ok()
+        .is_ok_and(|claims| !terminal::session_over(&state.caches, &claims))
 }
 
-/// `GET /terminal/{capability}`: the embeddable terminal page (410 once the link expired).
+/// `GET /terminal/{capability}`: the embeddable terminal page (410 once the link expired or
+/// its session ended).
 #[utoipa::path(get, path = "/terminal/{capability}", operation_id = "terminalPage", tag = "terminals",
     params(("capability" = String, Path, description = "Capability from a terminal URL")),
     responses((status = 200, description = "Terminal page", content_type = "text/html", body = String),
@@ -215,6 +227,8 @@ mod tests {
         );
         headers.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8081"));
         assert_eq!(base_url(None, &headers).unwrap(), "http://127.0.0.1:8081");
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        assert_eq!(base_url(None, &headers).unwrap(), "https://127.0.0.1:8081");
         headers.insert(header::HOST, HeaderValue::from_static("evil@host"));
         assert!(base_url(None, &headers).is_err());
         headers.insert(header::HOST, HeaderValue::from_static("a/b"));

@@ -15,16 +15,18 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use cks_api::practice_cluster::PracticeCluster;
 use cks_kubevirt::naming::VmId;
+use cks_ssh::HostKeyCheck;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use russh::ChannelMsg;
-use russh::client::Msg;
+use russh::client::{Handle, Msg};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
+use tracing::Instrument;
 
-use super::{Claims, CloseLabels, CloseReason, live_target};
+use super::{Claims, CloseLabels, CloseReason, live_target, session_over};
 use crate::routes::Shared;
 
 /// Messages russh buffers per channel before it stops reading the connection: with 32 KiB
@@ -37,6 +39,10 @@ pub const MAX_CLIENT_MESSAGE: usize = 256 * 1024;
 const PING_EVERY: Duration = Duration::from_secs(30);
 /// How long the closing message may take to reach a browser that does not read.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait for the session's cluster to show in the cache when a terminal opens.
+const OPEN_CACHE_WAIT: Duration = Duration::from_secs(5);
+/// Longest time from the socket opening to a shell (Secrets, SSH handshake, channel, PTY).
+const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// PTY size until the browser sends its own.
 const DEFAULT_SIZE: (u32, u32) = (80, 24);
 
@@ -76,6 +82,23 @@ async fn close(sink: &Sink, reason: CloseReason, message: &str) {
     let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, send).await;
 }
 
+/// Ends an SSH connection when dropped, whichever way the terminal ended (dropping a russh
+/// handle alone leaves the connection and the shell running).
+struct Connected(Option<Handle<HostKeyCheck>>);
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(async move {
+                let bye = handle.disconnect(russh::Disconnect::ByApplication, "terminal closed", "");
+                let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, bye).await;
+            });
+        }
+    }
+}
+
 /// Serves one terminal WebSocket whose URL carried `token`.
 pub async fn serve(socket: WebSocket, state: Shared, token: String) {
     let (sink, stream) = socket.split();
@@ -107,7 +130,12 @@ async fn run(
             );
         }
     };
-    let Some((session, cluster)) = live_target(&state.caches, &claims) else {
+    // Just after the claim the two caches may not agree yet: give them a moment.
+    let found = state
+        .caches
+        .wait_for(OPEN_CACHE_WAIT, |caches| live_target(caches, &claims))
+        .await;
+    let Some((session, cluster)) = found else {
         return (
             CloseReason::SessionEnded,
             "The session has ended; its terminals are closed.".to_owned(),
@@ -122,9 +150,25 @@ async fn run(
         );
     };
     let log = tracing::info_span!("terminal", session = %claims.session, target = %claims.target, id = %claims.terminal_id);
-    let _enter = log.enter();
-    let (handle, channel) = match open_shell(state, &cluster, &claims.target).await {
-        Ok(opened) => opened,
+    serve_shell(sink, stream, state, &claims, &cluster)
+        .instrument(log)
+        .await
+}
+
+async fn serve_shell(
+    sink: &Sink,
+    stream: SplitStream<WebSocket>,
+    state: &Shared,
+    claims: &Claims,
+    cluster: &PracticeCluster,
+) -> (CloseReason, String) {
+    let mut connected = Connected(None);
+    let opening = open_shell(state, cluster, &claims.target, &mut connected);
+    let opened = tokio::time::timeout(OPEN_TIMEOUT, opening)
+        .await
+        .unwrap_or_else(|_| Err(format!("no shell within {}s", OPEN_TIMEOUT.as_secs())));
+    let channel = match opened {
+        Ok(channel) => channel,
         Err(cause) => {
             tracing::warn!(%cause, "terminal could not reach its VM");
             return (
@@ -141,9 +185,8 @@ async fn run(
     if sink.lock().await.send(text(&ready)).await.is_err() {
         return (CloseReason::ClientClosed, String::new());
     }
-    let reason = pump(sink, stream, channel, state, &claims).await;
-    let bye = handle.disconnect(russh::Disconnect::ByApplication, "terminal closed", "");
-    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, bye).await;
+    let reason = pump(sink, stream, channel, state, claims).await;
+    drop(connected);
     tracing::info!(reason = reason.as_str(), "terminal closed");
     let message = match reason {
         CloseReason::SessionEnded => "The session has ended; its terminals are closed.".to_owned(),
@@ -164,7 +207,8 @@ async fn open_shell(
     state: &Shared,
     cluster: &PracticeCluster,
     target: &str,
-) -> Result<(russh::client::Handle<cks_ssh::HostKeyCheck>, russh::Channel<Msg>), String> {
+    connected: &mut Connected,
+) -> Result<russh::Channel<Msg>, String> {
     let access = cks_ssh::access::load(&state.client, &state.terminals.ssh, cluster)
         .await
         .map_err(|e| e.to_string())?;
@@ -182,18 +226,15 @@ async fn open_shell(
     let connection = cks_ssh::connect_with(&access.config, endpoint, config)
         .await
         .map_err(|e| e.to_string())?;
-    let channel = connection
-        .handle
-        .channel_open_session()
-        .await
-        .map_err(|e| e.to_string())?;
+    let handle = connected.0.insert(connection.handle);
+    let channel = handle.channel_open_session().await.map_err(|e| e.to_string())?;
     let (cols, rows) = DEFAULT_SIZE;
     channel
         .request_pty(false, "xterm-256color", cols, rows, 0, 0, &[])
         .await
         .map_err(|e| e.to_string())?;
     channel.request_shell(false).await.map_err(|e| e.to_string())?;
-    Ok((connection.handle, channel))
+    Ok(channel)
 }
 
 /// Moves bytes both ways until one of the ends described in the module docs.
@@ -210,6 +251,7 @@ async fn pump(
     let last_input = AtomicU64::new(0);
 
     let output = async {
+        let mut exited = false;
         let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
         loop {
             tokio::select! {
@@ -220,9 +262,12 @@ async fn pump(
                             return CloseReason::ClientClosed;
                         }
                     }
-                    Some(ChannelMsg::Eof | ChannelMsg::Close | ChannelMsg::ExitStatus { .. }) | None => {
-                        return CloseReason::ShellExited;
-                    }
+                    // The exit status may come before the last output: read on until EOF.
+                    Some(ChannelMsg::ExitStatus { .. } | ChannelMsg::ExitSignal { .. }) => exited = true,
+                    Some(ChannelMsg::Eof | ChannelMsg::Close) => return CloseReason::ShellExited,
+                    // The connection went away without the shell ending.
+                    None if !exited => return CloseReason::Unreachable,
+                    None => return CloseReason::ShellExited,
                     Some(_) => {}
                 },
                 _ = ping.tick() => {
@@ -273,7 +318,7 @@ async fn pump(
         let mut changes = state.caches.subscribe();
         loop {
             changes.mark_unchanged();
-            if live_target(&state.caches, claims).is_none() {
+            if session_over(&state.caches, claims) {
                 return;
             }
             if changes.changed().await.is_err() {

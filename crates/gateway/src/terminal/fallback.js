@@ -27,7 +27,10 @@
   }
 
   function send(text) {
-    if (ws.readyState === WebSocket.OPEN) { ws.send(encoder.encode(text)); }
+    if (ws.readyState !== WebSocket.OPEN) { return; }
+    // The gateway takes messages of up to 256 KiB: send long pastes in pieces.
+    var bytes = encoder.encode(text);
+    for (var i = 0; i < bytes.length; i += 65536) { ws.send(bytes.subarray(i, i + 65536)); }
   }
 
   ws.onopen = function () {

@@ -195,6 +195,19 @@ pub fn live_target(caches: &Caches, claims: &Claims) -> Option<(Session, Practic
     claimed.then_some((session, cluster))
 }
 
+/// True once the capability's session is over for good: gone, being deleted, in a final
+/// phase, or another Session (uid, user) under that name. Unlike [`live_target`] it does
+/// not depend on the cluster cache, which may briefly lag the Session's.
+pub fn session_over(caches: &Caches, claims: &Claims) -> bool {
+    let Some(session) = caches.session(&claims.session) else {
+        return true;
+    };
+    session.metadata.deletion_timestamp.is_some()
+        || session.uid().as_deref() != Some(claims.uid.as_str())
+        || session.spec.user != claims.user
+        || session.status.as_ref().is_some_and(|s| s.phase.is_terminal())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -413,6 +413,8 @@ pub struct Term {
     pub seen: String,
     /// Bytes of terminal output so far.
     pub bytes: usize,
+    /// Where in `seen` the last [`Term::until_output`] match ended.
+    cursor: usize,
 }
 
 /// How a terminal ended: the `closed` control message (if any) and the close code.
@@ -433,6 +435,7 @@ impl Term {
             ws,
             seen: String::new(),
             bytes: 0,
+            cursor: 0,
         }
     }
 
@@ -477,6 +480,7 @@ impl Term {
                 .find(|&i| self.seen.is_char_boundary(i))
                 .unwrap();
             self.seen.drain(..cut);
+            self.cursor = self.cursor.saturating_sub(cut);
         }
     }
 
@@ -494,11 +498,10 @@ impl Term {
         self.ws.send(msg).await.expect("send control");
     }
 
-    /// Reads output until it contains `needle` after what was seen so far; returns the
-    /// output read.
+    /// Reads output until it contains `needle` after the previous match; returns the output
+    /// from there to the end of `needle`.
     pub async fn until_output(&mut self, needle: &str) -> String {
         use tokio_tungstenite::tungstenite::Message;
-        let start = self.seen.len();
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
             let tail = self.seen.len().saturating_sub(2000);
@@ -510,8 +513,10 @@ impl Term {
                 "no {needle:?} in the terminal output within 60 s; its end: {:?}",
                 &self.seen[tail..]
             );
-            if let Some(at) = self.seen[start.min(self.seen.len())..].find(needle) {
+            let start = self.cursor.min(self.seen.len());
+            if let Some(at) = self.seen[start..].find(needle) {
                 let end = start + at + needle.len();
+                self.cursor = end;
                 return self.seen[start..end].to_owned();
             }
             match self.next().await {
