@@ -130,6 +130,11 @@ pub struct Args {
     #[arg(long, env = "CKS_GATEWAY_SSE_MAX_LIFETIME_SECONDS", default_value_t = 3600.0)]
     pub sse_max_lifetime_seconds: f64,
 
+    /// Directory of the built web page (`web/dist`, from `make web`), served at `/`; no page
+    /// when unset.
+    #[arg(long, env = "CKS_GATEWAY_WEB_DIR")]
+    pub web_dir: Option<PathBuf>,
+
     /// Log format; `human` when unset and stderr is a terminal, else `json`.
     #[arg(long, env = "CKS_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -170,6 +175,9 @@ pub enum ConfigError {
     /// A pool name is not a DNS-1123 label.
     #[error("--pool {0:?} is not a valid ClusterPool name")]
     BadPool(String),
+    /// `--web-dir` holds no built page.
+    #[error("{0}")]
+    WebDir(String),
 }
 
 /// Settings the handlers read.
@@ -197,6 +205,8 @@ pub struct Settings {
     pub sse_max_streams_per_user: u32,
     /// See [`Args::sse_max_lifetime_seconds`].
     pub sse_max_lifetime: Duration,
+    /// See [`Args::web_dir`].
+    pub web_dir: Option<PathBuf>,
 }
 
 fn seconds(flag: &'static str, v: f64) -> Result<Duration, ConfigError> {
@@ -233,6 +243,9 @@ impl Args {
         {
             return Err(ConfigError::BadPool(pool.clone()));
         }
+        if let Some(dir) = &self.web_dir {
+            crate::web::check_dir(dir).map_err(ConfigError::WebDir)?;
+        }
         Ok(Settings {
             namespace: self.namespace.clone(),
             pool: self.pool.clone(),
@@ -247,6 +260,7 @@ impl Args {
             sse_max_streams_per_user: self.sse_max_streams_per_user.max(1),
             sse_max_lifetime: seconds("--sse-max-lifetime-seconds", self.sse_max_lifetime_seconds)?
                 .max(Duration::from_millis(100)),
+            web_dir: self.web_dir.clone(),
         })
     }
 }

@@ -6,7 +6,8 @@
 //! Modules by what a newcomer looks for: [`routes`] (the router and handlers), [`auth`]
 //! (who is calling), [`views`] (the JSON shapes), [`errors`] (the error shape), [`state`]
 //! (caches and shared state), [`config`] (flags), [`limits`] (rate limit), [`metrics`],
-//! [`openapi`] (the OpenAPI document's root; `routes` adds the paths).
+//! [`openapi`] (the OpenAPI document's root; `routes` adds the paths), [`web`] (the web page
+//! from `--web-dir`).
 
 pub mod auth;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod openapi;
 pub mod routes;
 pub mod state;
 pub mod views;
+pub mod web;
 
 use std::future::Future;
 use std::net::SocketAddr;
