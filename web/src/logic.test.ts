@@ -6,6 +6,7 @@ import {
   filterScenarios,
   groupByCategory,
   isZeroTime,
+  objectivesMarkdown,
   MAX_RECONNECTS,
   progress,
   reconnectDelay,
@@ -109,6 +110,12 @@ describe('countdown and progress', () => {
     });
     expect(progress(s)).toEqual({ done: 1, total: 3, percent: 33 });
     expect(progress(session())).toEqual({ done: 0, total: 0, percent: 0 });
+  });
+});
+
+describe('objectives', () => {
+  it('become a list, keeping the author\'s own list markers', () => {
+    expect(objectivesMarkdown('Find `a`\n\n- Delete b\n1. Check c\n')).toBe('- Find `a`\n- Delete b\n1. Check c');
   });
 });
 

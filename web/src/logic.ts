@@ -133,6 +133,16 @@ export function statusLabel(s: Pick<SessionView, 'phase'>): string {
   return labels[s.phase] ?? s.phase;
 }
 
+/** Objectives come one per line; shown as a Markdown list whether or not the author wrote one. */
+export function objectivesMarkdown(text: string): string {
+  return text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean)
+    .map((l) => (/^([-*+]|\d+[.)])\s/.test(l) ? l : `- ${l}`))
+    .join('\n');
+}
+
 export function formatTime(t: string | null | undefined): string {
   if (isZeroTime(t)) return 'never';
   const d = new Date(t as string);

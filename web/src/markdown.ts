@@ -11,12 +11,14 @@ let hooked = false;
 function hook() {
   if (hooked) return;
   hooked = true;
-  // Links open elsewhere and cannot reach back into the lab.
   DOMPurify.addHook('afterSanitizeAttributes', (node) => {
+    // Links open elsewhere and cannot reach back into the lab.
     if (node.tagName === 'A' && node.getAttribute('href')) {
       node.setAttribute('target', '_blank');
       node.setAttribute('rel', 'noopener noreferrer');
     }
+    // An image the author left without a description is decorative to screen readers.
+    if (node.tagName === 'IMG' && !node.hasAttribute('alt')) node.setAttribute('alt', '');
   });
 }
 

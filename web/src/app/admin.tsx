@@ -226,7 +226,8 @@ export function Admin() {
                         <td>{c.assignedSession ?? '—'}</td>
                         <td>{c.sessionsServed}</td>
                         <td>{formatTime(c.lastReset)}</td>
-                        <td class="actions">
+                        <td>
+                          <div class="actions">
                           <ConfirmButton
                             label="Reset"
                             confirm="Restore from snapshots?"
@@ -242,6 +243,7 @@ export function Admin() {
                             disabled={!!c.assignedSession}
                             onConfirm={() => act(() => api.admin.recreate(c.clusterId))}
                           />
+                          </div>
                         </td>
                       </tr>
                     ))}
@@ -280,7 +282,7 @@ export function Admin() {
                         </td>
                         <td>{s.assignedCluster ?? '—'}</td>
                         <td>{isZeroTime(s.expirationTime) ? '—' : remaining(s.expirationTime, now)?.text}</td>
-                        <td class="actions">
+                        <td>
                           <ConfirmButton
                             label="Force end"
                             confirm={`End ${s.user}'s session?`}

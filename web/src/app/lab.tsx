@@ -5,7 +5,7 @@
 
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { api, ApiError, sessionEventsUrl } from '../api';
-import { banner, isActive, progress, remaining, statusLabel } from '../logic';
+import { banner, isActive, objectivesMarkdown, progress, remaining, statusLabel } from '../logic';
 import { renderMarkdown } from '../markdown';
 import type { Me, ScenarioView, SessionView, TaskView, ValidationView } from '../types';
 import { ConfirmButton, ErrorBox, Link, Spinner, useTitle } from './ui';
@@ -278,7 +278,7 @@ function TaskPanel(props: {
       {task.objective && (
         <section>
           <h3>Objectives</h3>
-          <Markdown md={task.objective} />
+          <Markdown md={objectivesMarkdown(task.objective)} />
         </section>
       )}
       {task.background && (
@@ -443,7 +443,7 @@ function Terminals(props: { session: SessionView; active: boolean }) {
     if (props.active && first && open.length === 0) void start(first);
   }, [props.active, first]);
 
-  if (!props.active && open.length === 0) {
+  if (!isActive(session) || (!props.active && open.length === 0)) {
     return (
       <section class="terms-pane" aria-label="Terminals">
         <p class="empty">{isActive(session) ? 'Terminals open once a practice cluster is assigned.' : 'Terminals are closed: the session is over.'}</p>
@@ -453,17 +453,29 @@ function Terminals(props: { session: SessionView; active: boolean }) {
 
   return (
     <section class="terms-pane" aria-label="Terminals">
-      <div class="term-tabs" role="tablist" aria-label="Terminals">
-        {open.map((o) => (
-          <span class={`term-tab${o.key === current ? ' active' : ''}`} key={o.key}>
-            <button type="button" role="tab" aria-selected={o.key === current} onClick={() => setCurrent(o.key)} data-testid={`term-tab-${o.label}`}>
+      <div class="term-bar">
+        <div class="term-tabs" role="tablist" aria-label="Open terminals">
+          {open.map((o) => (
+            <button
+              type="button"
+              role="tab"
+              key={o.key}
+              id={`tab-${o.key}`}
+              class={`term-tab${o.key === current ? ' active' : ''}`}
+              aria-selected={o.key === current}
+              aria-controls={`panel-${o.key}`}
+              onClick={() => setCurrent(o.key)}
+              data-testid={`term-tab-${o.label}`}
+            >
               {o.label}
             </button>
-            <button type="button" class="term-close" aria-label={`Close terminal ${o.label}`} onClick={() => close(o.key)}>
-              ×
-            </button>
-          </span>
-        ))}
+          ))}
+        </div>
+        {current && (
+          <button type="button" class="btn btn-small btn-quiet" onClick={() => close(current)} aria-label="Close this terminal">
+            × Close
+          </button>
+        )}
         {props.active && (
           <span class="term-new">
             {targets.map((t) => (
@@ -476,7 +488,7 @@ function Terminals(props: { session: SessionView; active: boolean }) {
       </div>
       {open.length === 0 && <p class="empty">No terminal open. Open one on a node above.</p>}
       {open.map((o) => (
-        <div class="term-panel" role="tabpanel" hidden={o.key !== current} key={o.key}>
+        <div class="term-panel" role="tabpanel" id={`panel-${o.key}`} aria-labelledby={`tab-${o.key}`} hidden={o.key !== current} key={o.key}>
           {o.error ? (
             <div class="term-error">
               <ErrorBox error={o.error} />

@@ -119,4 +119,7 @@ function App() {
   );
 }
 
-render(<App />, document.getElementById('app') as HTMLElement);
+const root = document.getElementById('app') as HTMLElement;
+// The boot message goes: render() adds to what is there.
+root.textContent = '';
+render(<App />, root);
