@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: help test lint fmt crds crds-check scenarios-lint unit schemathesis run bench web web-test web-e2e
+.PHONY: help test lint fmt crds crds-check scenarios-lint unit schemathesis run bench web web-test web-e2e web-bench
 
 help:
 	@echo "make run         the platform locally: dev control plane + KubeVirt simulator + operator + gateway"
@@ -84,6 +84,10 @@ web-test: web
 web-e2e: web
 	scripts/web-e2e.sh
 
+# The page's figures: paint, time to a terminal, bytes of a first load, gateway CPU when idle.
+web-bench: web
+	scripts/web-e2e.sh --bench
+
 # The operator benches run cks-devcluster as a separate process (built here) so each
 # process's peak memory is its own. Sizes: CKS_BENCH_PROFILE, CKS_BENCH_POOL_SIZES,
 # CKS_BENCH_RESETS, CKS_BENCH_RSS_CLUSTERS, CKS_BENCH_SESSIONS (see the bench sources).
@@ -94,3 +98,4 @@ bench:
 	$(CARGO) build --release --locked -p cks-devcluster
 	$(CARGO) bench --locked -p cks-operator --bench sessions
 	$(CARGO) bench --locked -p cks-operator --bench pool
+	$(MAKE) web-bench

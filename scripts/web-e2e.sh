@@ -7,7 +7,7 @@
 # user's session). The catalog is the shipped one plus web/e2e/scenario (a task to fix through
 # the terminal, and task text that tries to run script). Loopback ports that clash neither with
 # `make run` nor with `make schemathesis`. Everything stops whatever the outcome; screenshots
-# and logs stay in web/test-results.
+# and logs stay in web/test-results. `--bench` prints the page's figures instead (make web-bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -73,6 +73,7 @@ gateway() {
 }
 gateway --auth dev --listen "127.0.0.1:$dev_port" >"$state/gateway-dev.log" 2>&1 &
 pids+=($!)
+dev_gateway=$!
 gateway --auth token --token-file "$state/tokens" --listen "127.0.0.1:$token_port" \
     >"$state/gateway-token.log" 2>&1 &
 pids+=($!)
@@ -89,6 +90,11 @@ for port in "$dev_port" "$token_port"; do
     [ -n "$ready" ] || { tail -n 20 "$state"/*.log >&2; echo "the gateway on $port was not ready within 60 s" >&2; exit 1; }
 done
 
-CKS_WEB_DEV_URL="http://127.0.0.1:$dev_port" CKS_WEB_TOKEN_URL="http://127.0.0.1:$token_port" \
+export CKS_WEB_DEV_URL="http://127.0.0.1:$dev_port" CKS_WEB_TOKEN_URL="http://127.0.0.1:$token_port" \
     CKS_WEB_TOKENS="alice-e2e-token,bob-e2e-token,root-e2e-token" CKS_CHROMIUM="$chromium" \
-    CKS_WEB_OUT="$out" node web/e2e/run.mjs "$@"
+    CKS_WEB_OUT="$out" CKS_WEB_GATEWAY_PID="$dev_gateway"
+if [ "${1:-}" = --bench ]; then
+    node web/e2e/bench.mjs
+else
+    node web/e2e/run.mjs "$@"
+fi

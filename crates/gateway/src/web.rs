@@ -1,7 +1,8 @@
 //! The web page (`web/`, built by `make web`) served from `--web-dir`: files as they are
 //! (hashed assets cached for a year, the rest revalidated), `index.html` for every page path
 //! (`/`, `/lab/<id>`, `/admin`, ...) so the app routes in the browser, never for `/api/...`.
-//! Every answer carries a Content-Security-Policy without inline scripts and `nosniff`.
+//! Every answer carries a Content-Security-Policy without inline scripts and `nosniff`. The
+//! build writes `.br` and `.gz` copies of its text files, sent to browsers that accept them.
 //! Serving from a directory keeps `cargo build` and `cargo test` free of Node.js.
 
 use std::convert::Infallible;
@@ -67,6 +68,8 @@ async fn serve(State(web): State<WebDir>, req: Request) -> Response {
     } else {
         let served = ServeDir::new(&web.dir)
             .append_index_html_on_directories(false)
+            .precompressed_br()
+            .precompressed_gzip()
             .oneshot(req)
             .await;
         into_response(served)
@@ -102,7 +105,8 @@ pub async fn terminal_page(dir: &Path, req: Request) -> Response {
 }
 
 async fn file(path: &Path, req: Request) -> Response {
-    into_response(ServeFile::new(path).oneshot(req).await)
+    let file = ServeFile::new(path).precompressed_br().precompressed_gzip();
+    into_response(file.oneshot(req).await)
 }
 
 fn into_response(served: Result<http::Response<ServeFileSystemResponseBody>, Infallible>) -> Response {
@@ -182,6 +186,37 @@ mod tests {
         assert_eq!(h[header::CACHE_CONTROL], REVALIDATE);
         let (status, _, body) = get(&app, Method::HEAD, "/admin").await;
         assert_eq!((status, body.as_str()), (StatusCode::OK, ""));
+    }
+
+    #[tokio::test]
+    async fn the_build_s_compressed_copies_go_to_browsers_that_accept_them() {
+        let dir = fake_build();
+        std::fs::write(dir.path().join("assets/index-abc123.js.br"), "BROTLI").unwrap();
+        std::fs::write(dir.path().join("index.html.gz"), "GZIP").unwrap();
+        let app = service(dir.path().to_owned());
+        let get_with = |path: &'static str, accept: &'static str| {
+            let app = app.clone();
+            async move {
+                let req = Request::builder()
+                    .uri(path)
+                    .header(header::ACCEPT_ENCODING, accept)
+                    .body(Body::empty())
+                    .unwrap();
+                let r = app.oneshot(req).await.unwrap();
+                let enc = r
+                    .headers()
+                    .get(header::CONTENT_ENCODING)
+                    .map(|v| v.to_str().unwrap().to_owned());
+                let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+                (enc, String::from_utf8_lossy(&body).into_owned())
+            }
+        };
+        let (enc, body) = get_with("/assets/index-abc123.js", "gzip, br").await;
+        assert_eq!((enc.as_deref(), body.as_str()), (Some("br"), "BROTLI"));
+        let (enc, body) = get_with("/assets/index-abc123.js", "identity").await;
+        assert_eq!((enc, body.as_str()), (None, "console.log(1)"));
+        let (enc, body) = get_with("/lab/s1", "gzip").await;
+        assert_eq!((enc.as_deref(), body.as_str()), (Some("gzip"), "GZIP"));
     }
 
     #[tokio::test]
