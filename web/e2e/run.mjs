@@ -70,8 +70,10 @@ async function open(browser, opts = {}) {
 async function signIn(page, base, token) {
   await page.goto(`${base}/`);
   await page.waitForURL(/\/login/);
-  await page.getByLabel('Access token').fill(token);
-  await page.getByRole('button', { name: 'Sign in' }).click();
+  // By keyboard: the field has the focus it needs, Enter submits.
+  await page.getByLabel('Access token').focus();
+  await page.keyboard.type(token);
+  await page.keyboard.press('Enter');
   await page.getByTestId('user').waitFor();
 }
 
@@ -163,6 +165,11 @@ test('lab: start, tasks inert, validate with per-rule failures, hints, terminal,
   check((await page.getByTestId('progress').textContent()).startsWith('0/1'), 'no progress yet');
   await page.getByRole('tab', { name: /Leave a Marker File/ }).locator('.task-icon[aria-label="failed"]').waitFor();
   await shot(page, 'lab-failed');
+  await page.emulateMedia({ colorScheme: 'dark' });
+  await page.setViewportSize({ width: 420, height: 900 });
+  await shot(page, 'lab-narrow-dark');
+  await page.setViewportSize({ width: 1440, height: 900 });
+  await page.emulateMedia({ colorScheme: 'light' });
 
   if (await terminalsBuilt(page)) {
     const frame = page.frameLocator('iframe[title="Terminal on control-plane"]');

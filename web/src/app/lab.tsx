@@ -68,7 +68,9 @@ function useNow(active: boolean): number {
 }
 
 export function Lab(props: { id: string; me: Me }) {
-  const { session, setSession, gone, error, live } = useSession(props.id);
+  const { session: latest, setSession, gone, error, live } = useSession(props.id);
+  // A session deleted after its end is shown as ended, whatever its last event said.
+  const session = latest && gone ? { ...latest, status: 'ended', phase: 'Ended' } : latest;
   const [scenario, setScenario] = useState<ScenarioView | null>(null);
   const [scenarioError, setScenarioError] = useState<unknown>(null);
   const [selected, setSelected] = useState(0);
@@ -97,7 +99,7 @@ export function Lab(props: { id: string; me: Me }) {
         () => fetched.current.delete(key),
       );
     }
-  }, [session]);
+  }, [latest]);
 
   const active = !!session && isActive(session) && !gone;
   const now = useNow(active);
@@ -118,7 +120,7 @@ export function Lab(props: { id: string; me: Me }) {
 
   const left = remaining(session.expirationTime, now);
   const prog = progress(session);
-  const b = gone ? { kind: 'warn' as const, text: 'This session has ended and is gone.' } : banner(session);
+  const b = banner(session);
   const task = scenario?.tasks[selected];
 
   const extend = async () => {
@@ -149,9 +151,11 @@ export function Lab(props: { id: string; me: Me }) {
           <span class={`pill status-${session.status}`} data-testid="session-status">
             {statusLabel(session)}
           </span>
-          <span class={`live live-${live}`} title="Live updates from the gateway" role="status">
-            {live === 'live' ? 'live' : live === 'reconnecting' ? 'reconnecting…' : live === 'lost' ? 'not live' : 'connecting…'}
-          </span>
+          {!gone && (
+            <span class={`live live-${live}`} title="Live updates from the gateway" role="status">
+              {live === 'live' ? 'live' : live === 'reconnecting' ? 'reconnecting…' : live === 'lost' ? 'not live' : 'connecting…'}
+            </span>
+          )}
         </div>
         <div class="lab-progress" aria-label="Progress">
           <progress max={prog.total || 1} value={prog.done} aria-label={`${prog.done} of ${prog.total} tasks done`} />
