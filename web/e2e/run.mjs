@@ -230,6 +230,15 @@ test('token mode: sign-in sets an HttpOnly cookie; an admin force-ends another u
   check(!JSON.stringify(stored).includes(ALICE), `the token is nowhere script can read: ${JSON.stringify(stored)}`);
   const id = await startFromCatalogue(student.page, TOKEN, 'rbac-least-privilege');
   await student.page.getByRole('heading', { name: /Remove the Dangerous Bindings|Dangerous Bindings/i }).first().waitFor();
+  // The task tabs follow the arrow keys.
+  const taskTabs = student.page.locator('.task-list [role="tab"]');
+  await taskTabs.first().focus();
+  await student.page.keyboard.press('ArrowRight');
+  await until('the second task selected and focused', async () =>
+    (await taskTabs.nth(1).getAttribute('aria-selected')) === 'true' && (await taskTabs.nth(1).evaluate((el) => el === document.activeElement)),
+  );
+  await student.page.keyboard.press('Home');
+  await until('back to the first', async () => (await taskTabs.first().getAttribute('aria-selected')) === 'true');
 
   const admin = await open(browser, { colorScheme: 'dark' });
   await signIn(admin.page, TOKEN, ROOT);

@@ -8,7 +8,7 @@ import { api, ApiError, sessionEventsUrl } from '../api';
 import { banner, isActive, objectivesMarkdown, progress, remaining, statusLabel } from '../logic';
 import { renderMarkdown } from '../markdown';
 import type { Me, ScenarioView, SessionView, TaskView, ValidationView } from '../types';
-import { ConfirmButton, ErrorBox, Link, Spinner, useTitle } from './ui';
+import { ConfirmButton, ErrorBox, Link, onTabKeys, Spinner, useTitle } from './ui';
 
 type Live = 'connecting' | 'live' | 'reconnecting' | 'lost';
 
@@ -213,7 +213,9 @@ export function Lab(props: { id: string; me: Me }) {
                         role="tab"
                         aria-selected={i === selected}
                         class={`task-tab task-${st}`}
+                        tabIndex={i === selected ? 0 : -1}
                         onClick={() => setSelected(i)}
+                        onKeyDown={(e) => onTabKeys(e, i, scenario.tasks.length, setSelected)}
                         data-testid={`task-tab-${t.id}`}
                       >
                         <span class="task-icon" aria-label={st}>
@@ -459,7 +461,7 @@ function Terminals(props: { session: SessionView; active: boolean }) {
     <section class="terms-pane" aria-label="Terminals">
       <div class="term-bar">
         <div class="term-tabs" role="tablist" aria-label="Open terminals">
-          {open.map((o) => (
+          {open.map((o, i) => (
             <button
               type="button"
               role="tab"
@@ -468,7 +470,9 @@ function Terminals(props: { session: SessionView; active: boolean }) {
               class={`term-tab${o.key === current ? ' active' : ''}`}
               aria-selected={o.key === current}
               aria-controls={`panel-${o.key}`}
+              tabIndex={o.key === current ? 0 : -1}
               onClick={() => setCurrent(o.key)}
+              onKeyDown={(e) => onTabKeys(e, i, open.length, (n) => setCurrent(open[n].key))}
               data-testid={`term-tab-${o.label}`}
             >
               {o.label}

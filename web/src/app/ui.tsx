@@ -138,3 +138,22 @@ export function useTitle(title: string) {
     document.title = title ? `${title} · cks-lab` : 'cks-lab';
   }, [title]);
 }
+
+/** Arrow keys, Home and End move between the tabs of a tablist (the WAI-ARIA tabs pattern). */
+export function onTabKeys(e: KeyboardEvent, index: number, count: number, select: (i: number) => void) {
+  const next =
+    e.key === 'ArrowRight' || e.key === 'ArrowDown'
+      ? (index + 1) % count
+      : e.key === 'ArrowLeft' || e.key === 'ArrowUp'
+        ? (index - 1 + count) % count
+        : e.key === 'Home'
+          ? 0
+          : e.key === 'End'
+            ? count - 1
+            : -1;
+  if (next < 0) return;
+  e.preventDefault();
+  select(next);
+  const list = (e.currentTarget as HTMLElement).closest('[role="tablist"]');
+  (list?.querySelectorAll<HTMLElement>('[role="tab"]')[next])?.focus();
+}
