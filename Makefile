@@ -65,7 +65,7 @@ run: web
 
 # The web page (web/, docs/web.md): npm ci when the lockfile changed, a Vite build when a
 # source changed. The gateway serves web/dist (--web-dir); cargo never needs Node.js.
-WEB_SOURCES := $(shell find web/src web/public -type f 2>/dev/null) web/index.html web/terminal.html \
+WEB_SOURCES := $(shell find web/src web/public web/scripts -type f 2>/dev/null) web/index.html web/terminal.html \
 	web/vite.config.ts web/tsconfig.json web/package.json
 web: web/dist/index.html
 
