@@ -45,7 +45,7 @@ scenarios-lint:
 # kubectl on PATH when that is another binary, so old and recent clients are both covered.
 unit:
 	$(CARGO) test --workspace --locked
-	$(CARGO) test --locked -p cks-operator --benches
+	$(CARGO) test --locked -p cks-operator -p cks-gateway --benches
 	@path_kubectl=$$(command -v kubectl || true); \
 	if [ -n "$$path_kubectl" ] && [ -x .tools/kubectl/usr/bin/kubectl ] && [ -z "$$KUBECTL" ]; then \
 		echo "kubectl tests again with $$path_kubectl"; \
@@ -88,9 +88,10 @@ web-e2e: web
 web-bench: web
 	scripts/web-e2e.sh --bench
 
-# The operator benches run cks-devcluster as a separate process (built here) so each
-# process's peak memory is its own. Sizes: CKS_BENCH_PROFILE, CKS_BENCH_POOL_SIZES,
-# CKS_BENCH_RESETS, CKS_BENCH_RSS_CLUSTERS, CKS_BENCH_SESSIONS (see the bench sources).
+# The operator and gateway benches run cks-devcluster as a separate process (built here) so
+# each process's peak memory is its own. Sizes: CKS_BENCH_PROFILE, CKS_BENCH_POOL_SIZES,
+# CKS_BENCH_RESETS, CKS_BENCH_RSS_CLUSTERS, CKS_BENCH_SESSIONS, CKS_BENCH_GET_REQUESTS,
+# CKS_BENCH_CREATES, CKS_BENCH_CACHED_SESSIONS (see the bench sources).
 bench:
 	$(CARGO) bench --locked -p cks-scenarios --bench catalog_load
 	$(CARGO) bench --locked -p cks-devcluster --bench api
@@ -98,4 +99,5 @@ bench:
 	$(CARGO) build --release --locked -p cks-devcluster
 	$(CARGO) bench --locked -p cks-operator --bench sessions
 	$(CARGO) bench --locked -p cks-operator --bench pool
+	$(CARGO) bench --locked -p cks-gateway --bench gateway
 	$(MAKE) web-bench

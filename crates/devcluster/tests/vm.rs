@@ -221,28 +221,220 @@ async fn ssh_refuses_keys_and_users_not_in_cloud_init() {
     }
 }
 
-#[tokio::test]
-async fn interactive_shell_gets_a_pty() {
-    let (vm, ip) = start_vm().await;
-    let h = connect(&ip, "cks", &vm.key).await;
-    let mut ch = h.channel_open_session().await.expect("channel");
-    ch.request_pty(true, "xterm", 100, 30, 0, 0, &[])
-        .await
-        .expect("pty");
-    ch.request_shell(true).await.expect("shell");
-    ch.data(&b"tty; stty size; echo sum=$((6*7)); exit\n"[..])
-        .await
-        .expect("send");
-    let mut out = Vec::new();
-    while let Some(msg) = ch.wait().await {
-        if let ChannelMsg::Data { data } = msg {
-            out.extend_from_slice(&data);
+/// An interactive shell on a PTY, as a terminal emulator drives it.
+struct Term {
+    ch: russh::Channel<client::Msg>,
+    /// Everything the terminal showed so far.
+    out: String,
+    /// Where in `out` the last [`Term::until`] match ended.
+    pos: usize,
+    /// What the channel said besides data, in order.
+    events: Vec<ChannelMsg>,
+}
+
+impl Term {
+    async fn open(h: &client::Handle<Client>, cols: u32, rows: u32) -> Term {
+        let ch = h.channel_open_session().await.expect("channel");
+        ch.request_pty(true, "xterm-256color", cols, rows, 0, 0, &[])
+            .await
+            .expect("pty");
+        ch.request_shell(true).await.expect("shell");
+        Term {
+            ch,
+            out: String::new(),
+            pos: 0,
+            events: Vec::new(),
         }
     }
-    let out = String::from_utf8_lossy(&out);
-    assert!(out.contains("/dev/pts/"), "{out}");
-    assert!(out.contains("30 100"), "{out}");
-    assert!(out.contains("sum=42"), "{out}");
+
+    async fn send(&self, keys: &str) {
+        self.ch.data(keys.as_bytes()).await.expect("send keys");
+    }
+
+    /// Read until the terminal has shown `needle` after the previous match; returns what it
+    /// showed from there up to and including `needle`.
+    async fn until(&mut self, needle: &str) -> String {
+        let from = self.pos;
+        let found = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            loop {
+                if let Some(at) = self.out[from..].find(needle) {
+                    return Some(from + at + needle.len());
+                }
+                match self.ch.wait().await {
+                    Some(ChannelMsg::Data { data }) => self.out.push_str(&String::from_utf8_lossy(&data)),
+                    Some(other) => self.events.push(other),
+                    None => return None,
+                }
+            }
+        })
+        .await;
+        let Ok(Some(end)) = found else {
+            panic!(
+                "waiting for {needle:?}; the terminal showed {:?}",
+                &self.out[from..]
+            );
+        };
+        self.pos = end;
+        self.out[from..end].to_string()
+    }
+
+    /// Read to the end of the channel; returns the events after the data.
+    async fn read_to_end(&mut self) -> Vec<ChannelMsg> {
+        tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            while let Some(msg) = self.ch.wait().await {
+                match msg {
+                    ChannelMsg::Data { data } => self.out.push_str(&String::from_utf8_lossy(&data)),
+                    other => self.events.push(other),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the channel did not end; the terminal showed {:?}", self.out));
+        std::mem::take(&mut self.events)
+    }
+}
+
+#[tokio::test]
+async fn interactive_shell_gets_a_pty_with_a_prompt_and_answers_commands() {
+    let (vm, ip) = start_vm().await;
+    let h = connect(&ip, "cks", &vm.key).await;
+    let mut term = Term::open(&h, 100, 30).await;
+    term.until("cks@control-plane:~$ ").await;
+    // The typed command is echoed by the terminal; `host=` followed by the name is the answer.
+    term.send("echo host=$(hostname) term=$TERM; test -t 0 && echo stdin-is-a-tty; stty size\n")
+        .await;
+    let seen = term.until("30 100").await;
+    assert!(seen.contains("host=control-plane term=xterm-256color"), "{seen}");
+    assert!(seen.contains("stdin-is-a-tty"), "{seen}");
+    // Job control works: the shell is the terminal's session and controls it.
+    term.send("sleep 30 & jobs; kill %1; echo sum=$((6*7))\n").await;
+    let seen = term.until("sum=42").await;
+    assert!(seen.contains("Running"), "{seen}");
+}
+
+#[tokio::test]
+async fn window_change_resizes_the_pty() {
+    let (vm, ip) = start_vm().await;
+    let h = connect(&ip, "cks", &vm.key).await;
+    let mut term = Term::open(&h, 100, 30).await;
+    term.until("$ ").await;
+    term.send("stty size\n").await;
+    term.until("30 100").await;
+    term.ch.window_change(132, 43, 0, 0).await.expect("window-change");
+    term.send("stty size; echo cols-$COLUMNS-end\n").await;
+    // The typed line is echoed first; the answers follow it.
+    term.until("43 132").await;
+    // bash re-reads the size on SIGWINCH, so COLUMNS follows too.
+    let seen = term.until("-end").await;
+    assert!(seen.contains("cols-132-end"), "{seen}");
+}
+
+#[tokio::test]
+async fn exiting_the_shell_sends_exit_status_eof_and_close() {
+    let (vm, ip) = start_vm().await;
+    let h = connect(&ip, "cks", &vm.key).await;
+    let mut term = Term::open(&h, 80, 24).await;
+    term.until("$ ").await;
+    term.send("echo bye; exit 7\n").await;
+    let events = term.read_to_end().await;
+    assert!(term.out.contains("bye"), "{}", term.out);
+    let tail: Vec<String> = events
+        .iter()
+        .filter(|m| !matches!(m, ChannelMsg::WindowAdjusted { .. } | ChannelMsg::Success))
+        .map(|m| format!("{m:?}"))
+        .collect();
+    assert_eq!(
+        tail,
+        ["ExitStatus { exit_status: 7 }", "Eof", "Close"],
+        "{events:?}"
+    );
+}
+
+/// Processes on this host whose command line is exactly `cmdline` (NUL-separated).
+fn processes_running(cmdline: &str) -> usize {
+    let want = cmdline.replace(' ', "\0") + "\0";
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .filter(|c| c == want.as_bytes())
+        .count()
+}
+
+#[tokio::test]
+async fn closing_the_channel_ends_the_shell_and_what_it_runs() {
+    let (vm, ip) = start_vm().await;
+    let h = connect(&ip, "cks", &vm.key).await;
+    let mut term = Term::open(&h, 80, 24).await;
+    term.until("$ ").await;
+    // A number no other test uses, so the process is ours.
+    term.send("echo started; sleep 86399\n").await;
+    term.until("started").await;
+    eventually("the shell's command running", || async {
+        (processes_running("sleep 86399") == 1).then_some(())
+    })
+    .await;
+    term.ch.close().await.expect("close");
+    eventually("the sandbox killed", || async {
+        (processes_running("sleep 86399") == 0).then_some(())
+    })
+    .await;
+    // A client that goes away without closing its channel hangs the terminal up just as well.
+    let h = connect(&ip, "cks", &vm.key).await;
+    let mut term = Term::open(&h, 80, 24).await;
+    term.until("$ ").await;
+    term.send("echo started; sleep 86398\n").await;
+    term.until("started").await;
+    eventually("the shell's command running", || async {
+        (processes_running("sleep 86398") == 1).then_some(())
+    })
+    .await;
+    h.disconnect(russh::Disconnect::ByApplication, "", "")
+        .await
+        .expect("disconnect");
+    eventually("the sandbox of a gone client killed", || async {
+        (processes_running("sleep 86398") == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn terminal_output_waits_for_a_client_that_does_not_read() {
+    let (vm, ip) = start_vm().await;
+    let h = connect(&ip, "cks", &vm.key).await;
+    let mut term = Term::open(&h, 80, 24).await;
+    term.until("$ ").await;
+    // 16 KiB at a time, counted on the disk, up to 256 MiB.
+    term.send(
+        "i=0; while [ $i -lt 16384 ]; do head -c 16384 /dev/zero; i=$((i+1)); echo $i > /tmp/written; done\n",
+    )
+    .await;
+    let written = vm.disks.path().join("disks/default/lab-cp-rootdisk/tmp/written");
+    let count = || {
+        std::fs::read_to_string(&written)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+    };
+    // Nobody reads the channel: the writer must come to a stop, not fill memory somewhere.
+    let stalled = eventually("the writer blocked", || async {
+        let before = count()?;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        (count()? == before).then_some(before)
+    })
+    .await;
+    assert!(
+        stalled * 16 < 64 * 1024,
+        "{} MiB went out to a client that reads nothing",
+        stalled * 16 / 1024
+    );
+    // Reading again lets it go on.
+    let mut read = 0usize;
+    while count().is_some_and(|c| c == stalled) {
+        match tokio::time::timeout(std::time::Duration::from_secs(20), term.ch.wait()).await {
+            Ok(Some(ChannelMsg::Data { data })) => read += data.len(),
+            Ok(Some(_)) => {}
+            other => panic!("the output stopped after {read} bytes: {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]

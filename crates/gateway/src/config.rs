@@ -130,10 +130,43 @@ pub struct Args {
     #[arg(long, env = "CKS_GATEWAY_SSE_MAX_LIFETIME_SECONDS", default_value_t = 3600.0)]
     pub sse_max_lifetime_seconds: f64,
 
-    /// Directory of the built web page (`web/dist`, from `make web`), served at `/`; no page
-    /// when unset.
+    /// The gateway's address as browsers reach it (`https://cks.example.org`), for the
+    /// absolute terminal URLs; when unset, taken from each request's `Host` header over http.
+    #[arg(long, env = "CKS_GATEWAY_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Directory of the built web page (`web/dist`), served at `/`; its `terminal.html` is
+    /// the terminal page. Without it, a minimal terminal page of the gateway's own is served.
     #[arg(long, env = "CKS_GATEWAY_WEB_DIR")]
     pub web_dir: Option<PathBuf>,
+
+    /// File with the key that signs terminal URLs: one key per line, at least 32 bytes each;
+    /// the first signs, every line verifies (add the new key second, roll out, then move it
+    /// first). Every replica must read the same file. When unset a random key is made at
+    /// start, so terminal URLs work only on the replica that made them.
+    #[arg(long, env = "CKS_GATEWAY_TERMINAL_KEY_FILE")]
+    pub terminal_key_file: Option<PathBuf>,
+
+    /// How long a terminal URL can be used to open its terminal, in seconds. An open terminal
+    /// stays open past it, until the session ends or the terminal idles out.
+    #[arg(long, env = "CKS_GATEWAY_TERMINAL_URL_TTL_SECONDS", default_value_t = 600.0)]
+    pub terminal_url_ttl_seconds: f64,
+
+    /// A terminal without a keystroke or resize for this long is closed, in seconds.
+    #[arg(long, env = "CKS_GATEWAY_TERMINAL_IDLE_SECONDS", default_value_t = 1800.0)]
+    pub terminal_idle_seconds: f64,
+
+    /// Terminals open at once per session on this replica (each is an SSH connection).
+    #[arg(long, env = "CKS_GATEWAY_TERMINALS_PER_SESSION", default_value_t = 8)]
+    pub terminals_per_session: u32,
+
+    /// How terminals reach the VMs' SSH servers (as the operator's flag of the same name).
+    #[arg(long, env = "CKS_SSH_TRANSPORT", value_enum, default_value = "direct")]
+    pub ssh_transport: cks_ssh::TransportKind,
+
+    /// Port of the VMs' SSH servers.
+    #[arg(long, env = "CKS_SSH_PORT", default_value_t = 22)]
+    pub ssh_port: u16,
 
     /// Log format; `human` when unset and stderr is a terminal, else `json`.
     #[arg(long, env = "CKS_LOG_FORMAT", value_enum)]
@@ -172,6 +205,9 @@ pub enum ConfigError {
     /// The rate limit is not positive.
     #[error("--rate-per-minute and --rate-burst must be positive")]
     BadRate,
+    /// The public URL is not an absolute http(s) URL.
+    #[error("--public-url {0:?} must be an absolute http:// or https:// URL without query or fragment")]
+    BadPublicUrl(String),
     /// A pool name is not a DNS-1123 label.
     #[error("--pool {0:?} is not a valid ClusterPool name")]
     BadPool(String),
@@ -205,8 +241,47 @@ pub struct Settings {
     pub sse_max_streams_per_user: u32,
     /// See [`Args::sse_max_lifetime_seconds`].
     pub sse_max_lifetime: Duration,
+    /// See [`Args::public_url`]; without a trailing slash.
+    pub public_url: Option<String>,
+    /// See [`Args::terminal_url_ttl_seconds`].
+    pub terminal_url_ttl: Duration,
+    /// See [`Args::terminal_idle_seconds`].
+    pub terminal_idle: Duration,
+    /// See [`Args::terminals_per_session`].
+    pub terminals_per_session: u32,
     /// See [`Args::web_dir`].
     pub web_dir: Option<PathBuf>,
+    /// Who may embed the terminal page (CSP `frame-ancestors`): this origin and the CORS
+    /// origins, whose frontends show terminals in iframes.
+    pub frame_ancestors: String,
+}
+
+/// CSP `frame-ancestors` for the CORS origins.
+fn frame_ancestors(cors_origins: &[String]) -> String {
+    let origins: Vec<&str> = cors_origins
+        .iter()
+        .map(|o| o.trim())
+        .filter(|o| !o.is_empty() && !o.contains([';', ',', ' ']))
+        .collect();
+    if origins.contains(&"*") {
+        return "*".to_owned();
+    }
+    std::iter::once("'self'")
+        .chain(origins)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `url` without its trailing slashes, if it is an absolute http(s) URL with a host and no
+/// query or fragment.
+fn public_url(url: &str) -> Result<String, ConfigError> {
+    let bad = || ConfigError::BadPublicUrl(url.to_owned());
+    let uri: http::Uri = url.parse().map_err(|_| bad())?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+    if !scheme_ok || uri.host().is_none_or(str::is_empty) || uri.query().is_some() || url.contains('#') {
+        return Err(bad());
+    }
+    Ok(url.trim_end_matches('/').to_owned())
 }
 
 fn seconds(flag: &'static str, v: f64) -> Result<Duration, ConfigError> {
@@ -260,7 +335,14 @@ impl Args {
             sse_max_streams_per_user: self.sse_max_streams_per_user.max(1),
             sse_max_lifetime: seconds("--sse-max-lifetime-seconds", self.sse_max_lifetime_seconds)?
                 .max(Duration::from_millis(100)),
+            public_url: self.public_url.as_deref().map(public_url).transpose()?,
+            terminal_url_ttl: seconds("--terminal-url-ttl-seconds", self.terminal_url_ttl_seconds)?
+                .max(Duration::from_secs(1)),
+            terminal_idle: seconds("--terminal-idle-seconds", self.terminal_idle_seconds)?
+                .max(Duration::from_millis(100)),
+            terminals_per_session: self.terminals_per_session.max(1),
             web_dir: self.web_dir.clone(),
+            frame_ancestors: frame_ancestors(&self.cors_origins),
         })
     }
 }
@@ -346,6 +428,23 @@ mod tests {
             with(&["--pool", "Bad_Pool"]),
             Err(ConfigError::BadPool(_))
         ));
+        for url in [
+            "ftp://x",
+            "/relative",
+            "https://x/?q=1",
+            "https://x/#f",
+            "not a url",
+        ] {
+            assert!(
+                matches!(with(&["--public-url", url]), Err(ConfigError::BadPublicUrl(_))),
+                "{url}"
+            );
+        }
+        let s = with(&["--public-url", "https://cks.example.org/lab/"]).unwrap();
+        assert_eq!(s.public_url.as_deref(), Some("https://cks.example.org/lab"));
+        let s = with(&["--cors-origins", "https://a.example, https://b.example"]).unwrap();
+        assert_eq!(s.frame_ancestors, "'self' https://a.example https://b.example");
+        assert_eq!(with(&[]).unwrap().frame_ancestors, "'self'");
         let s = with(&["--rate-per-minute", "120"]).unwrap();
         assert!((s.rate_per_second - 2.0).abs() < 1e-9);
     }

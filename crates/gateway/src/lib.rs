@@ -5,7 +5,8 @@
 //!
 //! Modules by what a newcomer looks for: [`routes`] (the router and handlers), [`auth`]
 //! (who is calling), [`views`] (the JSON shapes), [`errors`] (the error shape), [`state`]
-//! (caches and shared state), [`config`] (flags), [`limits`] (rate limit), [`metrics`],
+//! (caches and shared state), [`terminal`] (terminal URLs and the WebSocket-to-SSH bridge),
+//! [`config`] (flags), [`limits`] (rate limit), [`metrics`],
 //! [`openapi`] (the OpenAPI document's root; `routes` adds the paths), [`web`] (the web page
 //! from `--web-dir`).
 
@@ -17,6 +18,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod state;
+pub mod terminal;
 pub mod views;
 pub mod web;
 
@@ -35,6 +37,7 @@ use crate::config::{Args, AuthMode, header_name};
 use crate::limits::{RateLimiter, StreamSlots};
 use crate::metrics::Metrics;
 use crate::state::{AppState, Caches};
+use crate::terminal::{Signer, Terminals};
 
 /// Everything [`run`] needs besides the flags.
 pub struct Runtime {
@@ -44,6 +47,9 @@ pub struct Runtime {
     pub catalog: Option<Arc<CatalogStore>>,
     /// Replaces binding `--listen` (tests bind port 0 first to learn the address).
     pub listener: Option<TcpListener>,
+    /// The host cluster's client configuration, for terminals over the KubeVirt port-forward
+    /// (a client of its own that sets `TCP_NODELAY`); `client` is used without it.
+    pub host_config: Option<Arc<kube::Config>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -85,6 +91,19 @@ fn authenticator(args: &Args) -> anyhow::Result<(Authenticator, Option<tokio::ta
     })
 }
 
+/// The terminal URL signer: from `--terminal-key-file`, else a random key of this process.
+fn terminal_signer(args: &Args) -> anyhow::Result<Signer> {
+    match &args.terminal_key_file {
+        Some(path) => Ok(Signer::from_file(path)?),
+        None => {
+            tracing::warn!(
+                "no --terminal-key-file: terminal URLs are signed with a random key and work only on this replica"
+            );
+            Ok(Signer::random()?)
+        }
+    }
+}
+
 /// Serves the API until `shutdown` resolves.
 pub async fn run(
     args: &Args,
@@ -107,11 +126,22 @@ pub async fn run(
     let caches = Caches::start(&rt.client, &settings.namespace);
     let limiter = RateLimiter::new(settings.rate_per_second, settings.rate_burst);
     let metrics = Arc::new(Metrics::default());
+    let terminals = Arc::new(Terminals::new(
+        terminal_signer(args)?,
+        cks_ssh::AccessOptions {
+            port: args.ssh_port,
+            transport: args.ssh_transport,
+            host_config: rt.host_config,
+        },
+        metrics.terminals_open.clone(),
+        metrics.terminals_closed.clone(),
+    ));
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let state = Arc::new(AppState {
         stopping,
         sse_clients: metrics.sse_clients.clone(),
         sse_slots: StreamSlots::new(settings.sse_max_streams_per_user),
+        terminals,
         client: rt.client,
         caches,
         catalog,

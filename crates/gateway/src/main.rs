@@ -22,11 +22,13 @@ async fn main() -> anyhow::Result<()> {
         LogFormat::Json => builder.json().init(),
         LogFormat::Human => builder.init(),
     }
-    let client = kube::Client::try_default().await?;
+    let host_config = kube::Config::infer().await?;
+    let client = kube::Client::try_from(host_config.clone())?;
     let rt = Runtime {
         client,
         catalog: None,
         listener: None,
+        host_config: Some(std::sync::Arc::new(host_config)),
     };
     run(&args, rt, shutdown_signal()).await
 }

@@ -35,6 +35,10 @@ pub struct Metrics {
     pub duration: Family<RequestLabels, Histogram>,
     /// Open Server-Sent Event streams.
     pub sse_clients: Gauge,
+    /// Open terminals.
+    pub terminals_open: Gauge,
+    /// Terminals closed, by reason.
+    pub terminals_closed: Family<crate::terminal::CloseLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -49,6 +53,8 @@ impl Default for Metrics {
             requests: Family::default(),
             duration: Family::new_with_constructor(latency_histogram),
             sse_clients: Gauge::default(),
+            terminals_open: Gauge::default(),
+            terminals_closed: Family::default(),
         }
     }
 }
@@ -71,6 +77,12 @@ impl Metrics {
             "sse_clients",
             "Open Server-Sent Event streams",
             self.sse_clients.clone(),
+        );
+        registry.register("terminals_open", "Open terminals", self.terminals_open.clone());
+        registry.register(
+            "terminals_closed",
+            "Terminals closed, by reason (session-ended, idle, expired, limit, shell-exited, unreachable, shutdown, client-closed)",
+            self.terminals_closed.clone(),
         );
         registry
     }

@@ -225,6 +225,8 @@ pub struct AppState {
     pub sse_clients: prometheus_client::metrics::gauge::Gauge,
     /// Open event streams per user, bounded.
     pub sse_slots: crate::limits::StreamSlots,
+    /// Terminal capabilities, SSH access and open-terminal bookkeeping.
+    pub terminals: Arc<crate::terminal::Terminals>,
     /// Becomes true when the server shuts down; long-lived responses (event streams) end
     /// then, or a graceful shutdown would wait for them forever.
     pub stopping: watch::Receiver<bool>,

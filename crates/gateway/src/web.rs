@@ -3,7 +3,8 @@
 //! (`/`, `/lab/<id>`, `/admin`, ...) so the app routes in the browser, never for `/api/...`.
 //! Every answer carries a Content-Security-Policy without inline scripts and `nosniff`. The
 //! build writes `.br` and `.gz` copies of its text files, sent to browsers that accept them.
-//! Serving from a directory keeps `cargo build` and `cargo test` free of Node.js.
+//! Serving from a directory keeps `cargo build` and `cargo test` free of Node.js. The
+//! terminal page (`terminal.html`) is served by the terminal routes (`terminal::page`).
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
@@ -25,12 +26,6 @@ use crate::errors;
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
 img-src 'self' data:; font-src 'self'; connect-src 'self'; frame-src 'self'; object-src 'none'; \
 base-uri 'none'; form-action 'self'; frame-ancestors 'self'";
-
-/// The terminal page's policy: as [`CSP`], but embeddable by any site (the reference
-/// frontend shows `terminalUrl` in an iframe on its own origin).
-pub const TERMINAL_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
-img-src 'self' data:; font-src 'self'; connect-src 'self'; frame-src 'none'; object-src 'none'; \
-base-uri 'none'; form-action 'none'";
 
 /// `Cache-Control` of Vite's content-hashed files under `/assets/`: a new build has new names.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
@@ -87,20 +82,6 @@ async fn serve(State(web): State<WebDir>, req: Request) -> Response {
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
-    response
-}
-
-/// `{dir}/terminal.html` with the terminal page's headers, for the `/terminal/{capability}`
-/// handler (the page finds its capability in its own URL).
-pub async fn terminal_page(dir: &Path, req: Request) -> Response {
-    let mut response = file(&dir.join("terminal.html"), req).await;
-    if response.status() == StatusCode::NOT_FOUND {
-        return errors::unknown_route().await.into_response();
-    }
-    secure(response.headers_mut(), TERMINAL_CSP);
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static(REVALIDATE));
     response
 }
 
@@ -274,22 +255,6 @@ mod tests {
             assert!(csp.contains("frame-ancestors 'self'"), "{path}");
             assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{path}");
         }
-    }
-
-    #[tokio::test]
-    async fn the_terminal_page_is_embeddable_but_still_script_safe() {
-        let dir = fake_build();
-        let req = Request::builder()
-            .uri("/terminal/cap")
-            .body(Body::empty())
-            .unwrap();
-        let r = terminal_page(dir.path(), req).await;
-        assert_eq!(r.status(), 200);
-        let csp = r.headers()[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
-        assert!(csp.contains("script-src 'self';") && !csp.contains("frame-ancestors"));
-        assert_eq!(r.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
-        let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
-        assert!(String::from_utf8_lossy(&body).contains("terminal"));
     }
 
     #[test]

@@ -4,23 +4,21 @@
 //! host key the cluster controller gave the VMs.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use cks_api::practice_cluster::PracticeCluster;
 use cks_kubevirt::naming::{self, VmId};
-use cks_kubevirt::objects::{ClusterLayout, KUBECONFIG_KEY, SSH_HOST_KEY_PUBLIC};
-use cks_validation::{Endpoint, PortForward, SshConfig, TargetResolver};
-use k8s_openapi::api::core::v1::Secret;
+use cks_kubevirt::objects::{ClusterLayout, KUBECONFIG_KEY};
+use cks_ssh::{AccessError, ClusterSsh};
+use cks_validation::{SshConfig, TargetResolver};
+use kube::ResourceExt;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, ResourceExt};
 
-use crate::config::{PracticeApiAccess, SshTransportKind};
+use crate::config::PracticeApiAccess;
 use crate::context::Context;
 use crate::error::{Error, Result, kube_err};
 
-/// Key of the pool's SSH Secret holding the private key (OpenSSH or PEM).
-pub const SSH_PRIVATE_KEY: &str = "ssh-privatekey";
+pub use cks_ssh::SSH_PRIVATE_KEY;
 
 /// Where a practice cluster's API server is reached.
 #[derive(Clone, PartialEq, Eq)]
@@ -163,49 +161,32 @@ impl PracticeAccess {
         )
         .ok_or_else(|| access_err("the control-plane VM has no IP yet".to_owned()))?;
 
-        let mut targets = TargetResolver::new();
-        for vm in &status.vms {
-            if let (Some(id), Some(ip)) = (VmId::from_target(&vm.target), vm.ip.as_deref()) {
-                targets = targets.with(id, Endpoint::new(&vm.name, ip, ctx.config.ssh_port));
-            }
-        }
-
-        let pool_ns = pc.namespace().unwrap_or_default();
-        let key_secret = &pc.spec.template.ssh_key_secret_ref.name;
-        let key_err = |reason: &str| Error::SshKey {
-            namespace: pool_ns.clone(),
-            name: key_secret.clone(),
-            reason: reason.to_owned(),
+        let options = cks_ssh::AccessOptions {
+            port: ctx.config.ssh_port,
+            transport: ctx.config.ssh_transport,
+            host_config: ctx.host_config.clone(),
         };
-        let key = secret_value(ctx, &pool_ns, key_secret, SSH_PRIVATE_KEY)
-            .await?
-            .ok_or_else(|| key_err(&format!("missing or without {SSH_PRIVATE_KEY}")))?;
-        let ssh = SshConfig::from_openssh(&pc.spec.template.ssh_user, &key)
-            .map_err(|e| key_err(&format!("{SSH_PRIVATE_KEY} is not a usable private key: {e}")))?;
-        // The host key the cluster controller gave the VMs through cloud-init: the only one
-        // accepted, so a connection that reaches something else never logs in.
-        let host_key_secret = naming::ssh_host_key_secret_name(&cluster);
-        let host_key = secret_value(ctx, &vm_namespace, &host_key_secret, SSH_HOST_KEY_PUBLIC)
-            .await?
-            .ok_or_else(|| {
-                access_err(format!(
-                    "Secret {vm_namespace}/{host_key_secret} has no {SSH_HOST_KEY_PUBLIC}: the cluster has no pinned SSH host key (built before host keys were pinned; recreate it)"
-                ))
+        let ClusterSsh {
+            targets, config: ssh, ..
+        } = cks_ssh::access::load(&ctx.client, &options, pc)
+            .await
+            .map_err(|e| match e {
+                AccessError::Cluster { reason } => access_err(reason),
+                AccessError::Key {
+                    namespace,
+                    name,
+                    reason,
+                } => Error::SshKey {
+                    namespace,
+                    name,
+                    reason,
+                },
+                AccessError::Read {
+                    namespace,
+                    name,
+                    source,
+                } => kube_err("get", "Secret", format!("{namespace}/{name}"))(source),
             })?;
-        let ssh = ssh
-            .with_host_key_openssh(&host_key)
-            .map_err(|e| access_err(format!("the pinned SSH host key: {e}")))?;
-        let ssh = match ctx.config.ssh_transport {
-            SshTransportKind::Direct => ssh,
-            SshTransportKind::PortForward => {
-                let tunnel = match &ctx.host_config {
-                    Some(config) => PortForward::from_config(config, &vm_namespace)
-                        .map_err(|e| access_err(format!("building the port-forward client: {e}")))?,
-                    None => PortForward::new(ctx.client.clone(), &vm_namespace),
-                };
-                ssh.with_transport(Arc::new(tunnel))
-            }
-        };
 
         Ok(Self {
             cluster,
@@ -236,17 +217,9 @@ pub(crate) async fn secret_value(
     name: &str,
     key: &str,
 ) -> Result<Option<String>> {
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let secret =
-        secrets
-            .get_opt(name)
-            .await
-            .map_err(kube_err("get", "Secret", format!("{namespace}/{name}")))?;
-    let Some(secret) = secret else { return Ok(None) };
-    if let Some(value) = secret.data.as_ref().and_then(|d| d.get(key)) {
-        return Ok(String::from_utf8(value.0.clone()).ok());
-    }
-    Ok(secret.string_data.as_ref().and_then(|d| d.get(key)).cloned())
+    cks_ssh::access::secret_value(&ctx.client, namespace, name, key)
+        .await
+        .map_err(kube_err("get", "Secret", format!("{namespace}/{name}")))
 }
 
 #[cfg(test)]

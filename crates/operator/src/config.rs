@@ -16,15 +16,7 @@ pub enum PracticeApiAccess {
 }
 
 /// How the operator opens SSH connections to practice-cluster VMs (setup steps, validation).
-#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum SshTransportKind {
-    /// TCP straight to the VMI's IP (the operator can route to the VMs' pod network).
-    #[default]
-    Direct,
-    /// Tunnelled through the KubeVirt `portforward` subresource of the VMI, over the host
-    /// cluster's API server (no route to the VMs needed).
-    PortForward,
-}
+pub use cks_ssh::TransportKind as SshTransportKind;
 
 /// Log output format.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -83,6 +83,12 @@ pub enum Error {
     Key(String),
 }
 
+impl From<cks_ssh::KeyError> for Error {
+    fn from(e: cks_ssh::KeyError) -> Self {
+        Error::Key(e.0)
+    }
+}
+
 impl Error {
     /// A short, stable reason for metric labels and event reasons.
     pub fn category(&self) -> &'static str {

@@ -30,14 +30,13 @@ mod condition;
 mod engine;
 mod error;
 mod output;
-pub mod portforward;
 pub mod ssh;
 
+pub use cks_ssh::PortForward;
 pub use cluster::{ClusterApi, Found, KubeCluster};
 pub use engine::{Engine, EngineOptions, RESULT_ACTUAL_LIMIT, RuleOutcome, TaskSelector, ValidationReport};
 pub use error::Error;
 pub use output::{Captured, DEFAULT_OUTPUT_LIMIT};
-pub use portforward::PortForward;
 pub use ssh::{
     Direct, Endpoint, ExecOutput, ExecRequest, ExitStatus, HostKeyPair, SshConfig, SshExecutor, SshStream,
     TargetResolver, Transport, VmExec, generate_host_key, script_request,

@@ -5,7 +5,7 @@
 use std::fmt;
 
 /// Default cap on each of stdout and stderr of one command: 64 KiB.
-pub const DEFAULT_OUTPUT_LIMIT: usize = 64 * 1024;
+pub const DEFAULT_OUTPUT_LIMIT: usize = cks_ssh::DEFAULT_OUTPUT_LIMIT;
 
 /// Output of one stream, at most `limit` bytes of it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

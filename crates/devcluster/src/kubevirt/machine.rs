@@ -6,6 +6,7 @@
 //! host's `/usr` mounted read-only (see `docs/devcluster.md`).
 
 use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -588,6 +589,7 @@ async fn serve_ssh(listener: tokio::net::TcpListener, boot: Arc<Boot>) {
             user: String::new(),
             channels: HashMap::new(),
             ptys: HashMap::new(),
+            resize: HashMap::new(),
         };
         let config = config.clone();
         // Connections live in the set, so stopping the machine drops them too. russh runs each
@@ -613,7 +615,29 @@ struct VmSession {
     boot: Arc<Boot>,
     user: String,
     channels: HashMap<ChannelId, Channel<Msg>>,
-    ptys: HashMap<ChannelId, (String, u32, u32)>,
+    /// The `pty-req` of channels whose shell or command has not started yet.
+    ptys: HashMap<ChannelId, PtyReq>,
+    /// A duplicate of the master side of each running PTY, so a `window-change` resizes it at
+    /// once, even while the relay task waits on a blocked write.
+    resize: HashMap<ChannelId, OwnedFd>,
+}
+
+/// What a `pty-req` asks for: the terminal type and the window size.
+#[derive(Debug, Clone)]
+struct PtyReq {
+    term: String,
+    size: rustix::termios::Winsize,
+}
+
+/// A window size from SSH's u32 fields (a terminal's fit in u16).
+fn winsize(cols: u32, rows: u32, pix_width: u32, pix_height: u32) -> rustix::termios::Winsize {
+    let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
+    rustix::termios::Winsize {
+        ws_row: clamp(rows),
+        ws_col: clamp(cols),
+        ws_xpixel: clamp(pix_width),
+        ws_ypixel: clamp(pix_height),
+    }
 }
 
 impl VmSession {
@@ -627,8 +651,29 @@ impl VmSession {
             return session.channel_failure(id);
         };
         session.channel_success(id)?;
-        let cmd = sandbox(&self.boot, &self.user, command.as_deref(), self.ptys.get(&id));
-        tokio::spawn(run(channel, cmd));
+        let pty = self.ptys.remove(&id);
+        let cmd = sandbox(
+            &self.boot,
+            &self.user,
+            command.as_deref(),
+            pty.as_ref().map(|p| p.term.as_str()),
+        );
+        match pty {
+            None => {
+                tokio::spawn(run(channel, cmd));
+            }
+            Some(req) => match open_pty(&req.size) {
+                Ok((pty, pts)) => {
+                    if let Ok(fd) = pty.as_fd().try_clone_to_owned() {
+                        self.resize.insert(id, fd);
+                    }
+                    tokio::spawn(run_pty(channel, cmd, pty, pts));
+                }
+                Err(e) => {
+                    tokio::spawn(refuse(channel, format!("cannot allocate a PTY: {e}")));
+                }
+            },
+        }
         Ok(())
     }
 }
@@ -662,13 +707,49 @@ impl server::Handler for VmSession {
         term: &str,
         cols: u32,
         rows: u32,
-        _pix_width: u32,
-        _pix_height: u32,
+        pix_width: u32,
+        pix_height: u32,
         _modes: &[(russh::Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.ptys.insert(id, (term.to_string(), cols, rows));
+        let size = winsize(cols, rows, pix_width, pix_height);
+        self.ptys.insert(
+            id,
+            PtyReq {
+                term: term.to_string(),
+                size,
+            },
+        );
         session.channel_success(id)
+    }
+
+    /// As sshd: the kernel then sends SIGWINCH to the terminal's foreground process group.
+    async fn window_change_request(
+        &mut self,
+        id: ChannelId,
+        cols: u32,
+        rows: u32,
+        pix_width: u32,
+        pix_height: u32,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let size = winsize(cols, rows, pix_width, pix_height);
+        if let Some(fd) = self.resize.get(&id) {
+            if let Err(e) = rustix::termios::tcsetwinsize(fd, size) {
+                tracing::debug!(error = %e, "resizing a PTY");
+            }
+        } else if let Some(req) = self.ptys.get_mut(&id) {
+            // A resize before the shell started: the PTY is opened with the latest size.
+            req.size = size;
+        }
+        Ok(())
+    }
+
+    async fn channel_close(&mut self, id: ChannelId, _session: &mut Session) -> Result<(), Self::Error> {
+        self.channels.remove(&id);
+        self.ptys.remove(&id);
+        self.resize.remove(&id);
+        Ok(())
     }
 
     async fn exec_request(
@@ -698,8 +779,9 @@ impl VmSession {
 /// namespaces, and a login-like environment. The user is the VM's user (their uid from
 /// `/etc/passwd`, `root` as uid 0) inside a user namespace, with every capability dropped:
 /// the host's root is never the VM's root. `sudo` (a stand-in) gives root inside a nested
-/// user namespace only. With a PTY, `script` allocates one.
-fn sandbox(boot: &Boot, user: &str, command: Option<&str>, pty: Option<&(String, u32, u32)>) -> Command {
+/// user namespace only. With a PTY (its terminal type in `term`), the caller gives the command
+/// the PTY's terminal as stdin, stdout, stderr and controlling terminal.
+fn sandbox(boot: &Boot, user: &str, command: Option<&str>, term: Option<&str>) -> Command {
     let root = user == "root" || user.is_empty();
     let home = if root {
         "/root".to_string()
@@ -781,21 +863,81 @@ fn sandbox(boot: &Boot, user: &str, command: Option<&str>, pty: Option<&(String,
         Some(cmd) => format!("exec bash -c {}", shell_quote(cmd)),
         None => "exec bash -il".to_string(),
     };
-    match pty {
-        Some((term, cols, rows)) => {
-            c.env("TERM", if term.is_empty() { "xterm" } else { term });
-            let inner = format!("stty rows {rows} cols {cols} 2>/dev/null; {shell}");
-            c.args(["script", "-qfec", &inner, "/dev/null"]);
-        }
-        None => {
-            c.args(["bash", "-c", &shell]);
-        }
+    if let Some(term) = term {
+        c.env("TERM", if term.is_empty() { "xterm" } else { term });
     }
+    c.args(["bash", "-c", &shell]);
     c.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     c
+}
+
+fn not_started(e: &dyn std::fmt::Display) -> String {
+    format!("cannot start the VM sandbox (is bubblewrap installed?): {e}")
+}
+
+/// A command that could not start: the reason on stderr and exit status 127, as a shell would.
+async fn refuse(channel: Channel<Msg>, why: String) {
+    let msg = format!("cks-devcluster: {why}\n");
+    let _ = channel.extended_data(1, msg.as_bytes()).await;
+    let _ = channel.exit_status(127).await;
+    let _ = channel.eof().await;
+    let _ = channel.close().await;
+}
+
+/// A PTY of the given size: the master for the relay, the terminal for the sandbox.
+fn open_pty(size: &rustix::termios::Winsize) -> pty_process::Result<(pty_process::Pty, pty_process::Pts)> {
+    let (pty, pts) = pty_process::open()?;
+    rustix::termios::tcsetwinsize(&pty, *size).map_err(std::io::Error::from)?;
+    Ok((pty, pts))
+}
+
+/// Run a command on a PTY like sshd: the command leads a session of its own with the terminal
+/// as its controlling terminal; keystrokes go to the master, everything the terminal shows
+/// comes back as channel data (window permitting: `data` waits for the client's window and
+/// the session's bounded queue, so nothing here buffers without bound while the terminal's
+/// own buffer makes the writer block). When the command exits, the rest of its output, its
+/// exit status, EOF and close follow; when the client closes the channel or goes away, the
+/// sandbox is killed (its PID namespace takes every process in it along).
+async fn run_pty(channel: Channel<Msg>, cmd: Command, pty: pty_process::Pty, pts: pty_process::Pts) {
+    let mut child = match pty_process::Command::from(cmd).spawn(pts) {
+        Ok(c) => c,
+        Err(e) => return refuse(channel, not_started(&e)).await,
+    };
+    let (mut rx, tx) = channel.split();
+    let (mut master_out, mut master_in) = pty.into_split();
+    // Ends when the client closes the channel or the connection goes: sshd hangs up then too.
+    let input = async {
+        while let Some(msg) = rx.wait().await {
+            match msg {
+                // A failed write means the shell is gone; the output side reports its end.
+                ChannelMsg::Data { data } => {
+                    let _ = master_in.write_all(&data).await;
+                }
+                ChannelMsg::Close => return,
+                _ => {}
+            }
+        }
+    };
+    let output = async {
+        let mut buf = vec![0; 16 * 1024];
+        // EIO once every holder of the terminal is gone, i.e. the sandbox has ended.
+        while let Ok(n @ 1..) = master_out.read(&mut buf).await {
+            if tx.data(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+        let code = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(255);
+        let _ = tx.exit_status(u32::try_from(code).unwrap_or(255)).await;
+        let _ = tx.eof().await;
+        let _ = tx.close().await;
+    };
+    tokio::select! {
+        () = input => {}
+        () = output => {}
+    }
 }
 
 fn shell_quote(s: &str) -> String {
@@ -804,19 +946,11 @@ fn shell_quote(s: &str) -> String {
 
 /// Run a command like sshd: stdin from the channel, stdout/stderr back, then the exit status.
 async fn run(channel: Channel<Msg>, mut cmd: Command) {
-    let (mut rx, tx) = channel.split();
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => {
-            let msg =
-                format!("cks-devcluster: cannot start the VM sandbox (is bubblewrap installed?): {e}\n");
-            let _ = tx.extended_data(1, msg.as_bytes()).await;
-            let _ = tx.exit_status(127).await;
-            let _ = tx.eof().await;
-            let _ = tx.close().await;
-            return;
-        }
+        Err(e) => return refuse(channel, not_started(&e)).await,
     };
+    let (mut rx, tx) = channel.split();
     let mut stdin = child.stdin.take();
     let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return;

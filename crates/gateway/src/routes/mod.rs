@@ -11,6 +11,7 @@ mod events;
 mod login;
 mod scenarios;
 mod sessions;
+mod terminals;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +52,7 @@ fn api_routes() -> OpenApiRouter<Shared> {
         .routes(routes!(sessions::get_one, sessions::delete))
         .routes(routes!(sessions::extend))
         .routes(routes!(events::session_events))
+        .routes(routes!(terminals::open))
         .routes(routes!(sessions::validate))
         .routes(routes!(sessions::list_runs))
         .routes(routes!(sessions::get_run))
@@ -71,6 +73,15 @@ fn api_routes() -> OpenApiRouter<Shared> {
         .routes(routes!(login::logout))
 }
 
+/// The terminal page, its script and its WebSocket (outside `/api/v1`: their URLs are
+/// handed to browsers and iframes).
+fn terminal_routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(terminals::page))
+        .routes(routes!(terminals::socket))
+        .routes(routes!(terminals::fallback_script))
+}
+
 /// Routes outside `/api/v1` that answer before the caches are synced.
 fn operation_routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new()
@@ -87,9 +98,11 @@ fn metrics_routes() -> OpenApiRouter<Arc<Registry>> {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, api) = api_routes().split_for_parts();
     let (_, ops) = operation_routes().split_for_parts();
+    let (_, terminals) = terminal_routes().split_for_parts();
     let (_, metrics) = metrics_routes().split_for_parts();
     let mut doc = crate::openapi::ApiDoc::openapi()
         .nest("/api/v1", api)
+        .merge_from(terminals)
         .merge_from(ops)
         .merge_from(metrics);
     crate::openapi::complete_responses(&mut doc);
@@ -108,12 +121,17 @@ pub fn router(
         .method_not_allowed_fallback(errors::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_synced))
         .with_state(state.clone());
+    let (terminals, _) = terminal_routes().split_for_parts();
+    let terminals = terminals
+        .layer(middleware::from_fn_with_state(state.clone(), require_synced))
+        .with_state(state.clone());
     let (operations, _) = operation_routes().split_for_parts();
     let (metrics_route, _) = metrics_routes().split_for_parts();
 
     let max_body = state.settings.max_body_bytes;
     let app = Router::new()
         .nest("/api/v1", api)
+        .merge(terminals)
         .merge(operations.with_state(state.clone()))
         .merge(metrics_route.with_state(registry));
     // The web page answers what no route matches (it keeps the JSON 404 under /api/).

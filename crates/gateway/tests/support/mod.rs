@@ -133,6 +133,7 @@ pub async fn start_gateway(
         client,
         catalog: Some(catalog),
         listener: Some(listener),
+        host_config: None,
     };
     let (stop, mut stopped) = watch::channel(false);
     let task = tokio::spawn(async move {
@@ -400,6 +401,147 @@ impl EventStream {
                 && check(&data)
             {
                 return (id, data);
+            }
+        }
+    }
+}
+
+/// A browser's side of a terminal: the WebSocket of a terminal URL.
+pub struct Term {
+    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    /// Terminal output so far (lossy UTF-8).
+    pub seen: String,
+    /// Bytes of terminal output so far.
+    pub bytes: usize,
+}
+
+/// How a terminal ended: the `closed` control message (if any) and the close code.
+#[derive(Debug)]
+pub struct Closed {
+    pub message: Option<Value>,
+    pub code: Option<u16>,
+}
+
+impl Term {
+    /// Opens the WebSocket of `terminal_url` (the page URL the API returned).
+    pub async fn open(terminal_url: &str) -> Term {
+        let url = format!("{}/ws", terminal_url.replacen("http://", "ws://", 1));
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("terminal WebSocket");
+        Term {
+            ws,
+            seen: String::new(),
+            bytes: 0,
+        }
+    }
+
+    /// The next message, within 30 s.
+    async fn next(&mut self) -> Option<tokio_tungstenite::tungstenite::Message> {
+        use futures::StreamExt;
+        tokio::time::timeout(std::time::Duration::from_secs(30), self.ws.next())
+            .await
+            .expect("a terminal message within 30 s")
+            .and_then(Result::ok)
+    }
+
+    /// Reads until a text control message of `kind`; panics on output or the end.
+    pub async fn control(&mut self, kind: &str) -> Value {
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            match self.next().await {
+                Some(Message::Text(t)) => {
+                    let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                    if v["type"] == kind {
+                        return v;
+                    }
+                    assert_ne!(v["type"], "closed", "closed while waiting for {kind}: {v}");
+                }
+                Some(Message::Binary(b)) => self.record(&b),
+                Some(_) => {}
+                None => panic!(
+                    "the terminal ended while waiting for {kind}; output: {}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    fn record(&mut self, bytes: &[u8]) {
+        self.bytes += bytes.len();
+        // Keep only the tail of long outputs.
+        self.seen.push_str(&String::from_utf8_lossy(bytes));
+        if self.seen.len() > 1 << 20 {
+            let cut = self.seen.len() - (1 << 19);
+            let cut = (cut..self.seen.len())
+                .find(|&i| self.seen.is_char_boundary(i))
+                .unwrap();
+            self.seen.drain(..cut);
+        }
+    }
+
+    /// Types `keys` (a binary frame, as a terminal sends keystrokes).
+    pub async fn keys(&mut self, keys: &str) {
+        use futures::SinkExt;
+        let msg = tokio_tungstenite::tungstenite::Message::Binary(keys.as_bytes().to_vec().into());
+        self.ws.send(msg).await.expect("send keys");
+    }
+
+    /// Sends a JSON control message.
+    pub async fn send_control(&mut self, v: Value) {
+        use futures::SinkExt;
+        let msg = tokio_tungstenite::tungstenite::Message::Text(v.to_string().into());
+        self.ws.send(msg).await.expect("send control");
+    }
+
+    /// Reads output until it contains `needle` after what was seen so far; returns the
+    /// output read.
+    pub async fn until_output(&mut self, needle: &str) -> String {
+        use tokio_tungstenite::tungstenite::Message;
+        let start = self.seen.len();
+        loop {
+            if let Some(at) = self.seen[start.min(self.seen.len())..].find(needle) {
+                let end = start + at + needle.len();
+                return self.seen[start..end].to_owned();
+            }
+            match self.next().await {
+                Some(Message::Binary(b)) => self.record(&b),
+                Some(Message::Text(t)) => {
+                    assert!(
+                        !t.as_str().contains("\"closed\""),
+                        "closed while waiting for {needle:?}: {t}"
+                    );
+                }
+                Some(_) => {}
+                None => panic!(
+                    "the terminal ended while waiting for {needle:?}; output: {}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the `closed` message and the close code.
+    pub async fn closed(&mut self) -> Closed {
+        use tokio_tungstenite::tungstenite::Message;
+        let mut message = None;
+        loop {
+            match self.next().await {
+                Some(Message::Text(t)) => {
+                    let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                    if v["type"] == "closed" {
+                        message = Some(v);
+                    }
+                }
+                Some(Message::Binary(b)) => self.record(&b),
+                Some(Message::Close(frame)) => {
+                    return Closed {
+                        message,
+                        code: frame.map(|f| u16::from(f.code)),
+                    };
+                }
+                Some(_) => {}
+                None => return Closed { message, code: None },
             }
         }
     }

@@ -24,7 +24,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::ssh::{Endpoint, SshStream, Transport};
+use crate::client::{Endpoint, SshStream, Transport};
 
 /// The WebSocket subprotocol of KubeVirt's console, VNC and port-forward streams.
 pub const SUBPROTOCOL: &str = "plain.kubevirt.io";

@@ -1,0 +1,970 @@
+//! Gateway benchmark: the `cks-gateway` binary as its own process (so its memory is its own)
+//! in front of the `cks-devcluster` binary with the KubeVirt simulator (`fast` profile), with
+//! the operator's controllers running in this process against a warm pool. Prints:
+//! - `GET /api/v1/sessions/{id}` (a cached read) next to `/healthz` on the same server, at 1
+//!   and 64 concurrent clients: p50/p99 and requests/s, and the difference (the gateway's own
+//!   work for a cached read);
+//! - `POST /api/v1/sessions` answered 201 `running` from the warm pool, one at a time and 50 at
+//!   once, next to the operator's allocation in the same run (Session created ->
+//!   ClusterAssigned, both instants seen on one watch of the Sessions);
+//! - validate: the HTTP answer time minus the ValidationRun's own time (created -> finished,
+//!   both seen on one watch of the runs);
+//! - the gateway's resident memory idle and with 1000 Sessions in its caches.
+//!
+//! Targets are printed next to the figures, not asserted. Sizes: `CKS_BENCH_GET_REQUESTS`
+//! (requests per client count, default 5000), `CKS_BENCH_CREATES` (`sequential,concurrent`,
+//! default `20,50`), `CKS_BENCH_CACHED_SESSIONS` (default 1000). `cks-devcluster` must be
+//! built first (`cargo build --release -p cks-devcluster`), see [`devcluster_bin`].
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cks_api::names::condition_types;
+use cks_api::practice_cluster::PracticeClusterPhase;
+use cks_api::{ClusterPool, PracticeCluster, Session, ValidationRun};
+use futures::StreamExt;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use russh::keys::PrivateKey;
+use russh::keys::ssh_key::LineEnding;
+use russh::keys::ssh_key::private::Ed25519Keypair;
+use serde_json::{Value, json};
+
+/// Namespace of every bench object.
+const NS: &str = "bench";
+/// The warm pool.
+const POOL: &str = "warm";
+/// The bench scenario: one task, one rule, no setup steps.
+const SCENARIO: &str = "bench-noop";
+/// Port of the simulated VMs' SSH servers.
+const SSH_PORT: u16 = 2222;
+/// Bound on any one wait; a stuck run fails instead of hanging `make bench`.
+const LIMIT: Duration = Duration::from_secs(900);
+
+/// Targets printed next to the figures (issue #12), never asserted.
+const TARGET_GET_OVERHEAD_P99_MS: f64 = 1.0;
+const TARGET_RSS_MIB: f64 = 40.0;
+
+// ---------------------------------------------------------------------------------------------
+// Figures
+
+/// Latencies of one measured batch.
+#[derive(Debug, Default, Clone)]
+struct Latencies(Vec<Duration>);
+
+impl Latencies {
+    /// The `p`-quantile (0..=1), nearest rank; zero without samples.
+    fn quantile(&self, p: f64) -> Duration {
+        let mut sorted = self.0.clone();
+        sorted.sort();
+        if sorted.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
+        sorted[rank - 1]
+    }
+
+    /// `p50 … p99 … max …` in milliseconds.
+    fn summary(&self) -> String {
+        format!(
+            "p50 {:>8.3} ms   p99 {:>8.3} ms   max {:>8.3} ms   (n={})",
+            ms(self.quantile(0.50)),
+            ms(self.quantile(0.99)),
+            ms(self.quantile(1.0)),
+            self.0.len()
+        )
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Signed difference in milliseconds.
+fn diff_ms(a: Duration, b: Duration) -> f64 {
+    ms(a) - ms(b)
+}
+
+/// `VAR` as a comma-separated list of numbers, else `default`.
+fn sizes(var: &str, default: &[usize]) -> Vec<usize> {
+    match std::env::var(var) {
+        Ok(v) => parse_sizes(var, &v),
+        Err(_) => default.to_vec(),
+    }
+}
+
+/// `1, 10,50` -> `[1, 10, 50]`; empty items are skipped, anything else panics naming `var`.
+fn parse_sizes(var: &str, value: &str) -> Vec<usize> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse()
+                .unwrap_or_else(|e| panic!("{var}: {s:?} is not a number: {e}"))
+        })
+        .collect()
+}
+
+/// A field of `/proc/PID/status` in KiB (`VmHWM`, `VmRSS`); `None` once the process is gone.
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Current and peak resident memory of a process, in MiB.
+fn rss_mib(pid: u32) -> (f64, f64) {
+    let mib = |field| status_kib(pid, field).unwrap_or(0) as f64 / 1024.0;
+    (mib("VmRSS"), mib("VmHWM"))
+}
+
+/// Checks of the pure helpers above. A `harness = false` bench runs no `#[test]`s, so `make
+/// test` (`cargo test --benches`) starts the bench without `--bench` and it calls this.
+fn self_check() {
+    let ms = Duration::from_millis;
+    let hundred = Latencies((1..=100).rev().map(ms).collect());
+    assert_eq!(hundred.quantile(0.50), ms(50), "p50 of 1..=100 ms");
+    assert_eq!(hundred.quantile(0.99), ms(99), "p99 of 1..=100 ms");
+    assert_eq!(hundred.quantile(1.0), ms(100), "max of 1..=100 ms");
+    assert_eq!(Latencies::default().quantile(0.5), Duration::ZERO, "no samples");
+    assert_eq!(parse_sizes("V", "1, 10,,50 "), vec![1, 10, 50]);
+    assert!(
+        (diff_ms(ms(3), ms(5)) + 2.0).abs() < 1e-9,
+        "a negative difference stays signed"
+    );
+    assert!(
+        status_kib(std::process::id(), "VmRSS").is_some_and(|k| k > 0),
+        "this process's RSS reads from /proc"
+    );
+    assert_eq!(status_kib(u32::MAX, "VmRSS"), None, "no such process");
+}
+
+/// True when run by `cargo bench` (which passes `--bench`); `cargo test --benches` passes
+/// nothing and must not start minutes of simulation.
+fn under_cargo_bench() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+/// The repository root (benches run with the package directory as working directory).
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `$CKS_DEVCLUSTER_BIN`, else `cks-devcluster` next to this package's `cks-gateway` binary
+/// (the same target profile directory); another package's binary, so `cargo bench` does not
+/// build it: `cargo build --release -p cks-devcluster` first.
+fn devcluster_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("CKS_DEVCLUSTER_BIN") {
+        return bin.into();
+    }
+    let bin = gateway_bin().with_file_name("cks-devcluster");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build --release --locked -p cks-devcluster` first \
+         (or point CKS_DEVCLUSTER_BIN at a build)",
+        bin.display()
+    );
+    bin
+}
+
+/// The `cks-gateway` binary cargo built for this benchmark.
+fn gateway_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_cks-gateway"))
+}
+
+/// `PATH (built TIME)`, so a stale binary shows in the figures' header.
+fn describe_bin(path: &Path) -> String {
+    let built = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| jiff::Timestamp::try_from(t).ok())
+        .map_or_else(
+            || "?".to_owned(),
+            |t| t.strftime("%Y-%m-%d %H:%M UTC").to_string(),
+        );
+    format!("{} (built {built})", path.display())
+}
+
+/// A directory under the system temp dir, removed when dropped.
+#[derive(Debug)]
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "cks-bench-{tag}-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&dir).expect("creating a scratch directory");
+        Self(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process stopped with SIGTERM (then SIGKILL) when dropped, its stderr in a file.
+#[derive(Debug)]
+struct Process {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Self {
+        let stderr = std::fs::File::create(&log).expect("creating a log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name} ({:?}): {e}", cmd.get_program()));
+        Self { name, child, log }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Panics with the end of the log when the process has exited.
+    fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "{} exited ({status}); end of its log:\n{}",
+                self.name,
+                tail.join("\n")
+            );
+        }
+    }
+
+    /// Lines logged so far, at the warn level the bench runs with: problems only.
+    fn log_lines(&self) -> usize {
+        std::fs::read_to_string(&self.log).map_or(0, |l| l.lines().count())
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        // SIGTERM lets the control plane remove its disks; no signal crate in the workspace.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `cks-devcluster` with the CRDs and the KubeVirt simulator (`fast`) on a free loopback port;
+/// returns once it serves.
+fn start_devcluster(dir: &Path) -> (Process, PathBuf) {
+    let kubeconfig = dir.join("kubeconfig");
+    let mut cmd = Command::new(devcluster_bin());
+    cmd.arg("--addr")
+        .arg("127.0.0.1:0")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .arg("--apply")
+        .arg(repo_root().join("crds"))
+        .args(["--log", "warn"])
+        .args(["--simulate-kubevirt", "--kubevirt-profile", "fast"])
+        .args(["--golden-image", "vm-templates/golden"])
+        .args(["--vm-ssh-port", &SSH_PORT.to_string()])
+        .arg("--vm-disk-dir")
+        .arg(dir.join("disks"))
+        .stdout(Stdio::piped());
+    let mut process = Process::spawn("cks-devcluster", cmd, dir.join("devcluster.log"));
+    // The banner comes after the manifests are applied, so the CRDs exist once it shows.
+    let stdout = process.child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("cks-devcluster serving") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(()) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {
+                process.assert_running();
+            }
+            Err(_) => {
+                process.assert_running();
+                panic!("cks-devcluster did not start serving within a minute");
+            }
+        }
+    }
+    (process, kubeconfig)
+}
+
+/// A kube-rs client from a kubeconfig file.
+async fn kube_client(kubeconfig: &Path) -> Client {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig).expect("reading the kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("a client config from the kubeconfig");
+    Client::try_from(config).expect("a client")
+}
+
+/// A free loopback port (bound and released; the gateway binds it right after).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// `cks-gateway` in proxy mode trusting loopback (so every request can be another user),
+/// rate limits out of the way (they are per user and would throttle the bench, not measure
+/// the gateway).
+fn start_gateway(dir: &Path, kubeconfig: &Path, catalog: &Path, port: u16) -> Process {
+    let mut cmd = Command::new(gateway_bin());
+    cmd.env("KUBECONFIG", kubeconfig)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--namespace", NS, "--pool", POOL])
+        .arg("--scenarios")
+        .arg(catalog)
+        .args(["--auth", "proxy", "--trusted-proxies", "127.0.0.1/32"])
+        .args(["--rate-per-minute", "1000000", "--rate-burst", "1000000"])
+        .args(["--log-format", "json", "--log", "warn"])
+        .stdout(Stdio::null());
+    Process::spawn("cks-gateway", cmd, dir.join("gateway.log"))
+}
+
+/// The operator's controllers in this process, with its default settings, reaching the
+/// simulated VMs as on the development control plane.
+fn start_operator(client: &Client, catalog: &Path) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    use clap::Parser;
+    let catalog = catalog.display().to_string();
+    let ssh_port = SSH_PORT.to_string();
+    let args = cks_operator::config::Args::try_parse_from([
+        "cks-operator",
+        "--namespace",
+        NS,
+        "--practice-api",
+        "vmi-ip",
+        "--ssh-port",
+        &ssh_port,
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--leader-election",
+        "false",
+        "--scenarios",
+        &catalog,
+    ])
+    .expect("operator flags");
+    let rt = cks_operator::runtime::Runtime {
+        client: client.clone(),
+        probe: None,
+        config: None,
+        scenarios: None,
+        host_config: None,
+    };
+    tokio::spawn(async move { cks_operator::runtime::run(&args, rt, std::future::pending()).await })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Platform objects
+
+/// The test-only VM key of the bench's `ssh-key` Secret (fixed seed, never used elsewhere).
+fn ssh_key() -> PrivateKey {
+    PrivateKey::from(Ed25519Keypair::from_seed(&[7; 32]))
+}
+
+/// Creates [`NS`] and the `ssh-key` Secret pools reference.
+async fn bench_namespace(client: &Client) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": NS}})).expect("a Namespace"),
+        )
+        .await
+        .expect("creating the bench namespace");
+    let key = ssh_key();
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "ssh-key"},
+        "stringData": {
+            "ssh-privatekey": key.to_openssh(LineEnding::LF).expect("PEM of the key").to_string(),
+            "ssh-publickey": key.public_key().to_openssh().expect("public key"),
+        },
+    }))
+    .expect("a Secret");
+    Api::<Secret>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("creating the ssh-key Secret");
+}
+
+/// A catalog of one scenario: one task whose rule reads the practice cluster's API, no setup
+/// steps, 1 worker.
+fn write_catalog(root: &Path) {
+    let write = |path: &str, text: &str| {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("catalog directory");
+        std::fs::write(path, text).expect("catalog file");
+    };
+    write(
+        "categories.yaml",
+        "categories:\n  - id: cluster-hardening\n    name: Cluster Hardening\n    description: Bench.\n",
+    );
+    write(
+        &format!("{SCENARIO}/metadata.yaml"),
+        &format!(
+            "id: {SCENARIO}\ntitle: Benchmark no-op\ndescription: A scenario without setup steps.\n\
+             version: \"1.0.0\"\ndifficulty: beginner\ntimeEstimate: 5m\ntopics: [benchmark]\n\
+             category: cluster-hardening\nrequirements:\n  nodes:\n    controlPlane: 1\n    workers: 1\n"
+        ),
+    );
+    write(
+        &format!("{SCENARIO}/tasks/01-look.md"),
+        "# Look around\n## Description\nNothing to do.\n## Objectives\n- Look\n## Hints\n\
+         <details>\n<summary>Where to start</summary>\nkubectl get namespaces\n</details>\n",
+    );
+    write(
+        &format!("{SCENARIO}/validation/01-validation.yaml"),
+        "validation:\n- id: default-namespace\n  type: resource_exists\n  resource:\n    kind: Namespace\n    \
+         name: default\n  errorMessage: \"Namespace default not found\"\n",
+    );
+}
+
+fn pool_spec(n: usize) -> ClusterPool {
+    let n = i32::try_from(n).expect("pool size fits i32");
+    serde_json::from_value(json!({
+        "apiVersion": "cks.io/v1alpha1", "kind": "ClusterPool",
+        "metadata": {"name": POOL, "namespace": NS},
+        "spec": {
+            "minAvailable": n, "maxClusters": n, "maxConcurrentProvisioning": n,
+            "template": {
+                "kubernetesVersion": "1.33.0",
+                "controlPlane": {"cpu": 2, "memory": "4Gi", "diskSize": "20Gi"},
+                "workers": {"count": 1, "cpu": 2, "memory": "2Gi", "diskSize": "20Gi"},
+                "goldenImage": {"namespace": "vm-templates", "name": "golden"},
+                "sshKeySecretRef": {"name": "ssh-key"},
+            },
+        },
+    }))
+    .expect("a ClusterPool")
+}
+
+/// Waits (polling every half second, bounded by [`LIMIT`]) until `n` clusters are Available.
+async fn available(client: &Client, n: usize, devcluster: &mut Process) {
+    let clusters: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let list = clusters
+            .list(&Default::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        let ready = list
+            .iter()
+            .filter(|c| {
+                c.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == PracticeClusterPhase::Available)
+            })
+            .count();
+        if ready >= n {
+            return;
+        }
+        devcluster.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "only {ready} of {n} clusters Available after {LIMIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// When a watch first saw each object, and when it first saw it done.
+#[derive(Debug, Default)]
+struct Seen {
+    first: HashMap<String, Instant>,
+    done: HashMap<String, Instant>,
+}
+
+impl Seen {
+    /// Time from first sight to done, for the objects in `names` that are done.
+    fn durations<'a>(&self, names: impl IntoIterator<Item = &'a String>) -> Latencies {
+        Latencies(
+            names
+                .into_iter()
+                .filter_map(|n| Some(self.done.get(n)?.saturating_duration_since(*self.first.get(n)?)))
+                .collect(),
+        )
+    }
+}
+
+/// Watches `api`, recording in the returned map when each object was first seen and when
+/// `done` first held for it; returns once the watch has listed.
+async fn watch_seen<K>(api: Api<K>, done: fn(&K) -> bool) -> Arc<Mutex<Seen>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let (listed_tx, listed_rx) = tokio::sync::oneshot::channel::<()>();
+    let record = seen.clone();
+    tokio::spawn(async move {
+        let mut listed_tx = Some(listed_tx);
+        let mut events = std::pin::pin!(watcher(api, watcher::Config::default()));
+        while let Some(event) = events.next().await {
+            let at = Instant::now();
+            let object = match event {
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => o,
+                Ok(watcher::Event::InitDone) => {
+                    if let Some(tx) = listed_tx.take() {
+                        let _ = tx.send(());
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            let name = object.name_any();
+            let mut seen = record.lock().expect("seen map");
+            seen.first.entry(name.clone()).or_insert(at);
+            if done(&object) {
+                seen.done.entry(name).or_insert(at);
+            }
+        }
+    });
+    listed_rx.await.expect("the watch lists");
+    seen
+}
+
+fn cluster_assigned(s: &Session) -> bool {
+    s.status.as_ref().is_some_and(|st| {
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == condition_types::CLUSTER_ASSIGNED && c.status == "True")
+    })
+}
+
+fn run_finished(r: &ValidationRun) -> bool {
+    r.status.as_ref().is_some_and(|s| s.completion_time.is_some())
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP
+
+/// A keep-alive HTTP/1 client of the gateway.
+#[derive(Clone)]
+struct Http {
+    base: String,
+    client: HttpClient<HttpConnector, Full<Bytes>>,
+}
+
+impl Http {
+    fn new(port: u16) -> Self {
+        let mut connector = HttpConnector::new();
+        // As browsers and proxies do; without it a small request waits on delayed ACKs.
+        connector.set_nodelay(true);
+        Self {
+            base: format!("http://127.0.0.1:{port}"),
+            client: HttpClient::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(256)
+                .build(connector),
+        }
+    }
+
+    /// Sends a request as `user` (proxy headers); returns the status and the body.
+    async fn call(&self, method: &str, path: &str, user: Option<&str>, body: Option<Value>) -> (u16, Bytes) {
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        if let Some(user) = user {
+            req = req.header("x-forwarded-user", user);
+            if user == "admin" {
+                req = req.header("x-forwarded-groups", "cks-admins");
+            }
+        }
+        let body = match body {
+            Some(b) => {
+                req = req.header("content-type", "application/json");
+                Bytes::from(b.to_string())
+            }
+            None => Bytes::new(),
+        };
+        let resp = self
+            .client
+            .request(req.body(Full::new(body)).expect("a request"))
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: reading the body: {e}"))
+            .to_bytes();
+        (status, bytes)
+    }
+
+    async fn json(&self, method: &str, path: &str, user: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        let (status, bytes) = self.call(method, path, user, body).await;
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+}
+
+/// `requests` GETs of `path` as `user` spread over `clients` concurrent clients (each its own
+/// connection, one request at a time); latencies and requests per second.
+async fn get_load(
+    http: &Http,
+    path: &str,
+    user: Option<&str>,
+    clients: usize,
+    requests: usize,
+) -> (Latencies, f64) {
+    let per_client = requests.div_ceil(clients);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            // A client of its own per task, so each keeps its own connection.
+            let http = Http {
+                base: http.base.clone(),
+                client: HttpClient::builder(TokioExecutor::new()).build({
+                    let mut c = HttpConnector::new();
+                    c.set_nodelay(true);
+                    c
+                }),
+            };
+            let (path, user) = (path.to_owned(), user.map(str::to_owned));
+            tokio::spawn(async move {
+                let mut samples = Vec::with_capacity(per_client);
+                for _ in 0..per_client {
+                    let t = Instant::now();
+                    let (status, _) = http.call("GET", &path, user.as_deref(), None).await;
+                    samples.push(t.elapsed());
+                    assert_eq!(status, 200, "GET {path}");
+                }
+                samples
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(per_client * clients);
+    for t in tasks {
+        all.extend(t.await.expect("a client task"));
+    }
+    let rate = all.len() as f64 / started.elapsed().as_secs_f64();
+    (Latencies(all), rate)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run
+
+/// Creates a Session through the gateway as `user`; its latency and its id. Panics unless the
+/// answer is 201 with `status: "running"` (the warm pool is sized for every create).
+async fn create_session(http: &Http, user: &str) -> (Duration, String) {
+    let t = Instant::now();
+    let (status, body) = http
+        .json(
+            "POST",
+            "/api/v1/sessions",
+            Some(user),
+            Some(json!({"scenarioId": SCENARIO})),
+        )
+        .await;
+    let took = t.elapsed();
+    assert_eq!(status, 201, "create as {user}: {body}");
+    assert_eq!(
+        body["status"], "running",
+        "create as {user} from a warm pool: {body}"
+    );
+    (took, body["sessionId"].as_str().expect("a sessionId").to_owned())
+}
+
+/// One line: label, figures.
+fn line(label: &str, figures: impl std::fmt::Display) {
+    println!("  {label:<44} {figures}");
+}
+
+#[tokio::main]
+async fn main() {
+    if !under_cargo_bench() {
+        self_check();
+        return;
+    }
+    let get_requests = sizes("CKS_BENCH_GET_REQUESTS", &[5000])[0];
+    let creates = sizes("CKS_BENCH_CREATES", &[20, 50]);
+    let (sequential, concurrent) = (creates[0], creates.get(1).copied().unwrap_or(50));
+    let cached = sizes("CKS_BENCH_CACHED_SESSIONS", &[1000])[0];
+
+    println!("cks-gateway benchmark");
+    line("gateway", describe_bin(&gateway_bin()));
+    line(
+        "control plane",
+        format!("{} (simulator, fast)", describe_bin(&devcluster_bin())),
+    );
+    line("operator", "controllers in the bench process, default settings");
+
+    let dir = Scratch::new("gateway");
+    let catalog = dir.path().join("catalog");
+    write_catalog(&catalog);
+    let (mut devcluster, kubeconfig) = start_devcluster(dir.path());
+    let client = kube_client(&kubeconfig).await;
+    bench_namespace(&client).await;
+    let operator = start_operator(&client, &catalog);
+    let warm = sequential + concurrent;
+    let t = Instant::now();
+    Api::<ClusterPool>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &pool_spec(warm))
+        .await
+        .expect("creating the pool");
+    available(&client, warm, &mut devcluster).await;
+    line(
+        &format!("warm pool of {warm} clusters ready in"),
+        format!("{:.1} s", t.elapsed().as_secs_f64()),
+    );
+
+    let port = free_port();
+    let mut gateway = start_gateway(dir.path(), &kubeconfig, &catalog, port);
+    let http = Http::new(port);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        gateway.assert_running();
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+            && http.call("GET", "/readyz", None, None).await.0 == 200
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway was not ready within a minute"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (idle_rss, _) = rss_mib(gateway.pid());
+
+    let sessions_seen = watch_seen(Api::<Session>::namespaced(client.clone(), NS), cluster_assigned).await;
+    let runs_seen = watch_seen(Api::<ValidationRun>::namespaced(client.clone(), NS), run_finished).await;
+
+    // Creates: one at a time, then `concurrent` at once; every user is new (one active
+    // session per user).
+    println!("POST /api/v1/sessions -> 201 running (warm pool)");
+    let mut one_at_a_time = Vec::new();
+    let mut names = Vec::new();
+    for i in 0..sequential {
+        let (took, id) = create_session(&http, &format!("seq-{i:03}")).await;
+        one_at_a_time.push(took);
+        names.push(id);
+    }
+    let seq_names = names.clone();
+    let batch: Vec<(Duration, String)> = futures::future::join_all((0..concurrent).map(|i| {
+        let http = http.clone();
+        async move { create_session(&http, &format!("par-{i:03}")).await }
+    }))
+    .await;
+    let par_names: Vec<String> = batch.iter().map(|(_, n)| n.clone()).collect();
+    names.extend(par_names.iter().cloned());
+    let all_assigned = Instant::now() + Duration::from_secs(30);
+    while sessions_seen.lock().expect("seen").durations(&names).0.len() < names.len() {
+        assert!(
+            Instant::now() < all_assigned,
+            "the watch never saw every Session assigned"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (create_1, create_n) = (
+        Latencies(one_at_a_time),
+        Latencies(batch.iter().map(|(d, _)| *d).collect()),
+    );
+    let (alloc_1, alloc_n) = {
+        let seen = sessions_seen.lock().expect("seen");
+        (seen.durations(&seq_names), seen.durations(&par_names))
+    };
+    line("1 at a time: HTTP 201 running", create_1.summary());
+    line("1 at a time: operator created -> assigned", alloc_1.summary());
+    line(
+        &format!("{concurrent} at once: HTTP 201 running"),
+        create_n.summary(),
+    );
+    line(
+        &format!("{concurrent} at once: operator created -> assigned"),
+        alloc_n.summary(),
+    );
+    line(
+        "gateway share (HTTP - operator), p50 / p99",
+        format!(
+            "1: {:+.1} / {:+.1} ms   {concurrent}: {:+.1} / {:+.1} ms",
+            diff_ms(create_1.quantile(0.5), alloc_1.quantile(0.5)),
+            diff_ms(create_1.quantile(0.99), alloc_1.quantile(0.99)),
+            diff_ms(create_n.quantile(0.5), alloc_n.quantile(0.5)),
+            diff_ms(create_n.quantile(0.99), alloc_n.quantile(0.99)),
+        ),
+    );
+
+    // Cached reads: one Session's view next to the health endpoint.
+    let (id, user) = (seq_names[0].clone(), "seq-000");
+    let session_path = format!("/api/v1/sessions/{id}");
+    println!("GET /api/v1/sessions/{{id}} (cached) next to /healthz, {get_requests} requests each");
+    for clients in [1, 64] {
+        // Warm-up: connections and caches.
+        get_load(&http, &session_path, Some(user), clients, clients * 10).await;
+        get_load(&http, "/healthz", None, clients, clients * 10).await;
+        let (get, get_rate) = get_load(&http, &session_path, Some(user), clients, get_requests).await;
+        let (health, health_rate) = get_load(&http, "/healthz", None, clients, get_requests).await;
+        line(
+            &format!("{clients} client(s): GET session"),
+            format!("{}   {get_rate:>8.0} req/s", get.summary()),
+        );
+        line(
+            &format!("{clients} client(s): GET /healthz"),
+            format!("{}   {health_rate:>8.0} req/s", health.summary()),
+        );
+        line(
+            &format!("{clients} client(s): gateway's own work per read"),
+            format!(
+                "p50 {:+.3} ms   p99 {:+.3} ms   (session / healthz p99 x{:.2}; target overhead <= {TARGET_GET_OVERHEAD_P99_MS} ms p99)",
+                diff_ms(get.quantile(0.5), health.quantile(0.5)),
+                diff_ms(get.quantile(0.99), health.quantile(0.99)),
+                get.quantile(0.99).as_secs_f64() / health.quantile(0.99).as_secs_f64().max(1e-9),
+            ),
+        );
+    }
+
+    // Validation: each running session validates its task once, one at a time.
+    println!("POST /api/v1/sessions/{{id}}/tasks/task-1/validate (one at a time)");
+    let mut answers = Vec::new();
+    for (i, id) in names.iter().enumerate() {
+        let user = if i < sequential {
+            format!("seq-{i:03}")
+        } else {
+            format!("par-{:03}", i - sequential)
+        };
+        let t = Instant::now();
+        let (status, body) = http
+            .json(
+                "POST",
+                &format!("/api/v1/sessions/{id}/tasks/task-1/validate"),
+                Some(&user),
+                None,
+            )
+            .await;
+        let took = t.elapsed();
+        assert_eq!(status, 200, "validate {id}: {body}");
+        assert_eq!(body["finished"], true, "validate {id}: {body}");
+        answers.push((body["runId"].as_str().expect("a runId").to_owned(), took));
+    }
+    let run_names: Vec<String> = answers.iter().map(|(r, _)| r.clone()).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while runs_seen.lock().expect("seen").durations(&run_names).0.len() < run_names.len() {
+        assert!(Instant::now() < deadline, "the watch never saw every run finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (http_times, own, overhead) = {
+        let seen = runs_seen.lock().expect("seen");
+        let mut overhead = Vec::new();
+        let mut own = Vec::new();
+        for (run, took) in &answers {
+            let run_time = seen.durations([run]).0[0];
+            own.push(run_time);
+            overhead.push(took.saturating_sub(run_time));
+        }
+        (
+            Latencies(answers.iter().map(|(_, d)| *d).collect()),
+            Latencies(own),
+            Latencies(overhead),
+        )
+    };
+    line("HTTP answer", http_times.summary());
+    line("the ValidationRun's own (created -> finished)", own.summary());
+    line("overhead (HTTP - run, per request)", overhead.summary());
+
+    // Memory with many Sessions in the gateway's caches: created straight through the API
+    // (the gateway's per-user limit is not what is measured), queued on the exhausted pool.
+    let sessions: Api<Session> = Api::namespaced(client.clone(), NS);
+    futures::stream::iter(0..cached)
+        .map(|i| {
+            let sessions = sessions.clone();
+            async move {
+                let s: Session = serde_json::from_value(json!({
+                    "apiVersion": "cks.io/v1alpha1", "kind": "Session",
+                    "metadata": {"name": format!("cached-{i:04}"), "namespace": NS},
+                    "spec": {"scenario": SCENARIO, "user": format!("cached-{i:04}"), "pool": POOL, "durationMinutes": 60},
+                }))
+                .expect("a Session");
+                sessions.create(&PostParams::default(), &s).await.expect("creating a Session");
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+    let want = cached + names.len();
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let (status, body) = http
+            .json("GET", "/api/v1/admin/sessions?all=true", Some("admin"), None)
+            .await;
+        let have = body["sessions"].as_array().map_or(0, Vec::len);
+        if status == 200 && have >= want {
+            break;
+        }
+        gateway.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "the gateway lists {have} of {want} Sessions"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (cached_rss, cached_peak) = rss_mib(gateway.pid());
+    println!("gateway resident memory (VmRSS of its process)");
+    line("idle (caches synced, warm pool)", format!("{idle_rss:>6.1} MiB"));
+    line(
+        &format!("{want} Sessions cached"),
+        format!(
+            "{cached_rss:>6.1} MiB (peak {cached_peak:.1} MiB; target <= {TARGET_RSS_MIB} MiB with 1000 Sessions and 200 terminals)"
+        ),
+    );
+
+    gateway.assert_running();
+    devcluster.assert_running();
+    let problems = gateway.log_lines();
+    if problems > 0 {
+        line("gateway warnings/errors logged", problems);
+    }
+    operator.abort();
+}
