@@ -67,8 +67,12 @@ if [ -f web/dist/index.html ]; then
 else
     echo "note: no web/dist (run make web, or make run, which builds it): the gateway serves the API only" >&2
 fi
+# Terminals sign their URLs with a key kept in the state directory (a real deployment mounts
+# one from a Secret); they reach the simulated VMs' SSH on 2222.
+[ -s "$state/terminal-key" ] || head -c 48 /dev/urandom | base64 -w0 > "$state/terminal-key"
 KUBECONFIG="$kubeconfig" "$bin/cks-gateway" --auth dev --listen 127.0.0.1:8081 \
     --namespace cks-lab --scenarios scenarios --pool cks-standard "${web[@]}" \
+    --terminal-key-file "$state/terminal-key" --ssh-port 2222 \
     --cors-origins http://localhost:3000 --log-format human &
 pids+=($!)
 

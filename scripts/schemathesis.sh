@@ -65,7 +65,7 @@ KUBECONFIG="$state/kubeconfig" "$bin/cks-operator" --namespace cks-lab --practic
 pids+=($!)
 KUBECONFIG="$state/kubeconfig" "$bin/cks-gateway" --auth dev --listen "127.0.0.1:$port" \
     --namespace cks-lab --scenarios scenarios --pool cks-standard --log-format human \
-    --validate-wait-seconds 5 --log warn >"$state/gateway.log" 2>&1 &
+    --validate-wait-seconds 5 --ssh-port 2223 --log warn >"$state/gateway.log" 2>&1 &
 pids+=($!)
 
 ready=

@@ -68,7 +68,7 @@ pids+=($!)
 # exec: the background job is the gateway itself, so the cleanup's kill reaches it.
 gateway() {
     KUBECONFIG="$state/kubeconfig" exec "$bin/cks-gateway" --namespace cks-lab \
-        --scenarios "$state/scenarios" --pool cks-standard --web-dir web/dist \
+        --scenarios "$state/scenarios" --pool cks-standard --web-dir web/dist --ssh-port "$ssh_port" \
         --log-format human --log warn "$@"
 }
 gateway --auth dev --listen "127.0.0.1:$dev_port" >"$state/gateway-dev.log" 2>&1 &

@@ -217,6 +217,31 @@ async fn a_terminal_runs_a_shell_on_any_replica_and_closes_when_the_session_ends
     assert_eq!(late.closed().await.code, Some(4003));
     let again = gw.post(&path, &alice, r#"{"target": "control-plane"}"#).await;
     assert!(matches!(again.status, 404 | 409), "{again:?}");
+
+    // The cluster resets; the next student gets it without the previous one's changes.
+    let created = gw.post(SESSIONS, &bob, r#"{"scenarioId": "hardening"}"#).await;
+    assert_eq!(created.status, 201, "{created:?}");
+    let next = created.json["sessionId"].as_str().unwrap().to_owned();
+    let view = eventually("Bob's session running", || async {
+        let v = gw.get(&format!("{SESSIONS}/{next}"), &bob).await.json;
+        (v["status"] == "running").then_some(v)
+    })
+    .await;
+    assert_eq!(
+        view["assignedCluster"],
+        pc.metadata.name.clone().unwrap().as_str()
+    );
+    let url = terminal_url(&gw, &bob, &next, "control-plane").await["terminalUrl"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut fresh = Term::open(&url).await;
+    fresh.control("ready").await;
+    fresh
+        .keys("test -e /etc/cks/mode && echo DIRTY-$((1)) || echo CLEAN-$((2))\r")
+        .await;
+    let out = fresh.until_output("-2").await;
+    assert!(out.contains("CLEAN-2") && !out.contains("DIRTY-1"), "{out}");
 }
 
 /// Resident memory of this process (the whole platform runs in it), in bytes.

@@ -84,8 +84,9 @@ pub async fn open(
 ) -> ApiResult<Json<TerminalView>> {
     let session = visible_session(&state, &who, &id)?;
     let status = session.status.clone().unwrap_or_default();
-    if !matches!(status.phase, SessionPhase::Initializing | SessionPhase::Ready) {
-        let why = if status.phase.is_terminal() {
+    let ending = session.metadata.deletion_timestamp.is_some();
+    if ending || !matches!(status.phase, SessionPhase::Initializing | SessionPhase::Ready) {
+        let why = if ending || status.phase.is_terminal() {
             "The session has ended; start a new one."
         } else {
             "The session has no cluster yet; open terminals once it is running."

@@ -499,7 +499,17 @@ impl Term {
     pub async fn until_output(&mut self, needle: &str) -> String {
         use tokio_tungstenite::tungstenite::Message;
         let start = self.seen.len();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
+            let tail = self.seen.len().saturating_sub(2000);
+            let tail = (tail..self.seen.len())
+                .find(|&i| self.seen.is_char_boundary(i))
+                .unwrap_or(0);
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {needle:?} in the terminal output within 60 s; its end: {:?}",
+                &self.seen[tail..]
+            );
             if let Some(at) = self.seen[start.min(self.seen.len())..].find(needle) {
                 let end = start + at + needle.len();
                 return self.seen[start..end].to_owned();
