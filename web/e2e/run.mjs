@@ -6,6 +6,7 @@
 
 import { mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import net from 'node:net';
 import { chromium } from 'playwright-core';
 
 const require = createRequire(import.meta.url);
@@ -42,6 +43,38 @@ async function until(what, fn, ms = 30_000) {
 
 function check(cond, what) {
   if (!cond) throw new Error(what);
+}
+
+/** A TCP relay to `port` whose connections can all be cut at once: a real network failure
+ * between the browser and the gateway (the browser sees its sockets reset), not a close. */
+function relay(port) {
+  const sockets = new Set();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(port, '127.0.0.1');
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('error', () => undefined);
+      s.on('close', () => {
+        sockets.delete(s);
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () =>
+      resolve({
+        url: `http://127.0.0.1:${server.address().port}`,
+        cut: () => sockets.forEach((s) => s.resetAndDestroy()),
+        close: () => {
+          server.close();
+          sockets.forEach((s) => s.destroy());
+        },
+      }),
+    ),
+  );
 }
 
 async function shot(page, name) {
@@ -181,6 +214,26 @@ test('lab: start, tasks inert, validate with per-rule failures, hints, terminal,
     await until('control-plane printed', async () => /^control-plane\s*$/m.test(await screen.innerText()));
     await page.keyboard.type('echo ready > /tmp/cks-web-e2e\n');
     await shot(page, 'lab-terminal');
+
+    // The terminal follows its window: the shell's size changes with the viewport.
+    const size = async () => {
+      await frame.locator('.xterm-helper-textarea').focus();
+      await page.keyboard.type('clear; stty size\n');
+      return until('stty size printed', async () => /^(\d+) (\d+)\s*$/m.exec(await screen.innerText())?.slice(1).join(' '));
+    };
+    const wide = await size();
+    await page.setViewportSize({ width: 1100, height: 700 });
+    await until('a smaller shell', async () => (await size()) !== wide);
+    await page.setViewportSize({ width: 1440, height: 900 });
+
+    // A tab per node: the worker's terminal is another machine.
+    await page.getByTestId('new-term-worker-1').click();
+    const worker = page.frameLocator('iframe[title="Terminal on worker-1"]');
+    await worker.locator('#terminal-status[data-state="ready"]').waitFor({ timeout: 60_000 });
+    await worker.locator('.xterm-helper-textarea').focus();
+    await page.keyboard.type('hostname\n');
+    await until('the worker\'s hostname', async () => /^worker\S*\s*$/m.test(await worker.locator('.xterm-rows').innerText()));
+    await page.getByTestId('term-tab-control-plane').click();
     await page.getByTestId('validate').click();
     await page.locator('.result-pass').waitFor({ timeout: 60_000 });
     await until('progress moved', async () => (await page.getByTestId('progress').textContent()).startsWith('1/1'));
@@ -221,6 +274,37 @@ test('lab: start, tasks inert, validate with per-rule failures, hints, terminal,
   const problems = page.problems.filter((p) => !/script-src-attr|inline event handler/.test(p));
   check(problems.length === 0, problems.join('\n'));
   await context.close();
+});
+
+test('terminal: after a network cut the page reconnects on the same URL and gets a shell again', async (browser) => {
+  const { context, page } = await open(browser);
+  if (!(await (async () => (await page.goto(`${DEV}/`), terminalsBuilt(page)))())) return console.log('    (no terminals in this gateway: skipped)');
+  const net = await relay(Number(new URL(DEV).port));
+  try {
+    await endAll(page, net.url);
+    const id = await startFromCatalogue(page, net.url, 'web-e2e');
+    const frame = page.frameLocator('iframe[title="Terminal on control-plane"]');
+    await frame.locator('#terminal-status[data-state="ready"]').waitFor({ timeout: 60_000 });
+    const socketUrl = () => frame.locator('body').evaluate(() => location.href);
+    const before = await socketUrl();
+    net.cut();
+    await frame.locator('#terminal-status[data-state="reconnecting"]').waitFor();
+    await frame.locator('#terminal-status[data-state="ready"]').waitFor({ timeout: 60_000 });
+    check((await socketUrl()) === before, 'the same terminal URL');
+    const screen = frame.locator('.xterm-rows');
+    await frame.locator('.xterm-helper-textarea').focus();
+    await page.keyboard.type('hostname\n');
+    await until('a working shell after the cut', async () => /^control-plane\s*$/m.test(await screen.innerText()));
+    // The lab's own stream came back too.
+    await page.locator('.live-live').waitFor();
+    await shot(page, 'terminal-reconnected');
+    await api(page, 'DELETE', `/sessions/${id}`);
+    const problems = page.problems.filter((p) => !/script-src-attr|inline event handler|ERR_CONNECTION_RESET|ERR_NETWORK_CHANGED/.test(p));
+    check(problems.length === 0, problems.join('\n'));
+  } finally {
+    net.close();
+    await context.close();
+  }
 });
 
 test('token mode: sign-in sets an HttpOnly cookie; an admin force-ends another user\'s session live', async (browser) => {
