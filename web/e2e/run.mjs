@@ -282,6 +282,8 @@ test('terminal: after a network cut the page reconnects on the same URL and gets
   const net = await relay(Number(new URL(DEV).port));
   try {
     await endAll(page, net.url);
+    // The theme switch holds for the terminal frames too.
+    await page.getByLabel('Colour theme').selectOption('dark');
     const id = await startFromCatalogue(page, net.url, 'web-e2e');
     const frame = page.frameLocator('iframe[title="Terminal on control-plane"]');
     await frame.locator('#terminal-status[data-state="ready"]').waitFor({ timeout: 60_000 });
@@ -376,6 +378,9 @@ test('accessibility: axe finds no serious or critical violation on each page', a
   const pages = [
     ['catalogue', `${DEV}/`, '.card'],
     ['lab', `${DEV}/lab/${id}`, '[data-testid="task"]'],
+    ...((await terminalsBuilt(page))
+      ? [['terminal', await page.locator('iframe').first().getAttribute('src'), '#terminal-status[data-state="ready"]']]
+      : []),
     ['admin', `${DEV}/admin`, '[data-testid="clusters"]'],
     ['login', `${TOKEN}/login`, '#token'],
   ];

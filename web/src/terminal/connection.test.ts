@@ -94,7 +94,7 @@ describe('terminal connection', () => {
   });
 
   it('reconnects to the same URL after a blip, and not after a reason a retry cannot fix', () => {
-    connect();
+    const c = connect() as unknown as { term: { written: unknown[] } };
     FakeSocket.all[0].open();
     FakeSocket.all[0].drop(1006);
     expect(states.at(-1)?.[0]).toBe('reconnecting');
@@ -103,6 +103,8 @@ describe('terminal connection', () => {
     expect(FakeSocket.all[1].url).toBe('ws://gw/terminal/cap/ws');
     const ws = FakeSocket.all[1];
     ws.open();
+    ws.control({ type: 'ready', target: 'control-plane' });
+    expect(String(c.term.written.at(-1))).toContain('new shell');
     ws.control({ type: 'closed', reason: 'session-ended', message: 'The session ended.' });
     ws.drop(4003);
     expect(states.at(-1)).toEqual(['closed', 'The session ended.']);

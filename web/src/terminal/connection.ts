@@ -32,7 +32,8 @@ export class TerminalConnection {
     private readonly url: string,
     private readonly events: TerminalEvents,
   ) {
-    const dark = !window.matchMedia || window.matchMedia('(prefers-color-scheme: dark)').matches;
+    const theme = document.documentElement.dataset.theme;
+    const dark = theme ? theme === 'dark' : !window.matchMedia || window.matchMedia('(prefers-color-scheme: dark)').matches;
     this.term = new Terminal({
       cursorBlink: true,
       fontFamily: 'ui-monospace, "DejaVu Sans Mono", "Liberation Mono", Menlo, Consolas, monospace',
@@ -137,6 +138,8 @@ export class TerminalConnection {
       return;
     }
     if (msg.type === 'ready') {
+      // A reconnect gets a new shell: say so, instead of its prompt running on after the old one.
+      if (this.attempts > 0) this.term.write('\r\n\x1b[2m[reconnected: this is a new shell]\x1b[0m\r\n');
       this.attempts = 0;
       this.events.state('ready', `Connected to ${msg.target ?? 'the node'}`);
       this.refit();

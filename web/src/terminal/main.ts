@@ -6,6 +6,10 @@ import '../terminal.css';
 import { capabilityFromPath, terminalSocketUrl } from '../logic';
 import { TerminalConnection } from './connection';
 
+// The app's theme switch (same origin) applies here too; else the system's scheme.
+const saved = localStorage.getItem('cks-theme');
+if (saved === 'light' || saved === 'dark') document.documentElement.dataset.theme = saved;
+
 const status = document.getElementById('terminal-status') as HTMLElement;
 const screen = document.getElementById('terminal') as HTMLElement;
 
