@@ -100,9 +100,10 @@ async function open(browser, opts = {}) {
   return { context, page };
 }
 
-async function signIn(page, base, token) {
+async function signIn(page, base, token, screenshot) {
   await page.goto(`${base}/`);
   await page.waitForURL(/\/login/);
+  if (screenshot) await shot(page, screenshot);
   // By keyboard: the field has the focus it needs, Enter submits.
   await page.getByLabel('Access token').focus();
   await page.keyboard.type(token);
@@ -311,7 +312,7 @@ test('terminal: after a network cut the page reconnects on the same URL and gets
 
 test('token mode: sign-in sets an HttpOnly cookie; an admin force-ends another user\'s session live', async (browser) => {
   const student = await open(browser);
-  await signIn(student.page, TOKEN, ALICE);
+  await signIn(student.page, TOKEN, ALICE, 'login');
   const stored = await student.page.evaluate(() => ({ cookie: document.cookie, local: JSON.stringify(localStorage), session: JSON.stringify(sessionStorage) }));
   check(!JSON.stringify(stored).includes(ALICE), `the token is nowhere script can read: ${JSON.stringify(stored)}`);
   const id = await startFromCatalogue(student.page, TOKEN, 'rbac-least-privilege');

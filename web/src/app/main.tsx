@@ -80,9 +80,11 @@ function App() {
           <span aria-hidden="true">▸_</span> cks-lab
         </Link>
         <nav aria-label="Main">
-          <Link href="/" class={r.page === 'catalogue' ? 'active' : ''}>
-            Catalogue
-          </Link>
+          {me && (
+            <Link href="/" class={r.page === 'catalogue' ? 'active' : ''}>
+              Catalogue
+            </Link>
+          )}
           {me?.role === 'admin' && (
             <Link href="/admin" class={r.page === 'admin' ? 'active' : ''}>
               Admin
