@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: help test lint fmt crds crds-check scenarios-lint unit schemathesis run bench
+.PHONY: help test lint fmt crds crds-check scenarios-lint unit schemathesis run bench web web-test web-e2e web-bench
 
 help:
 	@echo "make run         the platform locally: dev control plane + KubeVirt simulator + operator + gateway"
@@ -13,9 +13,11 @@ help:
 	@echo "make fmt         format the code"
 	@echo "make crds        regenerate crds/ from crates/api"
 	@echo "make schemathesis  schemathesis against the gateway's OpenAPI document (part of make test)"
+	@echo "make web         build the web page into web/dist (when its sources changed)"
+	@echo "make web-e2e     the web page in headless Chromium against the platform (part of make test)"
 	@echo "make bench       benchmarks; they print their figures"
 
-test: lint crds-check scenarios-lint unit schemathesis
+test: lint crds-check scenarios-lint unit schemathesis web-test web-e2e
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -58,8 +60,33 @@ schemathesis:
 # The development control plane with the KubeVirt simulator, the CRDs, the samples, the
 # operator and the gateway (scripts/dev-run.sh); Ctrl-C stops it. CKS_KUBEVIRT_PROFILE=fast
 # speeds it up.
-run:
+run: web
 	scripts/dev-run.sh
+
+# The web page (web/, docs/web.md): npm ci when the lockfile changed, a Vite build when a
+# source changed. The gateway serves web/dist (--web-dir); cargo never needs Node.js.
+WEB_SOURCES := $(shell find web/src web/public web/scripts -type f 2>/dev/null) web/index.html web/terminal.html \
+	web/vite.config.ts web/tsconfig.json web/package.json
+web: web/dist/index.html
+
+web/node_modules/.package-lock.json: web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	@touch $@
+
+web/dist/index.html: web/node_modules/.package-lock.json $(WEB_SOURCES)
+	cd web && npm run build
+
+# The page's unit tests (Vitest) and its type check (part of the build).
+web-test: web
+	cd web && npm test
+
+# The page in headless Chromium (Playwright) against the platform (scripts/web-e2e.sh).
+web-e2e: web
+	scripts/web-e2e.sh
+
+# The page's figures: paint, time to a terminal, bytes of a first load, gateway CPU when idle.
+web-bench: web
+	scripts/web-e2e.sh --bench
 
 # The operator and gateway benches run cks-devcluster as a separate process (built here) so
 # each process's peak memory is its own. Sizes: CKS_BENCH_PROFILE, CKS_BENCH_POOL_SIZES,
@@ -73,3 +100,4 @@ bench:
 	$(CARGO) bench --locked -p cks-operator --bench sessions
 	$(CARGO) bench --locked -p cks-operator --bench pool
 	$(CARGO) bench --locked -p cks-gateway --bench gateway
+	$(MAKE) web-bench

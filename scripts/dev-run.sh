@@ -2,7 +2,8 @@
 # `make run`: the whole platform on this machine. Starts the development control plane with the
 # KubeVirt simulator and a golden image, applies the CRDs, the samples and an SSH key for the
 # sample pool, then runs the operator and the HTTP gateway (dev auth, http://127.0.0.1:8081)
-# against it. Ctrl-C stops everything.
+# against it, serving the web page from web/dist (`make run` builds it first). Ctrl-C stops
+# everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -58,13 +59,19 @@ KUBECONFIG="$kubeconfig" "$bin/cks-operator" --namespace cks-lab --practice-api 
     --scenarios scenarios --ssh-port 2222 --metrics-addr 127.0.0.1:8080 --log-format human &
 pids+=($!)
 
-# The API for a frontend: dev auth makes every caller the admin "developer" (loopback only).
+# The API and the web page: dev auth makes every caller the admin "developer" (loopback only).
 # CORS allows the reference frontend's dev server (npm run dev on port 3000).
+web=()
+if [ -f web/dist/index.html ]; then
+    web=(--web-dir web/dist)
+else
+    echo "note: no web/dist (run make web, or make run, which builds it): the gateway serves the API only" >&2
+fi
 # Terminals sign their URLs with a key kept in the state directory (a real deployment mounts
 # one from a Secret); they reach the simulated VMs' SSH on 2222.
 [ -s "$state/terminal-key" ] || head -c 48 /dev/urandom | base64 -w0 > "$state/terminal-key"
 KUBECONFIG="$kubeconfig" "$bin/cks-gateway" --auth dev --listen 127.0.0.1:8081 \
-    --namespace cks-lab --scenarios scenarios --pool cks-standard \
+    --namespace cks-lab --scenarios scenarios --pool cks-standard "${web[@]}" \
     --terminal-key-file "$state/terminal-key" --ssh-port 2222 \
     --cors-origins http://localhost:3000 --log-format human &
 pids+=($!)
@@ -72,6 +79,7 @@ pids+=($!)
 cat <<MSG
 
 cks-lab is running on the development control plane (a dev/test tool, not a real cluster).
+  open:       http://127.0.0.1:8081/   (the web page: catalogue, lab, admin console)
   kubeconfig: $kubeconfig
   try:        KUBECONFIG=$kubeconfig kubectl get cks -A
               KUBECONFIG=$kubeconfig kubectl get vm,vmi,dv -A

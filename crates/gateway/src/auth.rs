@@ -3,8 +3,9 @@
 //! - `proxy`: an authenticating reverse proxy (oauth2-proxy and the like) puts the user and
 //!   groups in headers. Those headers are believed only from the configured trusted CIDRs;
 //!   from anywhere else they are ignored and the caller is anonymous (401).
-//! - `token`: `Authorization: Bearer <token>`, looked up in a mounted file of
-//!   `token,user[,role]` lines that is reloaded when it changes.
+//! - `token`: `Authorization: Bearer <token>`, or the HttpOnly cookie the web page's sign-in
+//!   sets ([`TOKEN_COOKIE`]), looked up in a mounted file of `token,user[,role]` lines that is
+//!   reloaded when it changes.
 //! - `dev`: every caller is one configured user with the admin role; only allowed on a
 //!   loopback listen address (checked at start-up).
 //!
@@ -102,7 +103,20 @@ pub enum Authenticator {
     Dev(String),
 }
 
+/// The cookie `POST /api/v1/auth/login` sets in `token` mode: the token itself, HttpOnly and
+/// SameSite=Strict, so page scripts never hold it and other sites' requests never carry it.
+pub const TOKEN_COOKIE: &str = "cks_token";
+
 impl Authenticator {
+    /// The mode's name, as the flag spells it.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Self::Proxy(_) => "proxy",
+            Self::Token(_) => "token",
+            Self::Dev(_) => "dev",
+        }
+    }
+
     /// The identity of a request from `peer` with `headers`.
     pub fn authenticate(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Result<Identity, ApiError> {
         match self {
@@ -135,9 +149,13 @@ impl Authenticator {
                 })
             }
             Self::Token(file) => {
-                let token = bearer(headers).ok_or_else(|| {
-                    ApiError::unauthenticated("Send an API token as 'Authorization: Bearer <token>'.")
-                })?;
+                let token = bearer(headers)
+                    .or_else(|| cookie(headers, TOKEN_COOKIE))
+                    .ok_or_else(|| {
+                        ApiError::unauthenticated(
+                            "Sign in, or send an API token as 'Authorization: Bearer <token>'.",
+                        )
+                    })?;
                 file.lookup(token)
                     .ok_or_else(|| ApiError::unauthenticated("The API token is not valid (or no longer)."))
             }
@@ -166,6 +184,19 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
     let (scheme, token) = value.split_once(' ')?;
     (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()).then(|| token.trim())
+}
+
+/// The value of cookie `name` among the request's `Cookie` headers.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty())
 }
 
 /// A user name fit for `spec.user` (1..=253 printable characters).
@@ -447,6 +478,33 @@ mod tests {
         assert_eq!(bearer(&headers(&[("authorization", "Basic abc")])), None);
         assert_eq!(bearer(&headers(&[("authorization", "Bearer ")])), None);
         assert_eq!(bearer(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn the_sign_in_cookie_counts_like_the_bearer_token_in_token_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        std::fs::write(&path, "t1,alice\n").unwrap();
+        let auth = Authenticator::Token(TokenFile::open(&path).unwrap());
+        let h = headers(&[("cookie", "theme=dark; cks_token=t1; other=x")]);
+        assert_eq!(auth.authenticate(None, &h).unwrap().user, "alice");
+        let h = headers(&[("cookie", "cks_token=wrong")]);
+        assert_eq!(auth.authenticate(None, &h).unwrap_err().status, 401);
+        let h = headers(&[("cookie", "not_cks_token=t1")]);
+        assert_eq!(auth.authenticate(None, &h).unwrap_err().status, 401);
+        // A bearer token wins over the cookie (an API client acting as itself).
+        let h = headers(&[("cookie", "cks_token=wrong"), ("authorization", "Bearer t1")]);
+        assert_eq!(auth.authenticate(None, &h).unwrap().user, "alice");
+    }
+
+    #[test]
+    fn the_cookie_never_identifies_anyone_in_proxy_mode() {
+        let auth = proxy("10.0.0.0/8");
+        let h = headers(&[("cookie", "cks_token=t1")]);
+        assert!(
+            auth.authenticate(Some("192.168.1.1".parse().unwrap()), &h)
+                .is_err()
+        );
     }
 
     #[test]

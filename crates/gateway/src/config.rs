@@ -211,6 +211,9 @@ pub enum ConfigError {
     /// A pool name is not a DNS-1123 label.
     #[error("--pool {0:?} is not a valid ClusterPool name")]
     BadPool(String),
+    /// `--web-dir` holds no built page.
+    #[error("{0}")]
+    WebDir(String),
 }
 
 /// Settings the handlers read.
@@ -314,6 +317,9 @@ impl Args {
             && !cks_api::common::is_dns1123_label(pool)
         {
             return Err(ConfigError::BadPool(pool.clone()));
+        }
+        if let Some(dir) = &self.web_dir {
+            crate::web::check_dir(dir).map_err(ConfigError::WebDir)?;
         }
         Ok(Settings {
             namespace: self.namespace.clone(),

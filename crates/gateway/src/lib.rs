@@ -7,7 +7,8 @@
 //! (who is calling), [`views`] (the JSON shapes), [`errors`] (the error shape), [`state`]
 //! (caches and shared state), [`terminal`] (terminal URLs and the WebSocket-to-SSH bridge),
 //! [`config`] (flags), [`limits`] (rate limit), [`metrics`],
-//! [`openapi`] (the OpenAPI document's root; `routes` adds the paths).
+//! [`openapi`] (the OpenAPI document's root; `routes` adds the paths), [`web`] (the web page
+//! from `--web-dir`).
 
 pub mod auth;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod routes;
 pub mod state;
 pub mod terminal;
 pub mod views;
+pub mod web;
 
 use std::future::Future;
 use std::net::SocketAddr;

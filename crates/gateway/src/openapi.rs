@@ -19,6 +19,7 @@ use crate::errors::ErrorBody;
         (name = "scenarios", description = "The scenario catalog"),
         (name = "sessions", description = "The caller's practice sessions and validations"),
         (name = "admin", description = "Role admin: pools, clusters, everyone's sessions"),
+        (name = "auth", description = "The caller's identity; the web page's sign-in in token mode"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
     )
 )]

@@ -48,7 +48,7 @@ pub async fn clusters(State(state): State<Shared>, who: Identity) -> ApiResult<J
     Ok(Json(pool_status(&state, true)))
 }
 
-fn pool_status(state: &AppState, detailed: bool) -> views::PoolStatusView {
+pub(super) fn pool_status(state: &AppState, detailed: bool) -> views::PoolStatusView {
     let sessions = state.caches.sessions();
     views::pool_status(
         &state.caches.clusters(),

@@ -1,10 +1,14 @@
 //! The HTTP routes: the router, its middleware (CORS, cross-site refusal, body limit, readiness,
 //! metrics) and the request-body extractor. Handlers live in one module per area: `scenarios`,
-//! `sessions`, `events` (Server-Sent Events), `admin`.
+//! `sessions`, `events` (Server-Sent Events), `admin`, `admin_events` (the console's stream),
+//! `login` (identity and the web page's sign-in). Paths no route matches go to the web page
+//! when `--web-dir` is set (`crate::web`).
 
 mod admin;
+mod admin_events;
 mod csrf;
 mod events;
+mod login;
 mod scenarios;
 mod sessions;
 mod terminals;
@@ -63,6 +67,10 @@ fn api_routes() -> OpenApiRouter<Shared> {
         .routes(routes!(admin::bootstrap_pool))
         .routes(routes!(admin::destroy_pool))
         .routes(routes!(admin::create_snapshots))
+        .routes(routes!(admin_events::admin_events))
+        .routes(routes!(login::me))
+        .routes(routes!(login::login))
+        .routes(routes!(login::logout))
 }
 
 /// The terminal page, its script and its WebSocket (outside `/api/v1`: their URLs are
@@ -121,12 +129,17 @@ pub fn router(
     let (metrics_route, _) = metrics_routes().split_for_parts();
 
     let max_body = state.settings.max_body_bytes;
-    let mut app = Router::new()
+    let app = Router::new()
         .nest("/api/v1", api)
         .merge(terminals)
         .merge(operations.with_state(state.clone()))
-        .merge(metrics_route.with_state(registry))
-        .fallback(errors::unknown_route)
+        .merge(metrics_route.with_state(registry));
+    // The web page answers what no route matches (it keeps the JSON 404 under /api/).
+    let app = match &state.settings.web_dir {
+        Some(dir) => app.fallback_service(crate::web::service(dir.clone())),
+        None => app.fallback(errors::unknown_route),
+    };
+    let mut app = app
         .method_not_allowed_fallback(errors::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(
