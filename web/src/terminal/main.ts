@@ -24,7 +24,11 @@ if (!capabilityFromPath(location.pathname)) {
       document.title = `${state === 'closed' ? '(closed) ' : ''}Terminal · cks-lab`;
     },
   });
-  conn.focus();
+  // Embedded in a page (the lab, another frontend), the terminal must not take the keyboard
+  // from that page when it finishes loading; it takes it when clicked or when the frame is
+  // focused. On its own it takes it at once.
+  if (window.top === window) conn.focus();
+  window.addEventListener('focus', () => conn.focus());
   // Clicking anywhere in the frame gives the terminal the keyboard.
   document.addEventListener('click', () => conn.focus());
   // For tests and the lab: the state is readable without parsing the screen.
