@@ -14,6 +14,7 @@
 //! ```
 
 pub mod apply;
+pub mod audit;
 pub mod builtin;
 pub mod error;
 pub mod kubevirt;
@@ -28,6 +29,7 @@ pub mod state;
 pub mod table;
 mod tls;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -61,6 +63,8 @@ pub enum Error {
     RenderKubeconfig(String),
     #[error("installing the KubeVirt simulator: {0}")]
     Simulator(String),
+    #[error("opening the audit log {path}: {source}")]
+    AuditLog { path: PathBuf, source: std::io::Error },
 }
 
 /// How to start a development cluster.
@@ -87,6 +91,11 @@ pub struct Options {
     pub ca: Option<ExternalCa>,
     /// Act as the kubelet, simply: Pods are marked Running, Deployments rolled out.
     pub kubelet: bool,
+    /// More bearer tokens, each with the user it authenticates (token → user): callers of their
+    /// own identity in the audit log. The server's own token is the user `admin`.
+    pub identities: BTreeMap<String, String>,
+    /// Append every authenticated request's attributes to this file (`audit` module).
+    pub audit_log: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -102,6 +111,8 @@ impl Default for Options {
             kubevirt: None,
             ca: None,
             kubelet: false,
+            identities: BTreeMap::new(),
+            audit_log: None,
         }
     }
 }
@@ -115,6 +126,7 @@ pub(crate) struct Shared {
     pub persist: Notify,
     pub shutdown: watch::Receiver<bool>,
     pub opts: Options,
+    pub audit: Option<audit::AuditLog>,
 }
 
 impl Shared {
@@ -205,6 +217,13 @@ impl DevCluster {
                 })?;
             }
         }
+        let audit = match &opts.audit_log {
+            Some(path) => Some(audit::AuditLog::open(path).map_err(|source| Error::AuditLog {
+                path: path.clone(),
+                source,
+            })?),
+            None => None,
+        };
         let (stop, shutdown) = watch::channel(false);
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
@@ -213,6 +232,7 @@ impl DevCluster {
             persist: Notify::new(),
             shutdown,
             opts: opts.clone(),
+            audit,
         });
 
         let server = format!("https://{addr}");
