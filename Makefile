@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: help test lint fmt crds crds-check scenarios-lint unit schemathesis run bench dockerfile-lint chart-test
+.PHONY: help test lint fmt crds crds-check scenarios-lint unit schemathesis run bench dockerfile-lint chart-test rbac-proof
 
 help:
 	@echo "make run         the platform locally: dev control plane + KubeVirt simulator + operator + gateway"
@@ -16,8 +16,9 @@ help:
 	@echo "make bench       benchmarks; they print their figures"
 	@echo "make dockerfile-lint  hadolint on the Dockerfile (part of make test)"
 	@echo "make chart-test  the Helm chart: CRD copy, lint, render, schemas, checkov, apply (part of make test)"
+	@echo "make rbac-proof  the chart's RBAC against the requests the operator and gateway make (part of make test)"
 
-test: lint crds-check scenarios-lint dockerfile-lint chart-test unit schemathesis
+test: lint crds-check scenarios-lint dockerfile-lint chart-test unit schemathesis rbac-proof
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -87,3 +88,9 @@ dockerfile-lint:
 # control plane.
 chart-test:
 	scripts/chart-test.sh
+
+# The chart's RBAC proven against the platform (scripts/rbac-proof.py): the operator and the gateway
+# each as its ServiceAccount on the development control plane's audit log, driven through a whole
+# flow; every request must be allowed by the chart's rules and every rule used.
+rbac-proof:
+	scripts/rbac-proof.sh

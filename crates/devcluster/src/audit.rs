@@ -4,7 +4,7 @@
 //! object per line). Extra bearer tokens give callers their own identity, so a test can run the
 //! operator and the gateway each as its ServiceAccount and compare what they asked for with the
 //! Helm chart's RBAC rules (`scripts/rbac-proof.py`). Nothing is enforced: every authenticated
-//! caller is still admitted.
+//! caller is still admitted. Each line also carries the answer's status `code`.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -126,14 +126,27 @@ impl AuditLog {
         })
     }
 
-    /// Records one request; a failed write is logged, never fails the request.
-    pub fn record(&self, attrs: &RequestAttributes) {
-        let Ok(mut line) = serde_json::to_vec(attrs) else {
-            return;
+    /// Records one request and the status it was answered with. A patch or update that created
+    /// its object (201) is also recorded as a `create`: kube-apiserver authorizes both then (a
+    /// server-side apply of a missing object needs `create` as well as `patch`). A failed write
+    /// is logged, never fails the request.
+    pub fn record(&self, attrs: &RequestAttributes, code: u16) {
+        let mut lines = Vec::new();
+        let mut push = |a: &RequestAttributes| {
+            let mut v = serde_json::to_value(a).unwrap_or_default();
+            v["code"] = code.into();
+            lines.extend(serde_json::to_vec(&v).unwrap_or_default());
+            lines.push(b'\n');
         };
-        line.push(b'\n');
+        push(attrs);
+        if matches!(attrs.verb.as_str(), "patch" | "update") && code == 201 {
+            push(&RequestAttributes {
+                verb: "create".to_owned(),
+                ..attrs.clone()
+            });
+        }
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = file.write_all(&line) {
+        if let Err(e) = file.write_all(&lines) {
             tracing::warn!(error = %e, "cannot write the audit log");
         }
     }

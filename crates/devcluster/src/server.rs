@@ -76,18 +76,19 @@ async fn handle(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Response
         || path.starts_with("/healthz/")
         || path.starts_with("/readyz/")
         || path.starts_with("/livez/");
+    let mut audited = None;
     if !public {
         let Some(user) = caller(&shared, &req) else {
             return ApiError::unauthorized().into_response();
         };
-        if let Some(audit) = &shared.audit {
+        if shared.audit.is_some() {
             let decoded: Vec<String> = path
                 .trim_start_matches('/')
                 .split('/')
                 .map(decode_segment)
                 .collect();
             let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
-            audit.record(&crate::audit::attributes(user, req.method(), &segs, &query(&req)));
+            audited = Some(crate::audit::attributes(user, req.method(), &segs, &query(&req)));
         }
     }
     let method = req.method().clone();
@@ -96,6 +97,9 @@ async fn handle(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Response
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
+    if let (Some(audit), Some(attrs)) = (&shared.audit, audited) {
+        audit.record(&attrs, response.status().as_u16());
+    }
     tracing::debug!(%method, %path, status = response.status().as_u16(), "request");
     response
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use cks_devcluster::{DevCluster, Options};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::Value;
 
@@ -58,6 +58,13 @@ async fn requests_are_recorded_under_the_callers_identity() {
     cms.get("c").await.unwrap();
     cms.list(&ListParams::default()).await.unwrap();
     cms.delete("c", &DeleteParams::default()).await.unwrap();
+    // A server-side apply that creates is authorized as a create too; one that updates is not.
+    let applied = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "d"}});
+    for _ in 0..2 {
+        cms.patch("d", &PatchParams::apply("test"), &Patch::Apply(&applied))
+            .await
+            .unwrap();
+    }
 
     let stranger = client_with_token(&cluster, "not-a-token").await;
     let refused = Api::<ConfigMap>::namespaced(stranger, "team")
@@ -97,9 +104,18 @@ async fn requests_are_recorded_under_the_callers_identity() {
             "create configmaps team",
             "get configmaps team",
             "list configmaps team",
-            "delete configmaps team"
+            "delete configmaps team",
+            "patch configmaps team",
+            "create configmaps team",
+            "patch configmaps team",
         ]
     );
+    let codes: Vec<u64> = recs
+        .iter()
+        .filter(|r| r["user"] == op_user && r["resource"] == "configmaps")
+        .map(|r| r["code"].as_u64().unwrap())
+        .collect();
+    assert_eq!(codes, [201, 200, 200, 200, 201, 201, 200]);
     // A refused request is not recorded as anyone's.
     assert!(recs.iter().all(|r| r["user"] == "admin" || r["user"] == op_user));
     cluster.shutdown().await;
