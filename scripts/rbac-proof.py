@@ -17,7 +17,8 @@ that ServiceAccount (Roles through RoleBindings in their namespace, ClusterRoles
 ClusterRoleBindings everywhere, resourceNames honoured; discovery is granted to every
 authenticated user by Kubernetes' own system:discovery), and every verb of every rule must have
 been used by some request, except those listed in NOT_EXERCISED with the reason this flow cannot
-reach them. The development control plane does not enforce RBAC; the comparison is the proof.
+reach them. The development control plane also enforces the chart's RBAC for both identities
+(`--enforce-rbac`), so a missing rule fails the flow the way a real cluster would.
 """
 
 from __future__ import annotations
@@ -87,10 +88,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class Forbidden:
+    """Watches the audit log for refused requests, so a missing rule fails at once (with the
+    request named) instead of as a timeout of whatever waited on it."""
+
+    path: Path | None = None
+
+    @classmethod
+    def check(cls) -> None:
+        if cls.path is None or not cls.path.exists():
+            return
+        for line in cls.path.read_text().splitlines():
+            r = json.loads(line)
+            if r.get("code") == 403:
+                sub = f"/{r['subresource']}" if r["subresource"] else ""
+                fail(f"RBAC refused {r['user']}: {r['verb']} {r['group'] or 'core'}/{r['resource']}{sub} "
+                     f"in {r['namespace'] or '(cluster)'} (name {r['name'] or '-'}): a rule is MISSING in the chart")
+
+
 def wait_for(what: str, check, timeout: float, interval: float = 0.2):
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
+        Forbidden.check()
         try:
             got = check()
             if got:
@@ -328,18 +348,19 @@ def main() -> None:
         secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cks-ssh-key", "namespace": NAMESPACE},
                   "stringData": {"ssh-privatekey": key.read_text(), "ssh-publickey": (state / "ssh-key.pub").read_text().strip()}}
         (state / "ssh-key-secret.yaml").write_text(yaml.safe_dump(secret))
-        # The chart's objects, as an administrator would install them (RBAC is recorded, not enforced).
+        # The chart's objects, as an administrator would install them; its RBAC is enforced.
         (state / "chart.yaml").write_text(yaml.safe_dump_all(
             [o for o in objects if o["apiVersion"].split("/")[0] != "monitoring.coreos.com"]))
         kubeconfig = state / "kubeconfig"
         audit = state / "audit.jsonl"
+        Forbidden.path = audit
         start("devcluster", [
             f"{args.bin}/cks-devcluster", "--addr", "127.0.0.1:0", "--kubeconfig", str(kubeconfig),
             "--simulate-kubevirt", "--kubevirt-profile", "fast", "--vm-ssh-port", str(VM_SSH_PORT),
             "--golden-image", "vm-templates/ubuntu-2204-kube-1-33",
             "--apply", str(CHART / "crds"), "--apply", str(ROOT / "config/samples/00-namespace.yaml"),
             "--apply", str(ROOT / "config/samples/clusterpool.yaml"), "--apply", str(state / "ssh-key-secret.yaml"),
-            "--apply", str(state / "chart.yaml"), "--audit-log", str(audit), "--log", "warn",
+            "--audit-log", str(audit), "--enforce-rbac", "--log", "warn",
             *[a for c in users for a in ("--identity", f"{tokens[c]}={users[c]}")],
         ])
         wait_for("cks-devcluster's kubeconfig", lambda: kubeconfig.exists() and kubeconfig.stat().st_size > 0
@@ -352,6 +373,12 @@ def main() -> None:
                 raise RuntimeError(f"kubectl {' '.join(a)}: {p.stderr.strip()}")
             return p.stdout
 
+        # The chart's objects before anything runs as a ServiceAccount (its RBAC is enforced).
+        def namespaces_there() -> bool:
+            kubectl("get", "namespace", NAMESPACE, "vm-templates")
+            return True
+        wait_for("the namespaces", namespaces_there, 60)
+        kubectl("apply", "--server-side", "--field-manager=helm", "-f", str(state / "chart.yaml"))
         for c in users:
             kc = yaml.safe_load(kubeconfig.read_text())
             kc["users"][0]["user"]["token"] = tokens[c]

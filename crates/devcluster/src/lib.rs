@@ -21,6 +21,7 @@ pub mod kubevirt;
 mod openapi;
 pub mod patch;
 mod protobuf;
+mod rbac;
 pub mod registry;
 pub mod schema;
 pub mod selector;
@@ -96,6 +97,9 @@ pub struct Options {
     pub identities: BTreeMap<String, String>,
     /// Append every authenticated request's attributes to this file (`audit` module).
     pub audit_log: Option<PathBuf>,
+    /// Refuse (403) requests of the `identities` that the stored Roles, ClusterRoles and
+    /// bindings do not allow (`rbac` module); the server's own token is never checked.
+    pub enforce_rbac: bool,
 }
 
 impl Default for Options {
@@ -113,6 +117,7 @@ impl Default for Options {
             kubelet: false,
             identities: BTreeMap::new(),
             audit_log: None,
+            enforce_rbac: false,
         }
     }
 }

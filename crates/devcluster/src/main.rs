@@ -50,6 +50,10 @@ struct Args {
     /// subresource, namespace, name) to this file as JSON lines.
     #[arg(long, value_name = "FILE")]
     audit_log: Option<PathBuf>,
+    /// Refuse (403) what the stored Roles, ClusterRoles and bindings do not allow to the
+    /// `--identity` callers, as kube-apiserver's RBAC authorizer would.
+    #[arg(long)]
+    enforce_rbac: bool,
     /// Log filter, e.g. `info` or `cks_devcluster=debug` (default: RUST_LOG, else `info`).
     #[arg(long)]
     log: Option<String>,
@@ -103,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
         }),
         identities: args.identities.iter().cloned().collect(),
         audit_log: args.audit_log.clone(),
+        enforce_rbac: args.enforce_rbac,
         ..Options::default()
     };
     let cluster = DevCluster::start(opts)

@@ -81,14 +81,26 @@ async fn handle(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Response
         let Some(user) = caller(&shared, &req) else {
             return ApiError::unauthorized().into_response();
         };
-        if shared.audit.is_some() {
+        let enforce = shared.opts.enforce_rbac && user != crate::audit::ADMIN_USER;
+        if shared.audit.is_some() || enforce {
             let decoded: Vec<String> = path
                 .trim_start_matches('/')
                 .split('/')
                 .map(decode_segment)
                 .collect();
             let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
-            audited = Some(crate::audit::attributes(user, req.method(), &segs, &query(&req)));
+            let attrs = crate::audit::attributes(user, req.method(), &segs, &query(&req));
+            if enforce {
+                let verdict = crate::rbac::authorize(&shared.lock(), &attrs);
+                if let Err(message) = verdict {
+                    let response = ApiError::forbidden(message).into_response();
+                    if let Some(audit) = &shared.audit {
+                        audit.record(&attrs, response.status().as_u16());
+                    }
+                    return response;
+                }
+            }
+            audited = Some(attrs);
         }
     }
     let method = req.method().clone();

@@ -120,3 +120,107 @@ async fn requests_are_recorded_under_the_callers_identity() {
     assert!(recs.iter().all(|r| r["user"] == "admin" || r["user"] == op_user));
     cluster.shutdown().await;
 }
+
+fn from_json<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+    serde_json::from_value(v).unwrap()
+}
+
+#[tokio::test]
+async fn rbac_is_enforced_for_identities_but_not_for_the_admin() {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let user = "system:serviceaccount:cks-lab:op";
+    let cluster = DevCluster::start(Options {
+        identities: BTreeMap::from([("op-token".to_owned(), user.to_owned())]),
+        enforce_rbac: true,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let admin = cluster.client().await.unwrap();
+    for ns in ["team", "other"] {
+        let ns: Namespace = from_json(serde_json::json!({"metadata": {"name": ns}}));
+        Api::<Namespace>::all(admin.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap();
+    }
+    let roles: Api<Role> = Api::namespaced(admin.clone(), "team");
+    let role = |verbs: &[&str]| -> Role {
+        from_json(serde_json::json!({"metadata": {"name": "cm"}, "rules": [
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": verbs},
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": ["mine"]},
+        ]}))
+    };
+    roles
+        .create(&PostParams::default(), &role(&["get", "list"]))
+        .await
+        .unwrap();
+    let binding: RoleBinding = from_json(serde_json::json!({"metadata": {"name": "cm"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "cm"},
+        "subjects": [{"kind": "ServiceAccount", "name": "op", "namespace": "cks-lab"}]}));
+    Api::<RoleBinding>::namespaced(admin.clone(), "team")
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+
+    let op = client_with_token(&cluster, "op-token").await;
+    let forbidden = |e: kube::Error| match e {
+        kube::Error::Api(s) if s.code == 403 => s.message,
+        other => panic!("expected 403, got {other}"),
+    };
+    // Discovery is everyone's.
+    op.list_api_groups().await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(op.clone(), "team");
+    cms.list(&ListParams::default()).await.unwrap();
+    let cm: ConfigMap = from_json(serde_json::json!({"metadata": {"name": "c"}}));
+    let msg = forbidden(cms.create(&PostParams::default(), &cm).await.unwrap_err());
+    assert_eq!(
+        msg,
+        "configmaps is forbidden: User \"system:serviceaccount:cks-lab:op\" cannot create resource \"configmaps\" in API group \"\" in the namespace \"team\""
+    );
+    // The Role is bound in `team` only.
+    forbidden(
+        Api::<ConfigMap>::namespaced(op.clone(), "other")
+            .list(&ListParams::default())
+            .await
+            .unwrap_err(),
+    );
+    // A server-side apply that would create needs `create` as well as `patch`.
+    let applied = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
+    roles
+        .replace("cm", &PostParams::default(), &role(&["get", "list", "patch"]))
+        .await
+        .unwrap();
+    let msg = forbidden(
+        cms.patch("c", &PatchParams::apply("op"), &Patch::Apply(&applied))
+            .await
+            .unwrap_err(),
+    );
+    assert!(msg.contains("cannot create resource"), "{msg}");
+    roles
+        .replace(
+            "cm",
+            &PostParams::default(),
+            &role(&["get", "list", "patch", "create"]),
+        )
+        .await
+        .unwrap();
+    cms.patch("c", &PatchParams::apply("op"), &Patch::Apply(&applied))
+        .await
+        .unwrap();
+    // resourceNames: only the named Secret.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(op.clone(), "team");
+    let msg = forbidden(secrets.get("theirs").await.unwrap_err());
+    assert!(msg.contains("secrets \"theirs\" is forbidden"), "{msg}");
+    let not_found = secrets.get("mine").await.unwrap_err();
+    assert!(
+        matches!(&not_found, kube::Error::Api(s) if s.code == 404),
+        "{not_found}"
+    );
+    // The server's own token is never checked.
+    Api::<ConfigMap>::namespaced(admin, "other")
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
+    cluster.shutdown().await;
+}
