@@ -202,11 +202,20 @@ def chart_args(objects: list[dict], component: str) -> list[str]:
     fail(f"the chart rendered no {component} Deployment")
 
 
-def override(args: list[str], replace: dict[str, str | None]) -> list[str]:
-    """The chart's `--flag=value` arguments with some replaced (None drops the flag)."""
+def known_flags(binary: str) -> set[str]:
+    out = subprocess.run([binary, "--help"], capture_output=True, text=True, check=True).stdout
+    return set(re.findall(r"(--[a-z0-9-]+)", out))
+
+
+def override(args: list[str], replace: dict[str, str | None], known: set[str]) -> list[str]:
+    """The chart's `--flag=value` arguments with some replaced (None drops the flag). Flags this
+    build of the binary does not have (the chart may be ahead of it) are dropped and said so."""
     out, seen = [], set()
     for a in args:
         flag = a.split("=", 1)[0]
+        if flag not in known:
+            print(f"rbac-proof: {a} left out: this build has no {flag}")
+            continue
         if flag in replace:
             seen.add(flag)
             if replace[flag] is not None:
@@ -388,7 +397,7 @@ def main() -> None:
             "--metrics-addr": "127.0.0.1:0", "--practice-api": "vmi-ip", "--ssh-port": str(VM_SSH_PORT),
             "--scenarios": str(ROOT / "scenarios"), "--log-format": "human", "--poll-seconds": "0.5",
             "--retry-base-seconds": "0.5", "--log": "warn",
-        })
+        }, known_flags(f"{args.bin}/cks-operator"))
         for i in range(2):
             start(f"operator-{i}", [f"{args.bin}/cks-operator", *operator_args],
                   {"KUBECONFIG": str(state / "kubeconfig-operator"), "POD_NAME": f"operator-{i}"})
@@ -396,7 +405,7 @@ def main() -> None:
         gateway_args = override(chart_args(objects, "gateway"), {
             "--listen": f"127.0.0.1:{port}", "--auth": "dev", "--token-file": None,
             "--scenarios": str(ROOT / "scenarios"), "--log-format": "human", "--log": "warn",
-        })
+        }, known_flags(f"{args.bin}/cks-gateway"))
         start("gateway", [f"{args.bin}/cks-gateway", *gateway_args], {"KUBECONFIG": str(state / "kubeconfig-gateway")})
         print(f"rbac-proof: operator {' '.join(operator_args)}")
         print(f"rbac-proof: gateway {' '.join(gateway_args)}")
