@@ -5,7 +5,9 @@ Helm's Go SDK behind a C ABI: load, lint, render, values schema; no helm binary)
 1. the chart's crds/ are byte-equal copies of the repository's crds/ (`make crds` copies them);
 2. values.schema.json refuses wrong types, unknown keys and missing inputs (a table below);
 3. for each value set (defaults, every optional part on, proxy auth, token auth, git-sync, a
-   ConfigMap catalog): strict lint with no warning, render, and every rendered object and CRD
+   ConfigMap catalog): strict lint with no warning, render, every pod template checked against
+   Pod Security `restricted` (and a read-only root filesystem, no token in every container),
+   and every rendered object and CRD
    validated strictly against the Kubernetes 1.33 OpenAPI schemas (kubernetes-validate); custom
    resources (the sample ClusterPool) are checked by the development control plane's CRD schema
    in step 5 instead, and the ServiceMonitor (Prometheus Operator's CRD, not shipped here) only
@@ -191,6 +193,50 @@ def kube_validate(objects: list[dict], name: str) -> int:
     return checked
 
 
+def check_restricted(objects: list[dict], name: str) -> int:
+    """Every pod template meets Pod Security `restricted` (the rules of the Kubernetes Pod
+    Security Standards that a pod spec can break), plus a read-only root filesystem."""
+    pods = 0
+    for obj in objects:
+        if obj["kind"] != "Deployment":
+            continue
+        pods += 1
+        spec = obj["spec"]["template"]["spec"]
+        where = f"{name}: {obj['metadata']['name']}"
+        psc = spec.get("securityContext", {})
+        for key in ("hostNetwork", "hostPID", "hostIPC"):
+            if spec.get(key):
+                fail(f"{where}: {key}")
+        for v in spec.get("volumes", []):
+            allowed = {"name", "configMap", "secret", "emptyDir", "projected", "downwardAPI",
+                       "persistentVolumeClaim", "ephemeral", "csi"}
+            if set(v) - allowed:
+                fail(f"{where}: volume {v['name']} of a type restricted forbids")
+        for c in spec.get("containers", []) + spec.get("initContainers", []):
+            sc = c.get("securityContext", {})
+            cw = f"{where}/{c['name']}"
+            if not (sc.get("runAsNonRoot") or psc.get("runAsNonRoot")):
+                fail(f"{cw}: runAsNonRoot is not set")
+            if sc.get("runAsUser", psc.get("runAsUser")) == 0:
+                fail(f"{cw}: runs as UID 0")
+            if sc.get("allowPrivilegeEscalation") is not False:
+                fail(f"{cw}: allowPrivilegeEscalation is not false")
+            if sc.get("privileged"):
+                fail(f"{cw}: privileged")
+            if sc.get("capabilities", {}).get("drop") != ["ALL"] or set(sc.get("capabilities", {}).get("add", [])) - {"NET_BIND_SERVICE"}:
+                fail(f"{cw}: capabilities must drop ALL and add nothing but NET_BIND_SERVICE")
+            seccomp = sc.get("seccompProfile", psc.get("seccompProfile", {})).get("type")
+            if seccomp not in ("RuntimeDefault", "Localhost"):
+                fail(f"{cw}: seccompProfile {seccomp}")
+            if sc.get("readOnlyRootFilesystem") is not True:
+                fail(f"{cw}: root filesystem is writable")
+            if any(p.get("hostPort") for p in c.get("ports", [])):
+                fail(f"{cw}: hostPort")
+        if spec.get("automountServiceAccountToken") is not False:
+            fail(f"{where}: the ServiceAccount token is mounted into every container")
+    return pods
+
+
 def write_manifests(objects: list[dict], path: Path) -> None:
     path.write_text(yaml.safe_dump_all(objects, sort_keys=False))
 
@@ -294,15 +340,18 @@ def main() -> None:
         crds = [yaml.safe_load(p.read_text()) for p in sorted((CHART / "crds").glob("*.yaml"))]
         validated = kube_validate(crds, "crds")
         rendered: dict[str, list[dict]] = {}
+        pods = 0
         for name, values in VALUE_SETS.items():
             lint(copy.deepcopy(values), name)
             objects = render(copy.deepcopy(values), release=f"cks-{name}", namespace=f"cks-{name}")
             validated += kube_validate(objects, name)
+            pods += check_restricted(objects, name)
             (out / name).mkdir(exist_ok=True)
             write_manifests(objects, out / name / "manifests.yaml")
             rendered[name] = objects
         print(f"helm lint (strict, Kubernetes {KUBE_VERSION}) and render: {len(VALUE_SETS)} value sets clean; "
-              f"{validated} objects valid against the Kubernetes {KUBE_VERSION} schemas (strict)")
+              f"{validated} objects valid against the Kubernetes {KUBE_VERSION} schemas (strict); "
+              f"{pods} pod templates meet Pod Security restricted with a read-only root filesystem")
         checkov(args.checkov, out)
         cluster = DevCluster(args.devcluster, args.kubectl, tmp)
         try:
