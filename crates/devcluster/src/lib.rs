@@ -14,12 +14,14 @@
 //! ```
 
 pub mod apply;
+pub mod audit;
 pub mod builtin;
 pub mod error;
 pub mod kubevirt;
 mod openapi;
 pub mod patch;
 mod protobuf;
+mod rbac;
 pub mod registry;
 pub mod schema;
 pub mod selector;
@@ -28,6 +30,7 @@ pub mod state;
 pub mod table;
 mod tls;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -61,6 +64,8 @@ pub enum Error {
     RenderKubeconfig(String),
     #[error("installing the KubeVirt simulator: {0}")]
     Simulator(String),
+    #[error("opening the audit log {path}: {source}")]
+    AuditLog { path: PathBuf, source: std::io::Error },
 }
 
 /// How to start a development cluster.
@@ -87,6 +92,14 @@ pub struct Options {
     pub ca: Option<ExternalCa>,
     /// Act as the kubelet, simply: Pods are marked Running, Deployments rolled out.
     pub kubelet: bool,
+    /// More bearer tokens, each with the user it authenticates (token → user): callers of their
+    /// own identity in the audit log. The server's own token is the user `admin`.
+    pub identities: BTreeMap<String, String>,
+    /// Append every authenticated request's attributes to this file (`audit` module).
+    pub audit_log: Option<PathBuf>,
+    /// Refuse (403) requests of the `identities` that the stored Roles, ClusterRoles and
+    /// bindings do not allow (`rbac` module); the server's own token is never checked.
+    pub enforce_rbac: bool,
 }
 
 impl Default for Options {
@@ -102,6 +115,9 @@ impl Default for Options {
             kubevirt: None,
             ca: None,
             kubelet: false,
+            identities: BTreeMap::new(),
+            audit_log: None,
+            enforce_rbac: false,
         }
     }
 }
@@ -115,6 +131,7 @@ pub(crate) struct Shared {
     pub persist: Notify,
     pub shutdown: watch::Receiver<bool>,
     pub opts: Options,
+    pub audit: Option<audit::AuditLog>,
 }
 
 impl Shared {
@@ -205,6 +222,13 @@ impl DevCluster {
                 })?;
             }
         }
+        let audit = match &opts.audit_log {
+            Some(path) => Some(audit::AuditLog::open(path).map_err(|source| Error::AuditLog {
+                path: path.clone(),
+                source,
+            })?),
+            None => None,
+        };
         let (stop, shutdown) = watch::channel(false);
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
@@ -213,6 +237,7 @@ impl DevCluster {
             persist: Notify::new(),
             shutdown,
             opts: opts.clone(),
+            audit,
         });
 
         let server = format!("https://{addr}");

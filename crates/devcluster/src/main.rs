@@ -42,9 +42,30 @@ struct Args {
     /// Port of the simulated VMs' SSH servers (on each VMI's loopback IP).
     #[arg(long, default_value_t = 2222)]
     vm_ssh_port: u16,
+    /// Another bearer token and the user it authenticates, `TOKEN=USER` (repeatable): a caller
+    /// with its own identity in the audit log (the server's own token is the user `admin`).
+    #[arg(long = "identity", value_name = "TOKEN=USER", value_parser = parse_identity)]
+    identities: Vec<(String, String)>,
+    /// Append each authenticated request's attributes (user, verb, group, resource,
+    /// subresource, namespace, name) to this file as JSON lines.
+    #[arg(long, value_name = "FILE")]
+    audit_log: Option<PathBuf>,
+    /// Refuse (403) what the stored Roles, ClusterRoles and bindings do not allow to the
+    /// `--identity` callers, as kube-apiserver's RBAC authorizer would.
+    #[arg(long)]
+    enforce_rbac: bool,
     /// Log filter, e.g. `info` or `cks_devcluster=debug` (default: RUST_LOG, else `info`).
     #[arg(long)]
     log: Option<String>,
+}
+
+fn parse_identity(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((token, user)) if !token.is_empty() && !user.is_empty() => {
+            Ok((token.to_owned(), user.to_owned()))
+        }
+        _ => Err("expected TOKEN=USER".to_owned()),
+    }
 }
 
 fn parse_fault_rate(s: &str) -> Result<(Fault, f64), String> {
@@ -84,6 +105,9 @@ async fn main() -> anyhow::Result<()> {
             golden_images: args.golden_images.clone(),
             ssh_port: args.vm_ssh_port,
         }),
+        identities: args.identities.iter().cloned().collect(),
+        audit_log: args.audit_log.clone(),
+        enforce_rbac: args.enforce_rbac,
         ..Options::default()
     };
     let cluster = DevCluster::start(opts)

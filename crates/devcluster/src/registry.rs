@@ -223,6 +223,15 @@ fn builtins() -> Vec<Builtin> {
                 ("Up-to-date", "integer", ".status.updatedReplicas"),
                 ("Available", "integer", ".status.availableReplicas"),
             ]),
+        // The Helm chart's disruption budgets and Ingress (make chart-test applies it).
+        b("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets")
+            .short(&["pdb"])
+            .status()
+            .generation(),
+        b("networking.k8s.io", "v1", "Ingress", "ingresses")
+            .short(&["ing"])
+            .status()
+            .generation(),
         // Scenarios check runtime classes (e.g. gVisor's `runsc`).
         b("node.k8s.io", "v1", "RuntimeClass", "runtimeclasses").cluster(),
         b("rbac.authorization.k8s.io", "v1", "Role", "roles"),

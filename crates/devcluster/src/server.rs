@@ -76,16 +76,31 @@ async fn handle(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Response
         || path.starts_with("/healthz/")
         || path.starts_with("/readyz/")
         || path.starts_with("/livez/");
+    let mut audited = None;
     if !public {
-        let expected = format!("Bearer {}", shared.token);
-        let ok = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            == Some(expected.as_str())
-            || req.extensions().get::<ClientCert>().is_some_and(|c| c.0);
-        if !ok {
+        let Some(user) = caller(&shared, &req) else {
             return ApiError::unauthorized().into_response();
+        };
+        let enforce = shared.opts.enforce_rbac && user != crate::audit::ADMIN_USER;
+        if shared.audit.is_some() || enforce {
+            let decoded: Vec<String> = path
+                .trim_start_matches('/')
+                .split('/')
+                .map(decode_segment)
+                .collect();
+            let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
+            let attrs = crate::audit::attributes(user, req.method(), &segs, &query(&req));
+            if enforce {
+                let verdict = crate::rbac::authorize(&shared.lock(), &attrs);
+                if let Err(message) = verdict {
+                    let response = ApiError::forbidden(message).into_response();
+                    if let Some(audit) = &shared.audit {
+                        audit.record(&attrs, response.status().as_u16());
+                    }
+                    return response;
+                }
+            }
+            audited = Some(attrs);
         }
     }
     let method = req.method().clone();
@@ -94,8 +109,29 @@ async fn handle(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Response
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
+    if let (Some(audit), Some(attrs)) = (&shared.audit, audited) {
+        audit.record(&attrs, response.status().as_u16());
+    }
     tracing::debug!(%method, %path, status = response.status().as_u16(), "request");
     response
+}
+
+/// The authenticated user: the server's token and client certificates are `admin`, the extra
+/// tokens of `Options::identities` their own users; `None` when unauthenticated.
+fn caller<'a>(shared: &'a Shared, req: &Request) -> Option<&'a str> {
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match bearer {
+        Some(t) if t == shared.token => Some(crate::audit::ADMIN_USER),
+        Some(t) if shared.opts.identities.contains_key(t) => {
+            shared.opts.identities.get(t).map(String::as_str)
+        }
+        _ if req.extensions().get::<ClientCert>().is_some_and(|c| c.0) => Some(crate::audit::ADMIN_USER),
+        _ => None,
+    }
 }
 
 fn query(req: &Request) -> HashMap<String, String> {
