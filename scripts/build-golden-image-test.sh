@@ -2,7 +2,8 @@
 # `make golden-image-test`: what of scripts/build-golden-image.sh can be checked without network
 # or KVM. shellcheck on both scripts; `--print-plan` runs no tool (stubs on PATH record any call)
 # and shows the steps, pinned versions and upload names of docs/golden-image.md; wrong
-# arguments exit 2 with a message naming the argument.
+# arguments exit 2 with a message naming the argument; a run with every tool stubbed calls them
+# in order, writes its files, and stops on a failed pre-pull or a non-VXLAN Calico manifest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -98,6 +99,34 @@ expect_usage_error "--disk-size must be a whole number of GiB" --disk-size 10G
 expect_usage_error "--name must be a DNS-1123 label" --name Golden_Image
 expect_usage_error "unknown option: --frobnicate" --print-plan --frobnicate
 [ ! -e "$tmp/called" ] || fail "an argument error ran tools: $(cat "$tmp/called")"
+
+# The real path with every tool stubbed: the shell logic between the tools runs (files written,
+# steps in order, the pre-pull check), nothing is downloaded or booted.
+printf '%s\n' 'calico_backend: "vxlan"' '            - name: CALICO_IPV4POOL_VXLAN' '              value: "Always"' \
+    >"$tmp/calico.yaml"
+printf '#!/bin/sh\necho "virt-cat $*" >>"%s/called"\necho CKS-PREPULL-OK\n' "$tmp" >"$tmp/bin/virt-cat"
+build --work-dir "$tmp/real" --calico-manifest "$tmp/calico.yaml" --output "$tmp/out.qcow2"
+[ "$status" -eq 0 ] || fail "stubbed run exited $status: $(cat "$tmp/err")"
+order=$(cut -d' ' -f1 "$tmp/called" 2>/dev/null | uniq | tr '\n' ' ')
+[ "$order" = "curl sha256sum qemu-img virt-resize virt-customize cloud-localds qemu-system-x86_64 virt-cat virt-customize virt-sparsify qemu-img " ] ||
+    fail "stubbed run called the tools in this order: $order"
+grep -qF '"kubelet=1.33.0-*"' "$tmp/real/install.sh" 2>/dev/null || fail "stubbed run: install.sh not written"
+grep -qx 'nginx:1.27' "$tmp/real/images.txt" 2>/dev/null || fail "stubbed run: images.txt not written"
+grep -qF 'CALICO_IPV4POOL_VXLAN' "$tmp/real/calico.yaml" 2>/dev/null || fail "stubbed run: calico.yaml not copied"
+# A pre-pull that did not finish stops the build before the cleanup.
+printf '#!/bin/sh\necho "virt-cat $*" >>"%s/called"\n' "$tmp" >"$tmp/bin/virt-cat"
+rm -f "$tmp/called"
+build --work-dir "$tmp/real2" --calico-manifest "$tmp/calico.yaml" --output "$tmp/out.qcow2"
+if [ "$status" -ne 1 ] || ! grep -q "pre-pull failed" "$tmp/err"; then
+    fail "a failed pre-pull: exit $status, $(cat "$tmp/err")"
+fi
+grep -q virt-sparsify "$tmp/called" && fail "a failed pre-pull still went on to virt-sparsify"
+# A Calico manifest not in VXLAN mode is refused.
+echo 'calico_backend: "bird"' >"$tmp/bird.yaml"
+build --work-dir "$tmp/real3" --calico-manifest "$tmp/bird.yaml"
+if [ "$status" -ne 1 ] || ! grep -q "not in VXLAN mode" "$tmp/err"; then
+    fail "a BGP Calico manifest: exit $status, $(cat "$tmp/err")"
+fi
 
 build --help
 if [ "$status" -ne 0 ] || ! grep -q -- "--print-plan" "$tmp/out"; then fail "--help"; fi
