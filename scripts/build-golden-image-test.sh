@@ -56,6 +56,7 @@ for want in \
     '"kubelet=1.33.0-*" "kubeadm=1.33.0-*" "kubectl=1.33.0-*"' \
     "apt-mark hold kubelet kubeadm kubectl" \
     "SystemdCgroup = true" \
+    'config_path = "/etc/containerd/certs.d"' \
     'calico_backend:\ \"vxlan\"' \
     "--upload $tmp/work/calico.yaml:/opt/cks/calico.yaml" \
     "kubeadm config images pull --kubernetes-version v1.33.0" \

@@ -290,7 +290,11 @@ containerd config default >/etc/containerd/config.toml
 sed -i 's/SystemdCgroup = false/SystemdCgroup = true/' /etc/containerd/config.toml
 pause=\$(kubeadm config images list --kubernetes-version v${k8s_version} | grep '/pause:')
 sed -i "s#sandbox_image = .*#sandbox_image = \"\$pause\"#" /etc/containerd/config.toml
+# Registry mirrors as files under /etc/containerd/certs.d, which a pool's extraCloudInit can
+# write (hosts.toml per registry) without editing config.toml.
+sed -i 's#config_path = ""#config_path = "/etc/containerd/certs.d"#' /etc/containerd/config.toml
 grep -q 'SystemdCgroup = true' /etc/containerd/config.toml
+grep -qF 'config_path = "/etc/containerd/certs.d"' /etc/containerd/config.toml
 grep -qF "sandbox_image = \"\$pause\"" /etc/containerd/config.toml
 
 # No swap (the kubelet refuses it by default).
