@@ -19,7 +19,7 @@ help:
 	@echo "make dockerfile-lint  hadolint on the Dockerfile (part of make test)"
 	@echo "make chart-test  the Helm chart: CRD copy, lint, render, schemas, checkov, apply (part of make test)"
 	@echo "make rbac-proof  the chart's RBAC against the requests the operator and gateway make (part of make test)"
-	@echo "make golden-image-test  shellcheck and the dry run of scripts/build-golden-image.sh (part of make test)"
+	@echo "make golden-image-test  shellcheck, dry run and stubbed run of scripts/build-golden-image.sh (part of make test)"
 
 test: lint crds-check scenarios-lint dockerfile-lint golden-image-test chart-test unit schemathesis rbac-proof web-test web-e2e
 
@@ -126,7 +126,8 @@ chart-test:
 rbac-proof:
 	scripts/rbac-proof.sh
 
-# The golden image script cannot run here (no network, no KVM): shellcheck, its --print-plan
-# and its argument errors (scripts/build-golden-image-test.sh, under a second).
+# The golden image script cannot run here (no network, no KVM): shellcheck, its --print-plan,
+# its argument errors and a run with every tool stubbed (scripts/build-golden-image-test.sh,
+# about a second).
 golden-image-test:
 	scripts/build-golden-image-test.sh
