@@ -9,11 +9,15 @@
 //!   ClusterAssigned, both instants seen on one watch of the Sessions);
 //! - validate: the HTTP answer time minus the ValidationRun's own time (created -> finished,
 //!   both seen on one watch of the runs);
-//! - the gateway's resident memory idle and with 1000 Sessions in its caches.
+//! - terminal keystroke echo (WebSocket -> gateway -> SSH -> the VM's echo -> back) next to
+//!   SSH straight to the same simulated VM, with the gateway's own SSH client code;
+//! - the gateway's resident memory idle, with 1000 Sessions in its caches, and with 200 open
+//!   terminals on top.
 //!
 //! Targets are printed next to the figures, not asserted. Sizes: `CKS_BENCH_GET_REQUESTS`
 //! (requests per client count, default 5000), `CKS_BENCH_CREATES` (`sequential,concurrent`,
-//! default `20,50`), `CKS_BENCH_CACHED_SESSIONS` (default 1000). `cks-devcluster` must be
+//! default `20,50`), `CKS_BENCH_CACHED_SESSIONS` (default 1000), `CKS_BENCH_TERMINALS`
+//! (default 200; at most 8 per running session). `cks-devcluster` must be
 //! built first (`cargo build --release -p cks-devcluster`), see [`devcluster_bin`].
 
 use std::collections::HashMap;
@@ -35,7 +39,7 @@ use hyper_util::rt::TokioExecutor;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use russh::keys::PrivateKey;
 use russh::keys::ssh_key::LineEnding;
@@ -56,6 +60,11 @@ const LIMIT: Duration = Duration::from_secs(900);
 /// Targets printed next to the figures (issue #12), never asserted.
 const TARGET_GET_OVERHEAD_P99_MS: f64 = 1.0;
 const TARGET_RSS_MIB: f64 = 40.0;
+const TARGET_ECHO_RATIO: f64 = 1.2;
+/// GET measurements alternate between the two paths in this many rounds.
+const GET_ROUNDS: usize = 10;
+/// Keystrokes timed per echo path.
+const ECHO_SAMPLES: usize = 300;
 
 // ---------------------------------------------------------------------------------------------
 // Figures
@@ -362,6 +371,12 @@ fn free_port() -> u16 {
 /// rate limits out of the way (they are per user and would throttle the bench, not measure
 /// the gateway).
 fn start_gateway(dir: &Path, kubeconfig: &Path, catalog: &Path, port: u16) -> Process {
+    let terminal_key = dir.join("terminal-key");
+    std::fs::write(
+        &terminal_key,
+        format!("{}\n", uuid::Uuid::new_v4().simple().to_string().repeat(2)),
+    )
+    .expect("writing the terminal key");
     let mut cmd = Command::new(gateway_bin());
     cmd.env("KUBECONFIG", kubeconfig)
         .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -370,6 +385,9 @@ fn start_gateway(dir: &Path, kubeconfig: &Path, catalog: &Path, port: u16) -> Pr
         .arg(catalog)
         .args(["--auth", "proxy", "--trusted-proxies", "127.0.0.1/32"])
         .args(["--rate-per-minute", "1000000", "--rate-burst", "1000000"])
+        .arg("--terminal-key-file")
+        .arg(terminal_key)
+        .args(["--ssh-port", &SSH_PORT.to_string()])
         .args(["--log-format", "json", "--log", "warn"])
         .stdout(Stdio::null());
     Process::spawn("cks-gateway", cmd, dir.join("gateway.log"))
@@ -541,17 +559,18 @@ impl Seen {
 }
 
 /// Watches `api`, recording in the returned map when each object was first seen and when
-/// `done` first held for it; returns once the watch has listed.
-async fn watch_seen<K>(api: Api<K>, done: fn(&K) -> bool) -> Arc<Mutex<Seen>>
+/// `done` first held for it; returns once the watch has listed, with the watching task (abort
+/// it before the server goes: a watch retries, with backoff, until then).
+async fn watch_seen<K>(api: Api<K>, done: fn(&K) -> bool) -> (Arc<Mutex<Seen>>, tokio::task::JoinHandle<()>)
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
     let seen: Arc<Mutex<Seen>> = Arc::default();
     let (listed_tx, listed_rx) = tokio::sync::oneshot::channel::<()>();
     let record = seen.clone();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let mut listed_tx = Some(listed_tx);
-        let mut events = std::pin::pin!(watcher(api, watcher::Config::default()));
+        let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
         while let Some(event) = events.next().await {
             let at = Instant::now();
             let object = match event {
@@ -573,7 +592,7 @@ where
         }
     });
     listed_rx.await.expect("the watch lists");
-    seen
+    (seen, task)
 }
 
 fn cluster_assigned(s: &Session) -> bool {
@@ -694,6 +713,158 @@ async fn get_load(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Terminals
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Asks for a terminal on `target` of session `id` as `user` and opens its WebSocket as a
+/// browser does (resize first); returns once the gateway says the shell is `ready`.
+async fn open_terminal(http: &Http, user: &str, id: &str, target: &str) -> Ws {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let (status, body) = http
+        .json(
+            "POST",
+            &format!("/api/v1/sessions/{id}/terminals"),
+            Some(user),
+            Some(json!({"target": target})),
+        )
+        .await;
+    assert_eq!(status, 200, "a terminal on {target} of {id}: {body}");
+    let page = body["terminalUrl"].as_str().expect("a terminalUrl");
+    let url = format!("{}/ws", page.replacen("http://", "ws://", 1));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .unwrap_or_else(|e| panic!("the terminal WebSocket of {id}: {e}"));
+    let resize = json!({"type": "resize", "cols": 120, "rows": 40}).to_string();
+    ws.send(Message::Text(resize.into())).await.expect("a resize");
+    loop {
+        match ws_next(&mut ws).await {
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap_or(Value::Null);
+                assert_ne!(v["type"], "closed", "the terminal of {id} closed: {v}");
+                if v["type"] == "ready" {
+                    return ws;
+                }
+            }
+            Message::Close(c) => panic!("the terminal of {id} closed: {c:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// The next WebSocket message, within 30 s.
+async fn ws_next(ws: &mut Ws) -> tokio_tungstenite::tungstenite::Message {
+    tokio::time::timeout(Duration::from_secs(30), ws.next())
+        .await
+        .expect("a terminal message within 30 s")
+        .expect("the terminal goes on")
+        .expect("a terminal message")
+}
+
+/// Reads terminal output until it contains `needle` (in what arrived during this call).
+async fn ws_output_until(ws: &mut Ws, needle: &[u8]) {
+    use tokio_tungstenite::tungstenite::Message;
+    let mut out = Vec::new();
+    while !out.windows(needle.len()).any(|w| w == needle) {
+        match ws_next(ws).await {
+            Message::Binary(b) => out.extend_from_slice(&b),
+            Message::Text(t) => assert!(!t.as_str().contains("closed"), "the terminal closed: {t}"),
+            Message::Close(c) => panic!("the terminal closed: {c:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// Keystroke echo through the gateway: `x` typed at the prompt (shown already) until its echo
+/// shows, then a backspace (untimed) to keep the line empty.
+async fn ws_echo(ws: &mut Ws, samples: usize) -> Latencies {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut times = Vec::with_capacity(samples);
+    for i in 0..samples + samples / 10 {
+        let t = Instant::now();
+        ws.send(Message::Binary(Bytes::from_static(b"x")))
+            .await
+            .expect("a keystroke");
+        ws_output_until(ws, b"x").await;
+        // The first tenth warms up.
+        if i >= samples / 10 {
+            times.push(t.elapsed());
+        }
+        ws.send(Message::Binary(Bytes::from_static(b"\x7f")))
+            .await
+            .expect("a backspace");
+        ws_output_until(ws, b"\x08").await;
+    }
+    Latencies(times)
+}
+
+/// The same keystrokes over SSH straight to the VM, with the gateway's own SSH client code
+/// and settings (cks-ssh, `TCP_NODELAY`).
+async fn ssh_echo(client: &Client, session: &str, samples: usize) -> Latencies {
+    let s: Session = Api::namespaced(client.clone(), NS)
+        .get(session)
+        .await
+        .expect("the Session");
+    let cluster = s.status.and_then(|st| st.cluster).expect("an assigned cluster");
+    let pc: PracticeCluster = Api::namespaced(client.clone(), NS)
+        .get(&cluster)
+        .await
+        .expect("the cluster");
+    let options = cks_ssh::AccessOptions {
+        port: SSH_PORT,
+        ..Default::default()
+    };
+    let access = cks_ssh::access::load(client, &options, &pc)
+        .await
+        .expect("the cluster's SSH access");
+    let endpoint = access
+        .targets
+        .get(cks_kubevirt::naming::VmId::ControlPlane)
+        .expect("the control plane's address");
+    let config = russh::client::Config {
+        nodelay: true,
+        ..Default::default()
+    };
+    let connection = cks_ssh::connect_with(&access.config, endpoint, config)
+        .await
+        .expect("SSH to the control plane");
+    let mut channel = connection.handle.channel_open_session().await.expect("a channel");
+    channel
+        .request_pty(false, "xterm-256color", 120, 40, 0, 0, &[])
+        .await
+        .expect("a PTY");
+    channel.request_shell(false).await.expect("a shell");
+    let until = async |channel: &mut russh::Channel<russh::client::Msg>, needle: &[u8]| {
+        let mut out = Vec::new();
+        while !out.windows(needle.len()).any(|w| w == needle) {
+            let msg = tokio::time::timeout(Duration::from_secs(30), channel.wait())
+                .await
+                .expect("SSH output within 30 s")
+                .expect("the SSH channel goes on");
+            if let russh::ChannelMsg::Data { data } = msg {
+                out.extend_from_slice(&data);
+            }
+        }
+    };
+    until(&mut channel, b"$ ").await;
+    let mut times = Vec::with_capacity(samples);
+    for i in 0..samples + samples / 10 {
+        let t = Instant::now();
+        channel.data(&b"x"[..]).await.expect("a keystroke");
+        until(&mut channel, b"x").await;
+        if i >= samples / 10 {
+            times.push(t.elapsed());
+        }
+        channel.data(&b"\x7f"[..]).await.expect("a backspace");
+        until(&mut channel, b"\x08").await;
+    }
+    let _ = channel.close().await;
+    Latencies(times)
+}
+
+// ---------------------------------------------------------------------------------------------
 // The run
 
 /// Creates a Session through the gateway as `user`; its latency and its id. Panics unless the
@@ -779,8 +950,10 @@ async fn main() {
     }
     let (idle_rss, _) = rss_mib(gateway.pid());
 
-    let sessions_seen = watch_seen(Api::<Session>::namespaced(client.clone(), NS), cluster_assigned).await;
-    let runs_seen = watch_seen(Api::<ValidationRun>::namespaced(client.clone(), NS), run_finished).await;
+    let (sessions_seen, sessions_watch) =
+        watch_seen(Api::<Session>::namespaced(client.clone(), NS), cluster_assigned).await;
+    let (runs_seen, runs_watch) =
+        watch_seen(Api::<ValidationRun>::namespaced(client.clone(), NS), run_finished).await;
 
     // Creates: one at a time, then `concurrent` at once; every user is new (one active
     // session per user).
@@ -845,8 +1018,26 @@ async fn main() {
         // Warm-up: connections and caches.
         get_load(&http, &session_path, Some(user), clients, clients * 10).await;
         get_load(&http, "/healthz", None, clients, clients * 10).await;
-        let (get, get_rate) = get_load(&http, &session_path, Some(user), clients, get_requests).await;
-        let (health, health_rate) = get_load(&http, "/healthz", None, clients, get_requests).await;
+        // Interleaved rounds, so background work (the operator's, other processes') falls on
+        // both alike.
+        let (mut get, mut health) = (Latencies::default(), Latencies::default());
+        let (mut get_time, mut health_time) = (0.0, 0.0);
+        for _ in 0..GET_ROUNDS {
+            let (l, rate) = get_load(
+                &http,
+                &session_path,
+                Some(user),
+                clients,
+                get_requests / GET_ROUNDS,
+            )
+            .await;
+            get_time += l.0.len() as f64 / rate;
+            get.0.extend(l.0);
+            let (l, rate) = get_load(&http, "/healthz", None, clients, get_requests / GET_ROUNDS).await;
+            health_time += l.0.len() as f64 / rate;
+            health.0.extend(l.0);
+        }
+        let (get_rate, health_rate) = (get.0.len() as f64 / get_time, health.0.len() as f64 / health_time);
         line(
             &format!("{clients} client(s): GET session"),
             format!("{}   {get_rate:>8.0} req/s", get.summary()),
@@ -914,6 +1105,31 @@ async fn main() {
     line("the ValidationRun's own (created -> finished)", own.summary());
     line("overhead (HTTP - run, per request)", overhead.summary());
 
+    // Terminals: keystroke echo through the gateway next to SSH straight to the same VM,
+    // alternating so both see the same background.
+    println!("terminal keystroke echo on one simulated VM ({ECHO_SAMPLES} keystrokes each)");
+    let mut ws = open_terminal(&http, user, &id, "control-plane").await;
+    ws_output_until(&mut ws, b"$ ").await;
+    let (mut via_gateway, mut direct) = (Latencies::default(), Latencies::default());
+    for _ in 0..2 {
+        via_gateway.0.extend(ws_echo(&mut ws, ECHO_SAMPLES / 2).await.0);
+        direct.0.extend(ssh_echo(&client, &id, ECHO_SAMPLES / 2).await.0);
+    }
+    drop(ws);
+    line(
+        "WebSocket -> gateway -> SSH -> echo -> back",
+        via_gateway.summary(),
+    );
+    line("SSH straight to the VM", direct.summary());
+    line(
+        "ratio gateway / direct",
+        format!(
+            "p50 x{:.2}   p99 x{:.2}   (target <= x{TARGET_ECHO_RATIO})",
+            via_gateway.quantile(0.5).as_secs_f64() / direct.quantile(0.5).as_secs_f64().max(1e-9),
+            via_gateway.quantile(0.99).as_secs_f64() / direct.quantile(0.99).as_secs_f64().max(1e-9),
+        ),
+    );
+
     // Memory with many Sessions in the gateway's caches: created straight through the API
     // (the gateway's per-user limit is not what is measured), queued on the exhausted pool.
     let sessions: Api<Session> = Api::namespaced(client.clone(), NS);
@@ -960,11 +1176,61 @@ async fn main() {
         ),
     );
 
+    // Open terminals on top: spread over the running sessions' VMs (the gateway allows 8 per
+    // session), each a WebSocket, an SSH connection and a shell.
+    let terminals = sizes("CKS_BENCH_TERMINALS", &[200])[0];
+    let users: Vec<String> = (0..names.len())
+        .map(|i| {
+            if i < sequential {
+                format!("seq-{i:03}")
+            } else {
+                format!("par-{:03}", i - sequential)
+            }
+        })
+        .collect();
+    let t = Instant::now();
+    let open: Vec<Ws> = futures::stream::iter(0..terminals)
+        .map(|i| {
+            let http = http.clone();
+            let k = i % names.len();
+            let (user, id) = (users[k].clone(), names[k].clone());
+            let target = if (i / names.len()) % 2 == 0 {
+                "control-plane"
+            } else {
+                "worker"
+            };
+            async move {
+                let mut ws = open_terminal(&http, &user, &id, target).await;
+                // The shell is up once it prompts.
+                ws_output_until(&mut ws, b"$ ").await;
+                ws
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let (terminals_rss, terminals_peak) = rss_mib(gateway.pid());
+    line(
+        &format!(
+            "+ {} open terminals (opened in {:.1} s)",
+            open.len(),
+            t.elapsed().as_secs_f64()
+        ),
+        format!("{terminals_rss:>6.1} MiB (peak {terminals_peak:.1} MiB; target <= {TARGET_RSS_MIB} MiB)"),
+    );
+    drop(open);
+
     gateway.assert_running();
     devcluster.assert_running();
     let problems = gateway.log_lines();
     if problems > 0 {
         line("gateway warnings/errors logged", problems);
     }
+    // Stop everything that talks to the servers before they go.
+    sessions_watch.abort();
+    runs_watch.abort();
     operator.abort();
+    let _ = (sessions_watch.await, runs_watch.await, operator.await);
+    drop(gateway);
+    drop(devcluster);
 }

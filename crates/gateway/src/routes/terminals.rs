@@ -195,6 +195,10 @@ pub async fn socket(
     upgrade
         .max_message_size(bridge::MAX_CLIENT_MESSAGE)
         .max_frame_size(bridge::MAX_CLIENT_MESSAGE)
+        // tungstenite reserves 128 KiB each way per socket by default; keystrokes and SSH
+        // packets need far less, and 200 terminals would hold 50 MiB for nothing.
+        .read_buffer_size(bridge::SOCKET_BUFFER)
+        .write_buffer_size(bridge::SOCKET_BUFFER)
         .on_upgrade(move |socket| bridge::serve(socket, state, token))
 }
 

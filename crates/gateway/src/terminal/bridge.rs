@@ -35,6 +35,8 @@ const SSH_BUFFERED_MESSAGES: usize = 8;
 /// Largest WebSocket message accepted from the browser (a paste larger than this must be
 /// sent in pieces).
 pub const MAX_CLIENT_MESSAGE: usize = 256 * 1024;
+/// Read and write buffer of each terminal's WebSocket (grows for a larger message when needed).
+pub const SOCKET_BUFFER: usize = 4096;
 /// WebSocket pings keep proxies from closing a quiet terminal.
 const PING_EVERY: Duration = Duration::from_secs(30);
 /// How long the closing message may take to reach a browser that does not read.
