@@ -268,6 +268,9 @@ test('lab: start, tasks inert, validate with per-rule failures, hints, terminal,
     seen.add(p);
     return p === 'Available' && seen.has('Resetting');
   }, 120_000);
+  // …with how long that reset took.
+  const took = page.locator(`tr[data-cluster="${cluster}"] [data-testid="reset-duration"]`);
+  await until('the reset duration shown', async () => /^took \d+(\.\d)? s$/.test(((await took.textContent()) ?? '').trim()));
   // Chrome reports the task text's onerror= as a refused inline handler when DOMPurify parses
   // it (its parse document inherits the page's CSP) although that document never runs
   // anything; the handler is gone from the page and never ran (checked above and here).

@@ -151,6 +151,7 @@ export interface ClusterView {
   assignedSession?: string | null;
   sessionsServed: number;
   lastReset: string;
+  lastResetDurationSeconds?: number | null;
   lockTime: string;
   createdAt: string;
   resetRequested: boolean;

@@ -724,6 +724,9 @@ pub struct ClusterView {
     pub phase: PracticeClusterPhase,
     /// Sessions served since built.
     pub sessions_served: i32,
+    /// How long the last reset took, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_reset_duration_seconds: Option<f64>,
     /// Why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure_message: Option<String>,
@@ -764,6 +767,7 @@ pub fn cluster_view(pc: &PracticeCluster, holder: Option<&Session>) -> ClusterVi
         pool: pc.spec.pool.clone(),
         phase: st.phase,
         sessions_served: st.sessions_served,
+        last_reset_duration_seconds: st.last_reset_duration_seconds,
         failure_message: st.failure_message.clone(),
         reset_requested: pc
             .annotations()

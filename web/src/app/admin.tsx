@@ -225,7 +225,14 @@ export function Admin() {
                         </td>
                         <td>{c.assignedSession ?? '—'}</td>
                         <td>{c.sessionsServed}</td>
-                        <td>{formatTime(c.lastReset)}</td>
+                        <td>
+                          {formatTime(c.lastReset)}
+                          {c.lastResetDurationSeconds != null && (
+                            <div class="muted" data-testid="reset-duration">
+                              took {c.lastResetDurationSeconds.toFixed(1)} s
+                            </div>
+                          )}
+                        </td>
                         <td>
                           <div class="actions">
                           <ConfirmButton
