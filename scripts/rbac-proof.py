@@ -7,10 +7,13 @@ The chart is rendered (helm-python-sdk) with the values below; the development c
 authenticating as that component's ServiceAccount; two operator replicas and a gateway run as
 separate processes with the arguments of the chart's own Deployments (only what cannot work on
 this machine is replaced: listen addresses, `--auth dev` instead of the token Secret, the
-practice-API mode and the simulated VMs' SSH port). A flow drives them over HTTP: pool to
-Available, a student session with a validation run (twice, so the operator prunes the older run),
-extension, the event stream, every admin action that changes something, session end, deletion,
-release-all; then the pool is deleted and its clusters torn down.
+practice-API mode, the simulated VMs' SSH port and the terminal key file the chart mounts from
+its Secret). A flow drives them over HTTP: pool to Available, a student session with a
+validation run (twice, so the operator prunes the older run), extension, the event stream, a
+terminal (its WebSocket runs `hostname` on the control plane over SSH through the KubeVirt
+port-forward, with the pool's key and the cluster's pinned host key), every admin action that
+changes something, session end, deletion, release-all; then the pool is deleted and its
+clusters torn down.
 
 Then, per component, every request in the audit log must be allowed by the chart's rules for
 that ServiceAccount (Roles through RoleBindings in their namespace, ClusterRoles through
@@ -41,6 +44,7 @@ from pathlib import Path
 
 import helm_python as helm
 import yaml
+from websockets.sync.client import connect as ws_connect
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "cks-lab"
@@ -53,9 +57,9 @@ VALUES = {
     "ssh": {"transport": "port-forward"},
     # One kept run per task: the second validation makes the operator delete the first.
     "operator": {"validationRunsKept": 1},
-    # Terminals are not in this gateway yet: their rules are off until a terminal step joins
-    # the flow below (docs/install.md, "Permissions").
-    "gateway": {"pool": "cks-standard", "terminal": {"enabled": False}, "web": {"enabled": False}},
+    # Terminals on (the flow opens one), signed with the key of this Secret; no web page.
+    "gateway": {"pool": "cks-standard", "web": {"enabled": False},
+                "terminal": {"enabled": True, "keySecret": {"name": "cks-lab-terminal-key", "key": "key"}}},
 }
 
 # Rules (component, group, resource, verb) this flow cannot reach, and why. Each is needed by code
@@ -244,6 +248,46 @@ class Api:
         return json.loads(text) if text else None
 
 
+def terminal(api: Api, sid: str) -> None:
+    """Opens the control plane's terminal and runs `hostname` in it: the gateway reads the pool's
+    SSH key Secret and the cluster's host-key Secret, and reaches SSH through the VMI's
+    portforward subresource, each as its ServiceAccount."""
+    t = api.call("POST", f"/sessions/{sid}/terminals", {"target": "control-plane"})
+    url = re.sub(r"^http", "ws", t["terminalUrl"]) + "/ws"
+    out = b""
+    with ws_connect(url, open_timeout=60, max_size=None) as ws:
+        ws.send(json.dumps({"type": "resize", "cols": 100, "rows": 30}))
+
+        def until(what: str, done, timeout: float):
+            nonlocal out
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                Forbidden.check()
+                try:
+                    msg = ws.recv(timeout=1)
+                except TimeoutError:
+                    continue
+                if isinstance(msg, bytes):
+                    out += msg
+                    if done(None):
+                        return
+                else:
+                    control = json.loads(msg)
+                    if control["type"] == "closed":
+                        Forbidden.check()  # a refused Secret read or port-forward, by name
+                        fail(f"the terminal closed before {what}: {control}")
+                    if done(control):
+                        return
+            fail(f"{what} within {timeout:.0f} s (terminal output: {out[-500:]!r})")
+
+        until("the terminal ready", lambda c: c is not None and c["type"] == "ready", 60)
+        out = b""
+        ws.send(b"hostname\r")
+        # The command's own output line (the prompt holds the name too, but after `@`); bash
+        # ends bracketed-paste mode with `ESC[?2004l` and a carriage return before it.
+        until("`hostname` answered control-plane", lambda c: re.search(rb"[\r\n]control-plane\r\n", out), 60)
+
+
 def flow(api: Api, kubectl) -> None:
     def clusters():
         return api.call("GET", "/admin/clusters")
@@ -272,6 +316,7 @@ def flow(api: Api, kubectl) -> None:
     wait_for("the hand-made run owned by its Session", lambda: json.loads(kubectl(
         "get", "validationrun", f"{sid}-by-hand", "-n", NAMESPACE, "-o", "json"))["metadata"].get("ownerReferences"), 60)
     api.call("PUT", f"/sessions/{sid}/extend", {"minutes": 10})
+    terminal(api, sid)
     # One event of the stream, then the connection is closed.
     with urllib.request.urlopen(api.base + f"/sessions/{sid}/events", timeout=30) as r:
         while b"event: session" not in r.readline():
@@ -356,7 +401,14 @@ def main() -> None:
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "cks-rbac-proof", "-f", str(key)], check=True)
         secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cks-ssh-key", "namespace": NAMESPACE},
                   "stringData": {"ssh-privatekey": key.read_text(), "ssh-publickey": (state / "ssh-key.pub").read_text().strip()}}
-        (state / "ssh-key-secret.yaml").write_text(yaml.safe_dump(secret))
+        # The terminal key as the chart mounts it from its Secret (the gateway reads the file).
+        tkey = VALUES["gateway"]["terminal"]["keySecret"]
+        terminal_key = state / "terminal-key"
+        terminal_key.write_text(secrets.token_hex(32) + "\n")
+        terminal_secret = {"apiVersion": "v1", "kind": "Secret",
+                           "metadata": {"name": tkey["name"], "namespace": NAMESPACE},
+                           "stringData": {tkey["key"]: terminal_key.read_text()}}
+        (state / "ssh-key-secret.yaml").write_text(yaml.safe_dump_all([secret, terminal_secret]))
         # The chart's objects, as an administrator would install them; its RBAC is enforced.
         (state / "chart.yaml").write_text(yaml.safe_dump_all(
             [o for o in objects if o["apiVersion"].split("/")[0] != "monitoring.coreos.com"]))
@@ -404,6 +456,7 @@ def main() -> None:
         port = free_port()
         gateway_args = override(chart_args(objects, "gateway"), {
             "--listen": f"127.0.0.1:{port}", "--auth": "dev", "--token-file": None,
+            "--terminal-key-file": str(terminal_key), "--ssh-port": str(VM_SSH_PORT),
             "--scenarios": str(ROOT / "scenarios"), "--log-format": "human", "--log": "warn",
         }, known_flags(f"{args.bin}/cks-gateway"))
         start("gateway", [f"{args.bin}/cks-gateway", *gateway_args], {"KUBECONFIG": str(state / "kubeconfig-gateway")})

@@ -2,8 +2,9 @@
 //! request is allowed when a rule of a Role (through a RoleBinding in the request's namespace)
 //! or a ClusterRole (through a ClusterRoleBinding, or a RoleBinding in the request's namespace)
 //! bound to the caller allows its verb, API group, resource (with subresource) and name, as
-//! kube-apiserver's RBAC authorizer decides. A patch or update that would create its object
-//! needs `create` too. Discovery and version requests are allowed to everyone (Kubernetes'
+//! kube-apiserver's RBAC authorizer decides. A server-side apply that would create its object
+//! needs `create` too (a merge or JSON patch or an update of a missing object creates nothing:
+//! it is a 404, as from kube-apiserver, whatever the caller may create). Discovery and version requests are allowed to everyone (Kubernetes'
 //! `system:discovery`). Subjects are ServiceAccounts (`system:serviceaccount:NS:NAME`) and
 //! Users; the server's own token (`admin`) is never checked. Aggregated ClusterRoles and groups
 //! other than `system:authenticated` are not modelled.
@@ -106,8 +107,9 @@ fn exists(st: &State, a: &RequestAttributes) -> bool {
     })
 }
 
-/// `Err(message)` when RBAC refuses the request (message as kube-apiserver words it).
-pub fn authorize(st: &State, a: &RequestAttributes) -> Result<(), String> {
+/// `Err(message)` when RBAC refuses the request (message as kube-apiserver words it); `apply`:
+/// the request is a server-side apply patch.
+pub fn authorize(st: &State, a: &RequestAttributes, apply: bool) -> Result<(), String> {
     if a.resource.is_empty() {
         let discovery = ["/api", "/apis", "/openapi", "/version"]
             .iter()
@@ -123,7 +125,7 @@ pub fn authorize(st: &State, a: &RequestAttributes) -> Result<(), String> {
     }
     let rules = rules(st, &a.user, &a.namespace);
     let mut verbs = vec![a.verb.as_str()];
-    if matches!(a.verb.as_str(), "patch" | "update") && !a.name.is_empty() && !exists(st, a) {
+    if apply && a.verb == "patch" && a.subresource.is_empty() && !a.name.is_empty() && !exists(st, a) {
         verbs.push("create");
     }
     for verb in verbs {

@@ -91,7 +91,12 @@ async fn handle(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Response
             let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
             let attrs = crate::audit::attributes(user, req.method(), &segs, &query(&req));
             if enforce {
-                let verdict = crate::rbac::authorize(&shared.lock(), &attrs);
+                let apply = req
+                    .headers()
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.starts_with("application/apply-patch"));
+                let verdict = crate::rbac::authorize(&shared.lock(), &attrs, apply);
                 if let Err(message) = verdict {
                     let response = ApiError::forbidden(message).into_response();
                     if let Some(audit) = &shared.audit {

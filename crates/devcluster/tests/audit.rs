@@ -197,6 +197,20 @@ async fn rbac_is_enforced_for_identities_but_not_for_the_admin() {
             .unwrap_err(),
     );
     assert!(msg.contains("cannot create resource"), "{msg}");
+    // A merge patch cannot create: of a missing object it is a 404, as kube-apiserver answers
+    // (the operator removing a finalizer from a Session another replica just let go of).
+    let missing = cms
+        .patch(
+            "gone",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"finalizers": []}})),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&missing, kube::Error::Api(s) if s.code == 404),
+        "{missing}"
+    );
     roles
         .replace(
             "cm",
