@@ -39,6 +39,11 @@ pub mod annotations {
     pub const FORCE_RELEASE: &str = "cks.io/force-release";
     /// The user a Session belongs to, copied for display where labels cannot carry it.
     pub const USER: &str = "cks.io/user";
+    /// Written on a Session by a pool's allocator, guarded by the Session's resourceVersion,
+    /// before it claims a cluster for it: `{allocator} {RFC 3339 time}`. Another allocator
+    /// leaves a Session with a recent intent alone, so two operators never claim two clusters
+    /// for one Session. Kept afterwards as a record of the last claim.
+    pub const CLAIM_INTENT: &str = "cks.io/claim-intent";
 }
 
 /// Finalizers, each guarding cleanup that owner-reference garbage collection cannot do.

@@ -191,28 +191,12 @@ pub struct SessionStatus {
     /// Terminals of the assigned cluster's VMs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub terminals: Vec<TerminalStatus>,
-    /// The cluster this session is claiming right now. Written (guarded by the Session's
-    /// resourceVersion) before the cluster's `claimRef`, so two controllers never claim two
-    /// clusters for one Session; cleared once the claim succeeded or failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub claiming: Option<ClaimAttempt>,
     /// Progress of the scenario's setup steps, so a restarted operator resumes where it stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub setup: Option<SetupProgress>,
     /// `ClusterAssigned`, `ScenarioReady` and `Ready`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-}
-
-/// A claim of a cluster in flight.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ClaimAttempt {
-    /// Name of the PracticeCluster being claimed.
-    pub cluster: String,
-    /// When the attempt began; an attempt older than a few seconds was abandoned (its
-    /// operator stopped) and may be replaced.
-    pub since: Time,
 }
 
 /// Progress of the scenario's setup steps on the assigned cluster.

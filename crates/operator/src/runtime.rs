@@ -46,9 +46,17 @@ impl std::fmt::Debug for Runtime {
 /// plus a random suffix.
 pub fn identity(args: &Args) -> String {
     args.identity.clone().unwrap_or_else(|| {
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "cks-operator".to_owned());
-        format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+        format!(
+            "{}-{}",
+            host_name(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        )
     })
+}
+
+/// `HOSTNAME` (the pod's name in Kubernetes), else `cks-operator`.
+pub fn host_name() -> String {
+    std::env::var("HOSTNAME").unwrap_or_else(|_| "cks-operator".to_owned())
 }
 
 /// Runs the operator until `shutdown` resolves (clean exit, Lease released) or leadership is

@@ -94,7 +94,9 @@ async fn session_gets_a_cluster_with_terminals_and_tasks_and_a_second_reconcile_
     assert_eq!(condition(&s, "ClusterAssigned").unwrap().0, "True");
     assert_eq!(condition(&s, "ScenarioReady").unwrap().0, "True");
     assert_eq!(condition(&s, "Ready").unwrap().0, "True");
-    assert!(status.queue_position.is_none() && status.claiming.is_none());
+    assert!(status.queue_position.is_none());
+    // The allocator recorded its intent (with the finalizer) before it claimed.
+    assert!(s.annotations().contains_key("cks.io/claim-intent"));
 
     let clusters: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
     let pc = eventually("the cluster Assigned to alice", || async {
