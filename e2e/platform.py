@@ -73,9 +73,15 @@ class Forbidden(Exception):
                               f"in {r['namespace'] or '(cluster)'} (name {r['name'] or '-'}): a rule is MISSING in the chart")
 
 
+# Deadlines are written for the simulator's fast profile; a real cluster's are this many times
+# longer (E2E_TIME_SCALE, set by from_env).
+time_scale = 1.0
+
+
 def wait_for(what: str, check: Callable, timeout: float, interval: float = 0.2):
     """`check()` until it returns something truthy (returned), or fail after `timeout` seconds
-    with the last exception it raised."""
+    (times `time_scale`) with the last exception it raised."""
+    timeout *= time_scale
     deadline = time.monotonic() + timeout
     last = None
     while True:
@@ -168,7 +174,8 @@ class Platform:
     # Whether the admin actions that touch every pool or session of the namespace may run.
     disruptive = True
     gateways: list[str]
-    tokens: dict[str, str]  # user -> bearer token
+    users: dict[str, str]  # the tests' names (admin, student-N) -> the gateway's user names
+    tokens: dict[str, str]  # the tests' names -> bearer tokens
 
     def kubectl_cmd(self, *args: str) -> list[str]:
         raise NotImplementedError
@@ -206,7 +213,7 @@ class ClusterPlatform(Platform):
     """A real cluster with the chart installed: E2E_KUBECONFIG, E2E_GATEWAY_URL, E2E_TOKEN_FILE
     (the gateway's token file: `token,user[,role]` lines with an admin and 8 students), and
     optionally E2E_NAMESPACE, E2E_RELEASE, E2E_GOLDEN_IMAGE, E2E_SSH_KEY_SECRET,
-    E2E_STORAGE_CLASS, E2E_GATEWAY_PORT, E2E_DISRUPTIVE, KUBECTL."""
+    E2E_STORAGE_CLASS, E2E_GATEWAY_PORT, E2E_DISRUPTIVE, E2E_TIME_SCALE, KUBECTL."""
 
     def __init__(self, env: dict[str, str], run: Callable | None = None) -> None:
         self.kubeconfig = env["E2E_KUBECONFIG"]
@@ -235,8 +242,8 @@ class ClusterPlatform(Platform):
         if not admins or len(students) < 8:
             raise SystemExit("E2E_TOKEN_FILE needs an admin and 8 students (`token,user[,role]` lines)")
         # The tests name users `admin` and `student-N`: map them onto the file's.
-        self.tokens = {"admin": self.tokens[admins[0]],
-                       **{f"student-{i + 1}": self.tokens[s] for i, s in enumerate(students[:8])}}
+        self.users = {"admin": admins[0], **{f"student-{i + 1}": s for i, s in enumerate(students[:8])}}
+        self.tokens = {name: self.tokens[user] for name, user in self.users.items()}
         self._run = run or (lambda cmd: subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
 
     def kubectl_cmd(self, *args: str) -> list[str]:
@@ -283,6 +290,7 @@ class LocalPlatform(Platform):
         self.cmds: dict[str, tuple[list[str], dict]] = {}
         self.killed: list[str] = []
         self.tokens = {user: secrets.token_hex(16) for user, _ in USERS}
+        self.users = {user: user for user, _ in USERS}
         self.kubeconfig = state / "kubeconfig"
         self.audit = state / "audit.jsonl"
 
@@ -424,6 +432,8 @@ def from_env(env: dict[str, str] | None = None) -> Platform:
         missing = [v for v in ("E2E_GATEWAY_URL", "E2E_TOKEN_FILE") if not env.get(v)]
         if missing:
             raise SystemExit(f"E2E_KUBECONFIG needs {' and '.join(missing)} too (e2e/README.md)")
+        global time_scale
+        time_scale = float(env.get("E2E_TIME_SCALE", "10"))
         return ClusterPlatform(env)
     if not env.get("E2E_BIN"):
         raise SystemExit("set E2E_BIN to the directory of the built binaries (make e2e does), or E2E_KUBECONFIG")

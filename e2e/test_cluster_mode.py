@@ -32,6 +32,7 @@ def test_configuration(tmp_path):
     p, _ = make(tmp_path, {})
     assert p.gateways == ["https://cks.example.org", "https://cks.example.org"]
     assert p.tokens["admin"] == "t-admin" and p.tokens["student-1"] == "t-0" and p.tokens["student-8"] == "t-7"
+    assert p.users["admin"] == "ops@example.org" and p.users["student-8"] == "s7@example.org"
     assert p.kubectl_cmd("get", "pods") == ["/usr/bin/kubectl", "--kubeconfig", "/k/config", "get", "pods"]
     assert p.namespace == "lab" and not p.disruptive
 

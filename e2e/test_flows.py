@@ -82,7 +82,7 @@ def test_gitops_session_lifecycle(platform, api, pools):
     sid = s["sessionId"]
     assert alice.call("POST", "/sessions", {"scenarioId": SCENARIO, "pool": pool}, headers=key)["sessionId"] == sid
     s = alice.wait_phase(sid, "Ready")
-    assert s["status"] == "running" and s["assignedCluster"] == name and s["user"] == "student-1"
+    assert s["status"] == "running" and s["assignedCluster"] == name and s["user"] == platform.users["student-1"]
     assert cluster(platform, name)["status"]["phase"] == "Assigned"
     # Another student does not see it (404, as an unknown id).
     assert api("student-2").request("GET", f"/sessions/{sid}")[0] == 404
@@ -153,7 +153,7 @@ def test_admin_flow(platform, api, pools):
     admin, carol = api("admin"), api("student-3")
 
     me = admin.call("GET", "/auth/me")
-    assert me == {"user": "admin", "role": "admin", "auth": "token"}
+    assert me == {"user": platform.users["admin"], "role": "admin", "auth": "token"}
     assert carol.call("GET", "/auth/me")["role"] == "student"
     for method, path in [("GET", "/admin/clusters"), ("GET", "/admin/sessions"), ("POST", "/scenarios/reload"),
                          ("POST", f"/admin/clusters/{free[0]['metadata']['name']}/reset"),
@@ -168,7 +168,7 @@ def test_admin_flow(platform, api, pools):
     assert view["detailedClusters"][held]["status"] == "locked"
     sessions = admin.call("GET", "/admin/sessions")
     assert sid in [x["sessionId"] for x in sessions["sessions"]] and sessions["stats"]["runningSessions"] >= 1
-    assert [x["sessionId"] for x in admin.call("GET", "/admin/sessions?user=student-3")["sessions"]] == [sid]
+    assert [x["sessionId"] for x in admin.call("GET", f"/admin/sessions?user={platform.users['student-3']}")["sessions"]] == [sid]
 
     # A held cluster is not reset (409), a free one is; a ValidationRun made with kubectl (no
     # labels, no owner) is taken up by the operator.
