@@ -413,15 +413,19 @@ class LocalPlatform(Platform):
                 self.wait_ready(self.gateways[int(name.split("-")[1])])
 
     def stop(self) -> None:
-        for p in reversed(list(self.procs.values())):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs.values():
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        # The operators and gateways first, while their API server still answers (the leader
+        # releases its Lease), then the API server.
+        components = [p for name, p in self.procs.items() if name != "devcluster"]
+        for group in (components, [self.procs[n] for n in self.procs if n == "devcluster"]):
+            for p in group:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+            for p in group:
+                try:
+                    p.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
 
 
 def from_env(env: dict[str, str] | None = None) -> Platform:

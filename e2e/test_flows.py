@@ -83,7 +83,7 @@ def test_gitops_session_lifecycle(platform, api, pools):
     assert alice.call("POST", "/sessions", {"scenarioId": SCENARIO, "pool": pool}, headers=key)["sessionId"] == sid
     s = alice.wait_phase(sid, "Ready")
     assert s["status"] == "running" and s["assignedCluster"] == name and s["user"] == platform.users["student-1"]
-    assert cluster(platform, name)["status"]["phase"] == "Assigned"
+    wait_for("the cluster Assigned", lambda: phase(cluster(platform, name)) == "Assigned", 30)
     # Another student does not see it (404, as an unknown id).
     assert api("student-2").request("GET", f"/sessions/{sid}")[0] == 404
 
@@ -163,9 +163,10 @@ def test_admin_flow(platform, api, pools):
 
     s = start_session(carol, pool)
     sid, held = s["sessionId"], s["assignedCluster"]
-    view = admin.call("GET", "/admin/clusters")
+    view = wait_for("the held cluster locked in the admin view", lambda: (
+        lambda v: v if v["detailedClusters"].get(held, {}).get("status") == "locked" else None)(
+            admin.call("GET", "/admin/clusters")), 30)
     assert pool in json.dumps(view["pools"])
-    assert view["detailedClusters"][held]["status"] == "locked"
     sessions = admin.call("GET", "/admin/sessions")
     assert sid in [x["sessionId"] for x in sessions["sessions"]] and sessions["stats"]["runningSessions"] >= 1
     assert [x["sessionId"] for x in admin.call("GET", f"/admin/sessions?user={platform.users['student-3']}")["sessions"]] == [sid]

@@ -24,6 +24,7 @@ kubectl=${KUBECTL:-}
     { [ -x .tools/kubectl/usr/bin/kubectl ] && kubectl=.tools/kubectl/usr/bin/kubectl; } ||
     { echo "make e2e needs kubectl (.ci/run installs one into .tools)" >&2; exit 1; }
 
+# shellcheck source=scripts/build-platform.sh
 source scripts/build-platform.sh
 state=$(mktemp -d -t cks-e2e-XXXXXX)
 started=$SECONDS
