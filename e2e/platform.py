@@ -307,7 +307,7 @@ class LocalPlatform(Platform):
     def alive(self) -> None:
         for name, p in self.procs.items():
             if name not in self.killed and p.poll() is not None:
-                raise RuntimeError(f"{name} exited ({p.returncode}); see {self.state / (name + '.log')}")
+                raise AssertionError(f"{name} exited ({p.returncode}); see {self.state / (name + '.log')}")
 
     def start(self) -> None:
         state = self.state
