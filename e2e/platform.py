@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "cks-lab"
 RELEASE, NAMESPACE = "cks-lab", "cks-lab"
 GOLDEN_IMAGE = "vm-templates/ubuntu-2204-kube-1-33"
+# The rollout flow's new golden image: the same Kubernetes, a rebuilt image under a new name.
+ROLLOUT_IMAGE = "vm-templates/ubuntu-2204-kube-1-33-r2"
 VM_SSH_PORT = int(os.environ.get("CKS_E2E_SSH_PORT", "2224"))
 
 # The chart's values for the local platform.
@@ -169,6 +171,8 @@ class Platform:
 
     namespace = NAMESPACE
     golden_image = GOLDEN_IMAGE
+    # A second golden image the rollout flow moves its pool to (None: it changes memory instead).
+    rollout_image: str | None = ROLLOUT_IMAGE
     ssh_key_secret = "cks-ssh-key"
     storage_class = "longhorn"
     # Whether the admin actions that touch every pool or session of the namespace may run.
@@ -213,7 +217,7 @@ class ClusterPlatform(Platform):
     """A real cluster with the chart installed: E2E_KUBECONFIG, E2E_GATEWAY_URL, E2E_TOKEN_FILE
     (the gateway's token file: `token,user[,role]` lines with an admin and 8 students), and
     optionally E2E_NAMESPACE, E2E_RELEASE, E2E_GOLDEN_IMAGE, E2E_SSH_KEY_SECRET,
-    E2E_STORAGE_CLASS, E2E_GATEWAY_PORT, E2E_DISRUPTIVE, E2E_TIME_SCALE, KUBECTL."""
+    E2E_STORAGE_CLASS, E2E_GATEWAY_PORT, E2E_ROLLOUT_IMAGE, E2E_DISRUPTIVE, E2E_TIME_SCALE, KUBECTL."""
 
     def __init__(self, env: dict[str, str], run: Callable | None = None) -> None:
         self.kubeconfig = env["E2E_KUBECONFIG"]
@@ -221,6 +225,7 @@ class ClusterPlatform(Platform):
         self.namespace = env.get("E2E_NAMESPACE", NAMESPACE)
         self.release = env.get("E2E_RELEASE", RELEASE)
         self.golden_image = env.get("E2E_GOLDEN_IMAGE", GOLDEN_IMAGE)
+        self.rollout_image = env.get("E2E_ROLLOUT_IMAGE") or None
         self.ssh_key_secret = env.get("E2E_SSH_KEY_SECRET", "cks-ssh-key")
         self.storage_class = env.get("E2E_STORAGE_CLASS", "longhorn")
         self.gateway_port = env.get("E2E_GATEWAY_PORT", "8081")
@@ -340,7 +345,7 @@ class LocalPlatform(Platform):
         self._start("devcluster", [
             f"{self.bin}/cks-devcluster", "--addr", "127.0.0.1:0", "--kubeconfig", str(self.kubeconfig),
             "--simulate-kubevirt", "--kubevirt-profile", "fast", "--vm-ssh-port", str(VM_SSH_PORT),
-            "--golden-image", GOLDEN_IMAGE,
+            "--golden-image", GOLDEN_IMAGE, "--golden-image", ROLLOUT_IMAGE,
             "--apply", str(CHART / "crds"), "--apply", str(ROOT / "config/samples/00-namespace.yaml"),
             "--apply", str(state / "secrets.yaml"),
             "--audit-log", str(self.audit), "--enforce-rbac", "--log", "warn",

@@ -234,8 +234,14 @@ def test_template_rollout_while_sessions_run(platform, api, pools):
     held_before = cluster(platform, held)
     old_hash = held_before["metadata"]["labels"]["cks.io/template-hash"]
 
-    # A new template in git: more memory for the control plane.
-    manifest["spec"]["template"]["controlPlane"]["memory"] = "5Gi"
+    # A new template in git: a rebuilt golden image under a new name (on a real cluster without
+    # E2E_ROLLOUT_IMAGE, more memory for the control plane).
+    template = manifest["spec"]["template"]
+    if platform.rollout_image:
+        ns, image = platform.rollout_image.split("/", 1)
+        template["goldenImage"] = {"namespace": ns, "name": image}
+    else:
+        template["controlPlane"]["memory"] = "5Gi"
     apply(platform, manifest)
     new_hash = wait_for("the pool's new templateHash", lambda: (lambda h: h if h and h != old_hash else None)(
         platform.get("clusterpool", pool).get("status", {}).get("templateHash")), 60)
@@ -262,7 +268,10 @@ def test_template_rollout_while_sessions_run(platform, api, pools):
     wait_for("every cluster on the new template", lambda: all(
         c["metadata"]["labels"]["cks.io/template-hash"] == new_hash for c in clusters(platform, pool)), 60)
     s2 = start_session(api("student-6"), pool)
-    assert cluster(platform, s2["assignedCluster"])["metadata"]["labels"]["cks.io/template-hash"] == new_hash
+    rolled = cluster(platform, s2["assignedCluster"])
+    assert rolled["metadata"]["labels"]["cks.io/template-hash"] == new_hash
+    assert rolled["spec"]["template"] == platform.get("clusterpool", pool)["spec"]["template"]
+    assert held_before["spec"]["template"] != rolled["spec"]["template"]
 
 
 def test_operator_killed_mid_reset(platform, api, pools):

@@ -4,7 +4,7 @@
 # binaries, runs the suite against the platform started as the chart wires it, then the RBAC
 # proof on the suite's audit log (scripts/rbac-proof.py). With E2E_KUBECONFIG it runs the suite
 # against that cluster instead (no build, no proof). E2E_KEEP=DIR keeps the audit log and the
-# processes' logs; arguments go to pytest (e.g. -k gitops).
+# processes' logs; arguments go to pytest (e.g. -k gitops; then there is no proof).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,10 +33,13 @@ if ! E2E_BIN="$bin" E2E_STATE_DIR="$state" KUBECTL="$kubectl" "${pytest[@]}"; th
     echo "e2e: FAILED; the processes' logs and the audit log are in $state" >&2
     exit 1
 fi
-"$py" scripts/rbac-proof.py --state "$state" || {
+if (($#)); then
+    # A part of the suite cannot use every rule: the proof needs the whole of it.
+    echo "e2e: no RBAC proof (pytest arguments given: not the whole suite)"
+elif ! "$py" scripts/rbac-proof.py --state "$state"; then
     echo "e2e: the RBAC proof FAILED; the audit log is in $state" >&2
     exit 1
-}
+fi
 [ -z "${E2E_KEEP:-}" ] || cp -r "$state/." "$E2E_KEEP"
 rm -rf "$state"
-echo "e2e: suite and RBAC proof passed in $((SECONDS - started)) s"
+echo "e2e: passed in $((SECONDS - started)) s"
