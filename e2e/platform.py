@@ -61,13 +61,18 @@ class Forbidden(Exception):
     request named, instead of as a timeout of whatever waited on it)."""
 
     audit: Path | None = None
+    read = 0  # bytes of the audit log already checked
 
     @classmethod
     def check(cls) -> None:
         if cls.audit is None or not cls.audit.exists():
             return
-        with cls.audit.open() as f:
+        with cls.audit.open("rb") as f:
+            f.seek(cls.read)
             for line in f:
+                if not line.endswith(b"\n"):
+                    break  # being written: read again next time
+                cls.read += len(line)
                 r = json.loads(line)
                 if r.get("code") == 403:
                     sub = f"/{r['subresource']}" if r["subresource"] else ""
