@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: help test lint fmt crds crds-check scenarios-lint unit schemathesis run bench web web-test web-e2e web-bench dockerfile-lint chart-test rbac-proof golden-image-test
+.PHONY: help test lint fmt crds crds-check scenarios-lint unit schemathesis run bench web web-test web-e2e web-bench dockerfile-lint chart-test e2e rbac-proof golden-image-test
 
 help:
 	@echo "make run         the platform locally: dev control plane + KubeVirt simulator + operator + gateway"
@@ -18,10 +18,12 @@ help:
 	@echo "make bench       benchmarks; they print their figures"
 	@echo "make dockerfile-lint  hadolint on the Dockerfile (part of make test)"
 	@echo "make chart-test  the Helm chart: CRD copy, lint, render, schemas, checkov, apply (part of make test)"
-	@echo "make rbac-proof  the chart's RBAC against the requests the operator and gateway make (part of make test)"
+	@echo "make e2e         whole flows over HTTP, terminals and kubectl against the platform as the chart wires it,"
+	@echo "                 then the chart's RBAC against the suite's requests (part of make test; e2e/README.md)"
+	@echo "make rbac-proof  the same as make e2e (the RBAC proof runs on the e2e suite's audit log)"
 	@echo "make golden-image-test  shellcheck, dry run and stubbed run of scripts/build-golden-image.sh (part of make test)"
 
-test: lint crds-check scenarios-lint dockerfile-lint golden-image-test chart-test unit schemathesis rbac-proof web-test web-e2e
+test: lint crds-check scenarios-lint dockerfile-lint golden-image-test chart-test unit schemathesis e2e web-test web-e2e
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -120,11 +122,16 @@ dockerfile-lint:
 chart-test:
 	scripts/chart-test.sh
 
-# The chart's RBAC proven against the platform (scripts/rbac-proof.py): the operator and the gateway
-# each as its ServiceAccount on the development control plane's audit log, driven through a whole
-# flow; every request must be allowed by the chart's rules and every rule used.
-rbac-proof:
-	scripts/rbac-proof.sh
+# The e2e suite (e2e/, scripts/e2e.sh): the development control plane with the KubeVirt simulator,
+# two operator and two gateway replicas as separate processes with the chart's arguments, each
+# component as its ServiceAccount with the chart's RBAC enforced; whole flows driven over HTTP,
+# terminals and kubectl (a one-line summary per flow); then the RBAC proof (scripts/rbac-proof.py)
+# on the suite's audit log: every request allowed by the chart's rules and every rule used.
+# E2E_KUBECONFIG, E2E_GATEWAY_URL and E2E_TOKEN_FILE run the suite against a real cluster instead.
+e2e:
+	scripts/e2e.sh
+
+rbac-proof: e2e
 
 # The golden image script cannot run here (no network, no KVM): shellcheck, its --print-plan,
 # its argument errors and a run with every tool stubbed (scripts/build-golden-image-test.sh,
