@@ -119,6 +119,8 @@ impl std::future::Future for Task {
 struct Outcome {
     session: Option<(String, Vec<String>)>,
     cluster: Option<(String, Vec<String>)>,
+    /// The Session holds a cluster now (its claim was written).
+    claimed: bool,
 }
 
 /// Sessions (by uid) and clusters (by name) a task of this allocator is writing, or whose
@@ -133,6 +135,9 @@ struct InFlight {
 struct Pending {
     /// A task is writing it.
     running: bool,
+    /// A Session whose write does not give it a cluster (a queue position, a claim that
+    /// failed): it keeps its place in the queue, and a cluster, while it is in flight.
+    keeps_place: bool,
     /// Versions a write of this allocator replaced: the cache is behind while it shows one.
     replaced: HashSet<String>,
     since: Instant,
@@ -142,6 +147,7 @@ impl Pending {
     fn start(version: Option<String>) -> Self {
         Self {
             running: true,
+            keeps_place: false,
             replaced: version.into_iter().collect(),
             since: Instant::now(),
         }
@@ -153,11 +159,12 @@ impl Pending {
 }
 
 impl InFlight {
-    fn finish(map: &mut HashMap<String, Pending>, done: Option<(String, Vec<String>)>) {
+    fn finish(map: &mut HashMap<String, Pending>, done: Option<(String, Vec<String>)>, claimed: bool) {
         if let Some((key, replaced)) = done
             && let Some(pending) = map.get_mut(&key)
         {
             pending.running = false;
+            pending.keeps_place = !claimed;
             pending.replaced.extend(replaced);
         }
     }
@@ -239,6 +246,15 @@ struct PoolAllocator {
     refresh_at: Option<Instant>,
 }
 
+/// Whether a Session is in flight (see [`InFlight`]), and how it counts in a pass.
+enum Busy {
+    No,
+    /// A claim of ours is running for it, or its claim was written.
+    Claiming,
+    /// A write that does not give it a cluster: it keeps its place (and a cluster).
+    KeepsPlace,
+}
+
 /// What a pass decided for one Session.
 enum Plan {
     /// Claim this cluster for it.
@@ -251,8 +267,8 @@ enum Plan {
 
 impl PoolAllocator {
     fn finished(&mut self, done: Outcome) {
-        InFlight::finish(&mut self.in_flight.sessions, done.session);
-        InFlight::finish(&mut self.in_flight.clusters, done.cluster);
+        InFlight::finish(&mut self.in_flight.sessions, done.session, done.claimed);
+        InFlight::finish(&mut self.in_flight.clusters, done.cluster, done.claimed);
     }
 
     fn pass(&mut self) {
@@ -308,11 +324,17 @@ impl PoolAllocator {
             .collect();
         self.in_flight.forget_seen(&sessions, &clusters);
 
-        let session_busy = |s: &Session, in_flight: &InFlight| {
-            s.uid()
-                .and_then(|uid| in_flight.sessions.get(&uid))
-                .is_some_and(|p| p.blocks(s.meta().resource_version.as_deref()))
-        };
+        let session_busy =
+            |s: &Session, in_flight: &InFlight| match s.uid().and_then(|uid| in_flight.sessions.get(&uid)) {
+                Some(p) if p.blocks(s.meta().resource_version.as_deref()) => {
+                    if p.keeps_place {
+                        Busy::KeepsPlace
+                    } else {
+                        Busy::Claiming
+                    }
+                }
+                _ => Busy::No,
+            };
         let cluster_busy = |pc: &PracticeCluster, in_flight: &InFlight| {
             in_flight
                 .clusters
@@ -367,8 +389,14 @@ impl PoolAllocator {
         let mut eligible = Vec::new();
         let room = MAX_TASKS.saturating_sub(self.tasks.len());
         for s in queued {
-            if session_busy(&s, &self.in_flight) {
-                continue;
+            match session_busy(&s, &self.in_flight) {
+                Busy::No => {}
+                // Its cluster is already out of `free`.
+                Busy::Claiming => continue,
+                Busy::KeepsPlace => {
+                    eligible.push((s, false));
+                    continue;
+                }
             }
             let uid = s.uid().unwrap_or_default();
             if let Some(pc) = held.get(&uid) {
@@ -378,6 +406,9 @@ impl PoolAllocator {
                 continue;
             }
             if self.claimed_elsewhere(&s, now) {
+                // Another allocator is serving it: it keeps its place and a cluster, so no
+                // later Session overtakes it here.
+                eligible.push((s, false));
                 continue;
             }
             let scenario = admission::scenario(scenarios.as_ref(), &s);
@@ -395,23 +426,27 @@ impl PoolAllocator {
             {
                 continue;
             }
-            eligible.push(s);
+            eligible.push((s, true));
         }
         // creationTimestamp has whole seconds and the queue breaks ties by name, but creates of
-        // one second can reach the cache out of name order. When this pass cannot serve every
-        // visible Session, Sessions of a second that may still bring older-named ones wait
-        // until it is over; a pool with enough clusters serves everyone at once.
-        let scarce = free.len() < eligible.len();
+        // one second can reach the cache out of name order. When the pool is about to run out
+        // (fewer than SAME_SECOND_SPARE clusters beyond the visible queue), Sessions of a second
+        // that may still bring older-named ones wait until it is over; a pool with clusters to
+        // spare serves everyone at once.
+        let scarce = free.len() < eligible.len() + SAME_SECOND_SPARE;
         let mut settles_at = None;
-        for s in eligible {
+        // `ours`: this pass may write the Session; the others (in flight, or served by
+        // another allocator) only keep their place and take a cluster if one is left.
+        for (s, ours) in eligible {
             if scarce && let Some(at) = settles(&s, now) {
                 settles_at = settles_at.map_or(Some(at), |t: Timestamp| Some(t.min(at)));
-                left_waiting.push(s);
+                left_waiting.push((s, ours));
                 continue;
             }
             match free.pop_front() {
-                Some(pc) => plans.push(Plan::Claim(s, pc)),
-                None => left_waiting.push(s),
+                Some(pc) if ours => plans.push(Plan::Claim(s, pc)),
+                Some(_) => {}
+                None => left_waiting.push((s, ours)),
             }
         }
         if let Some(at) = settles_at {
@@ -423,7 +458,10 @@ impl PoolAllocator {
         // rewritten at most once per WAKE_INTERVAL (each is a write per waiting Session).
         let due = self.positions_at.is_none_or(|at| at.elapsed() >= WAKE_INTERVAL);
         let mut moved = false;
-        for (index, s) in left_waiting.into_iter().enumerate() {
+        for (index, (s, ours)) in left_waiting.into_iter().enumerate() {
+            if !ours {
+                continue;
+            }
             let position = index + 1;
             let st = s.status.clone().unwrap_or_default();
             if st.phase == SessionPhase::WaitingForCluster
@@ -469,10 +507,11 @@ impl PoolAllocator {
             Plan::Claim(s, pc) | Plan::Complete(s, pc) => (s.clone(), Some(pc.clone())),
             Plan::Position(s, _) => (s.clone(), None),
         };
-        self.in_flight.sessions.insert(
-            session.uid().unwrap_or_default(),
-            Pending::start(session.resource_version()),
-        );
+        let mut pending = Pending::start(session.resource_version());
+        pending.keeps_place = matches!(plan, Plan::Position(..));
+        self.in_flight
+            .sessions
+            .insert(session.uid().unwrap_or_default(), pending);
         if let Some(pc) = &cluster {
             self.in_flight
                 .clusters
@@ -495,6 +534,11 @@ impl PoolAllocator {
         self.tasks.push(Task { handle });
     }
 }
+
+/// Spare clusters below which a pass holds back Sessions of a creation second that is not
+/// over yet (see [`PoolAllocator::pass`]): about the number of creates that can be in flight
+/// at once and complete out of order.
+const SAME_SECOND_SPARE: usize = 16;
 
 /// How long after its creation second a Session of that second may still reach the cache
 /// (its create was in flight when the second ended).
@@ -545,6 +589,7 @@ async fn claim(
     let mut outcome = Outcome {
         session: Some((uid.clone(), session.resource_version().into_iter().collect())),
         cluster: Some((cluster.clone(), pc.resource_version().into_iter().collect())),
+        claimed: false,
     };
     let mut list = session.finalizers().to_vec();
     if !list.iter().any(|f| f == finalizers::SESSION_RELEASE) {
@@ -603,8 +648,19 @@ async fn claim(
     )
     .await;
     outcome.session = done.session;
+    outcome.claimed = true;
     // The claim replaced the version the cache showed (kept in `outcome.cluster`).
     outcome
+}
+
+/// The outcome of [`complete`]: `pc` is claimed for the Session (or given back, the Session
+/// having moved on); either way the Session no longer waits for a cluster here.
+fn recorded(uid: String, replaced: Vec<String>, pc: &PracticeCluster) -> Outcome {
+    Outcome {
+        session: Some((uid, replaced)),
+        cluster: Some((pc.name_any(), Vec::new())),
+        claimed: true,
+    }
 }
 
 /// Write (3) of a claim: the Session's status names `pc`, which names the Session. On a
@@ -629,24 +685,15 @@ async fn complete(
             Ok(Written::Stored(stored)) => {
                 replaced.extend(session.resource_version());
                 assigned(shared, &stored, &pc, pool, capped, now);
-                return Outcome {
-                    session: Some((uid, replaced)),
-                    cluster: Some((pc.name_any(), Vec::new())),
-                };
+                return recorded(uid, replaced, &pc);
             }
             Ok(Written::Unchanged) => {
-                return Outcome {
-                    session: Some((uid, replaced)),
-                    cluster: Some((pc.name_any(), Vec::new())),
-                };
+                return recorded(uid, replaced, &pc);
             }
             Ok(Written::Conflict) => {}
             Err(e) => {
                 warn!(error = %e, "recording a claim in the session's status failed; completed on a later pass");
-                return Outcome {
-                    session: Some((uid, replaced)),
-                    cluster: Some((pc.name_any(), Vec::new())),
-                };
+                return recorded(uid, replaced, &pc);
             }
         }
         replaced.extend(session.resource_version());
@@ -654,10 +701,7 @@ async fn complete(
             Ok(fresh) => fresh.filter(|s| s.uid().as_deref() == Some(uid.as_str())),
             Err(e) => {
                 warn!(error = %e, "reading the session after a conflict failed; completed on a later pass");
-                return Outcome {
-                    session: Some((uid, replaced)),
-                    cluster: Some((pc.name_any(), Vec::new())),
-                };
+                return recorded(uid, replaced, &pc);
             }
         };
         let names_it = fresh.as_ref().is_some_and(|s| {
@@ -665,10 +709,7 @@ async fn complete(
         });
         if names_it {
             // Another allocator recorded this very claim first.
-            return Outcome {
-                session: Some((uid, replaced)),
-                cluster: Some((pc.name_any(), Vec::new())),
-            };
+            return recorded(uid, replaced, &pc);
         }
         let claimable = fresh.as_ref().is_some_and(|s| {
             let st = s.status.clone().unwrap_or_default();
@@ -679,10 +720,7 @@ async fn complete(
             _ => {
                 // The Session moved on while its cluster was claimed: give the cluster back.
                 release_if_held(shared, &session, &pc.name_any()).await;
-                return Outcome {
-                    session: Some((uid, replaced)),
-                    cluster: Some((pc.name_any(), Vec::new())),
-                };
+                return recorded(uid, replaced, &pc);
             }
         }
     }
@@ -790,6 +828,7 @@ async fn set_position(shared: &Arc<Shared>, session: Arc<Session>, pool: &str, p
     Outcome {
         session: Some((uid, session.resource_version().into_iter().collect())),
         cluster: None,
+        claimed: false,
     }
 }
 
