@@ -271,7 +271,7 @@ where
         namespace = %obj.namespace().unwrap_or_default(),
     );
     ctx.metrics.reconciled(name);
-    let _measure = Measure {
+    let measure = Measure {
         metrics: ctx.metrics.clone(),
         controller: name,
         start: Instant::now(),
@@ -279,6 +279,8 @@ where
     let result = reconcile(obj.clone(), state.clone())
         .instrument(span.clone())
         .await;
+    // The reconcile's own time; reporting its failure is not part of it.
+    drop(measure);
     match &result {
         Ok(_) => backoff.succeeded(&key_of(obj.as_ref())),
         Err(error) => report(ctx, name, obj.as_ref(), error).instrument(span).await,
