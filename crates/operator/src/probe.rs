@@ -1,7 +1,8 @@
 //! Readiness of a practice cluster, checked through its own API server with the admin
 //! kubeconfig: `/readyz` answers `ok` and every expected Node is Ready. Behind a trait so
 //! controller tests can run without a practice cluster. Depends on no other module of the
-//! crate: [`crate::context`] holds a probe and [`crate::access`] builds [`ApiTarget`]s.
+//! crate (the context holds a probe, and `access` builds [`ApiTarget`]s), so no import circle
+//! goes through it.
 
 use std::fmt;
 use std::time::Duration;

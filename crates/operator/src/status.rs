@@ -30,7 +30,7 @@ use crate::error::{Result, kube_err};
 /// CRD): whoever applies it owns the whole list. The ValidationRun controller keeps it (it
 /// records every attempt); the Session controller must leave it out of its own applies, and
 /// writes the initial entries, if it writes them, with [`VALIDATION`] as manager
-/// ([`crate::validation_run::apply_session_tasks`]) so that they stay in one manager's hands.
+/// (`validation_run::apply_session_tasks`, which depends on this module, not the reverse) so that they stay in one manager's hands.
 /// Children (VMs, Secrets, Services, ...) are applied with `cks_api::names::FIELD_MANAGER`.
 pub mod managers {
     /// ClusterPool status.
