@@ -206,20 +206,32 @@ fn merge_list(field: &str, target: &mut Vec<Value>, patch: &[Value], apply: bool
 }
 
 /// Remove from `target` what a field manager applied before (`prev`) but no longer applies (`now`).
+/// The object's identity (`apiVersion`, `kind`, `metadata.name`, `metadata.namespace`) stays;
+/// a `name` or `kind` deeper down is a field like any other.
 pub fn remove_unapplied(target: &mut Value, prev: &Value, now: &Value) {
+    remove_unapplied_at(target, prev, now, &["apiVersion", "kind"]);
+}
+
+fn remove_unapplied_at(target: &mut Value, prev: &Value, now: &Value, identity: &[&str]) {
     let (Some(tm), Some(pm)) = (target.as_object_mut(), prev.as_object()) else {
         return;
     };
     for (k, pv) in pm {
-        if matches!(k.as_str(), "apiVersion" | "kind" | "name" | "namespace") {
+        if identity.contains(&k.as_str()) {
             continue;
         }
+        // Only the top level passes identity keys down, and only into `metadata`.
+        let inner: &[&str] = if !identity.is_empty() && k == "metadata" {
+            &["name", "namespace"]
+        } else {
+            &[]
+        };
         match now.get(k) {
             // A map the manager stopped applying loses only the leaves it applied; other
             // writers' fields in it stay.
             None if pv.is_object() && tm.get(k).is_some_and(Value::is_object) => {
                 let tv = tm.get_mut(k).expect("checked");
-                remove_unapplied(tv, pv, &Value::Object(Map::new()));
+                remove_unapplied_at(tv, pv, &Value::Object(Map::new()), inner);
                 let now_empty = tv.as_object().is_some_and(Map::is_empty);
                 if now_empty && pv.as_object().is_some_and(|m| !m.is_empty()) {
                     tm.remove(k);
@@ -230,7 +242,7 @@ pub fn remove_unapplied(target: &mut Value, prev: &Value, now: &Value) {
             }
             Some(nv) => {
                 if let (Some(tv), true) = (tm.get_mut(k), pv.is_object() && nv.is_object()) {
-                    remove_unapplied(tv, pv, nv);
+                    remove_unapplied_at(tv, pv, nv, inner);
                 } else if let (Some(Value::Array(tl)), Value::Array(pl), Value::Array(nl)) =
                     (tm.get_mut(k), pv, nv)
                 {
@@ -295,6 +307,31 @@ mod tests {
         remove_unapplied(&mut obj, &prev, &now);
         strategic_merge(&mut obj, &now, true);
         assert_eq!(obj, json!({"data": {"a": "1", "other": "x"}}));
+    }
+
+    #[test]
+    fn apply_removes_a_nested_object_with_a_name_the_manager_stopped_applying() {
+        // `name` is an identity only in `metadata` (and `kind`/`apiVersion` at the top): a
+        // `status.claim` with a `name` goes whole, as on kube-apiserver.
+        let mut obj = json!({"apiVersion": "v", "kind": "K", "metadata": {"name": "x", "namespace": "n"},
+            "status": {"phase": "Assigned", "claim": {"name": "alice", "since": "t"}}});
+        let prev = json!({"apiVersion": "v", "kind": "K", "metadata": {"name": "x", "namespace": "n"},
+            "status": {"phase": "Assigned", "claim": {"name": "alice", "since": "t"}}});
+        let now = json!({"apiVersion": "v", "kind": "K", "metadata": {"name": "x"}, "status": {"phase": "Resetting"}});
+        remove_unapplied(&mut obj, &prev, &now);
+        strategic_merge(&mut obj, &now, true);
+        assert_eq!(
+            obj,
+            json!({"apiVersion": "v", "kind": "K", "metadata": {"name": "x", "namespace": "n"},
+                "status": {"phase": "Resetting"}})
+        );
+        let mut obj = json!({"spec": {"ref": {"name": "a", "kind": "Secret"}, "keep": 1}});
+        remove_unapplied(
+            &mut obj,
+            &json!({"spec": {"ref": {"name": "a", "kind": "Secret"}}}),
+            &json!({}),
+        );
+        assert_eq!(obj, json!({"spec": {"keep": 1}}));
     }
 
     #[test]

@@ -4,7 +4,6 @@
 //! host key the cluster controller gave the VMs.
 
 use std::fmt;
-use std::time::Duration;
 
 use cks_api::practice_cluster::PracticeCluster;
 use cks_kubevirt::naming::{self, VmId};
@@ -12,7 +11,6 @@ use cks_kubevirt::objects::{ClusterLayout, KUBECONFIG_KEY};
 use cks_ssh::{AccessError, ClusterSsh};
 use cks_validation::{SshConfig, TargetResolver};
 use kube::ResourceExt;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::config::PracticeApiAccess;
 use crate::context::Context;
@@ -20,42 +18,8 @@ use crate::error::{Error, Result, kube_err};
 
 pub use cks_ssh::SSH_PRIVATE_KEY;
 
-/// Where a practice cluster's API server is reached.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ApiTarget {
-    /// Admin kubeconfig (YAML) with the cluster CA and client certificate.
-    pub kubeconfig: String,
-    /// URL to connect to, overriding the kubeconfig's server.
-    pub url: String,
-    /// Name to verify the serving certificate against, when `url` is an IP.
-    pub tls_server_name: Option<String>,
-}
-
-impl fmt::Debug for ApiTarget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The kubeconfig holds the admin key: never print it.
-        f.debug_struct("ApiTarget")
-            .field("url", &self.url)
-            .field("tls_server_name", &self.tls_server_name)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ApiTarget {
-    /// A client of the practice cluster's API with short timeouts (a practice cluster that
-    /// does not answer must not hold a reconcile for long).
-    pub async fn client(&self) -> Result<kube::Client, String> {
-        let kubeconfig = Kubeconfig::from_yaml(&self.kubeconfig).map_err(|e| e.to_string())?;
-        let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        config.cluster_url = self.url.parse().map_err(|e| format!("URL {}: {e}", self.url))?;
-        config.tls_server_name.clone_from(&self.tls_server_name);
-        config.connect_timeout = Some(Duration::from_secs(5));
-        config.read_timeout = Some(Duration::from_secs(30));
-        kube::Client::try_from(config).map_err(|e| e.to_string())
-    }
-}
+// Kept at its old path: the API target is what the probe checks, so it lives there.
+pub use crate::probe::ApiTarget;
 
 /// URL of a practice cluster's API and the TLS name to check, by access mode: the control
 /// plane Service's DNS name (`service_url`), or the control-plane VMI's IP checked against
@@ -245,15 +209,5 @@ mod tests {
                 .0,
             "https://[fd00::7]:6443"
         );
-    }
-
-    #[test]
-    fn debug_output_hides_the_kubeconfig() {
-        let t = ApiTarget {
-            kubeconfig: "client-key-data: SECRET".into(),
-            url: "https://x:6443".into(),
-            tls_server_name: None,
-        };
-        assert!(!format!("{t:?}").contains("SECRET"));
     }
 }

@@ -2,9 +2,12 @@
 //! and VMs, waits for them, checks the practice cluster's API, takes baseline snapshots,
 //! follows claims, resets from the snapshots, and tears everything down on deletion.
 //!
-//! Each reconcile reads the cluster and the objects in its namespace, asks
-//! [`crate::cluster_machine`] what the current phase needs, does that, and writes the status
-//! (server-side apply, one field manager). Nothing is kept in memory between reconciles.
+//! Each reconcile reads the cluster afresh from the API and the objects in its namespace, asks
+//! [`crate::cluster_machine`] what the current phase needs, does that, and writes the whole
+//! status by server-side apply (field manager [`managers::CLUSTER`]) guarded by the
+//! resourceVersion it read: a claim written meanwhile wins, and the next reconcile decides
+//! again. Children are server-side applied with the operator's field manager
+//! (`cks_api::names::FIELD_MANAGER`). Nothing is kept in memory between reconciles.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +25,6 @@ use cks_kubevirt::objects::{
 };
 use cks_kubevirt::pki::ClusterPki;
 use cks_kubevirt::snapshot::{VirtualMachineRestore, VirtualMachineSnapshot};
-use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -37,14 +39,16 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{info, warn};
 
-use crate::access::{self, ApiTarget};
+use crate::access;
 use crate::cluster_machine::{self as machine, Progress, ResetStep, SnapshotStep, VmObs};
 use crate::context::Context;
-use crate::error::{Error, ErrorBackoff, Result, kube_err};
+use crate::controller::Runner;
+use crate::error::{Error, Result, kube_err};
 use crate::isolation;
-use crate::probe::ProbeTarget;
+use crate::probe::{ApiTarget, ProbeTarget};
+use crate::status::{self, Guard, managers};
 
 /// Controller name in metrics and events.
 pub const CONTROLLER: &str = "practicecluster";
@@ -108,9 +112,7 @@ pub async fn run(
         None => Api::all(client.clone()),
     };
     let claims = store.clone();
-    let backoff = Arc::new(ErrorBackoff::default());
-    let on_error = backoff.clone();
-    controller
+    let controller = controller
         .watches(sessions, watcher::Config::default(), move |s| {
             claims_of_gone_session(&claims, &s)
         })
@@ -138,28 +140,9 @@ pub async fn run(
             Api::<DeserializeGuard<VirtualMachineRestore>>::all(client.clone()),
             managed,
             move |o| m5(&o),
-        )
-        .graceful_shutdown_on(shutdown)
-        .run(
-            move |guard, ctx| {
-                let backoff = backoff.clone();
-                async move {
-                    let key = backoff_key(&guard);
-                    let result = reconcile(guard, ctx).await;
-                    if result.is_ok() {
-                        backoff.succeeded(&key);
-                    }
-                    result
-                }
-            },
-            move |guard, error, ctx| error_policy(guard, error, ctx, &on_error),
-            ctx,
-        )
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "practicecluster controller event");
-            }
-        })
+        );
+    Runner::new(CONTROLLER, ctx)
+        .run(controller, shutdown, reconcile)
         .await;
 }
 
@@ -207,28 +190,6 @@ impl<K: Resource> HasLabels for DeserializeGuard<K> {
     }
 }
 
-fn backoff_key(guard: &DeserializeGuard<PracticeCluster>) -> String {
-    format!("{}/{}", guard.namespace().unwrap_or_default(), guard.name_any())
-}
-
-/// Requeue by kind of error: an object that cannot be read waits for a change; anything
-/// else retries after a delay that doubles with each consecutive failure of the object.
-pub fn error_policy(
-    guard: Arc<DeserializeGuard<PracticeCluster>>,
-    error: &Error,
-    ctx: Arc<Context>,
-    backoff: &ErrorBackoff,
-) -> Action {
-    ctx.metrics.reconcile_failed(CONTROLLER, error.category());
-    warn!(cluster = %guard.name_any(), error = %error, reason = error.category(), "reconcile failed");
-    if error.needs_spec_change() {
-        Action::await_change()
-    } else {
-        let base = ctx.config.retry_base.max(Duration::from_millis(200));
-        Action::requeue(backoff.failed(&backoff_key(&guard), base))
-    }
-}
-
 /// Reconciles one PracticeCluster.
 ///
 /// The object is read again from the API first: the watch cache may not have seen this
@@ -237,27 +198,21 @@ pub fn error_policy(
 pub async fn reconcile(guard: Arc<DeserializeGuard<PracticeCluster>>, ctx: Arc<Context>) -> Result<Action> {
     let name = guard.name_any();
     let namespace = guard.namespace().unwrap_or_default();
-    let span = info_span!("reconcile", controller = CONTROLLER, cluster = %name, namespace = %namespace);
-    async move {
-        ctx.metrics.reconciled(CONTROLLER);
-        let api: Api<DeserializeGuard<PracticeCluster>> = Api::namespaced(ctx.client.clone(), &namespace);
-        let Some(fresh) = api
-            .get_opt(&name)
-            .await
-            .map_err(kube_err("get", "PracticeCluster", &name))?
-        else {
-            return Ok(Action::await_change());
-        };
-        match ctx.accept(&fresh, "PracticeCluster").await {
-            Ok(pc) => reconcile_object(pc, &ctx).await,
-            // Its spec is unreadable, but its namespace is found by name and labels, so its
-            // deletion still cleans up and completes.
-            Err(_) if fresh.meta().deletion_timestamp.is_some() => cleanup(&fresh, &ctx).await,
-            Err(e) => Err(e),
-        }
+    let api: Api<DeserializeGuard<PracticeCluster>> = Api::namespaced(ctx.client.clone(), &namespace);
+    let Some(fresh) = api
+        .get_opt(&name)
+        .await
+        .map_err(kube_err("get", "PracticeCluster", &name))?
+    else {
+        return Ok(Action::await_change());
+    };
+    match ctx.accept(&fresh, "PracticeCluster").await {
+        Ok(pc) => reconcile_object(pc, &ctx).await,
+        // Its spec is unreadable, but its namespace is found by name and labels, so its
+        // deletion still cleans up and completes.
+        Err(_) if fresh.meta().deletion_timestamp.is_some() => cleanup(&fresh, &ctx).await,
+        Err(e) => Err(e),
     }
-    .instrument(span)
-    .await
 }
 
 /// Reconciles a PracticeCluster as it was read at some moment. Every write it makes (status,
@@ -376,29 +331,16 @@ async fn cleanup<K: Resource<DynamicType = ()>>(pc: &K, ctx: &Context) -> Result
     }
 }
 
-/// Replaces the status of `pc` guarded by the resourceVersion it was read with: a claim (or
-/// any other write) since then makes this a conflict, and the next reconcile decides again
-/// from the new object. `Ok(false)` on such a conflict.
-///
-/// A PUT of the status subresource rather than a server-side apply: it carries the
-/// precondition on every API server, the development control plane included.
+/// Applies `status` as the whole status of `pc`, guarded by the resourceVersion `pc` was read
+/// with: a claim (or any other write) since then fails the write, and the next reconcile
+/// decides again from the new object. `Ok(false)` when that happened.
 async fn replace_status(pc: &PracticeCluster, status: &PracticeClusterStatus, ctx: &Context) -> Result<bool> {
     let api: Api<PracticeCluster> = Api::namespaced(ctx.client.clone(), &pc.namespace().unwrap_or_default());
-    let mut next = pc.clone();
-    next.metadata.managed_fields = None;
-    next.status = Some(status.clone());
-    let params = PostParams {
-        field_manager: Some(FIELD_MANAGER.to_owned()),
-        ..PostParams::default()
-    };
-    match api.replace_status(&pc.name_any(), &params, &next).await {
-        Ok(_) => Ok(true),
-        Err(e) if is_status(&e, 409) => {
-            info!("the cluster changed since it was read; deciding again");
-            Ok(false)
-        }
-        Err(e) => Err(kube_err("replace status of", "PracticeCluster", pc.name_any())(e)),
+    let written = status::apply(&api, pc, managers::CLUSTER, status, Guard::ResourceVersion).await?;
+    if written.is_none() {
+        info!("the cluster changed since it was read; deciding again");
     }
+    Ok(written.is_some())
 }
 
 /// Marks a cluster Failed without retries (its template cannot build VMs): the pool

@@ -60,6 +60,12 @@ impl std::fmt::Debug for Context {
     }
 }
 
+impl AsRef<Context> for Context {
+    fn as_ref(&self) -> &Context {
+        self
+    }
+}
+
 impl Context {
     /// A context for `controller`, publishing events as `cks-operator` from `instance`.
     pub fn new(
@@ -144,6 +150,46 @@ impl Context {
                 )
                 .await;
                 Err(err)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_note_within_the_limit_is_kept_whole() {
+        let note = "x".repeat(NOTE_LIMIT);
+        assert_eq!(cut_note(note.clone()), note);
+        assert_eq!(cut_note(String::new()), "");
+    }
+
+    #[test]
+    fn a_longer_note_is_cut_to_the_limit_with_an_ellipsis() {
+        let cut = cut_note("x".repeat(NOTE_LIMIT + 1));
+        assert_eq!(cut.len(), NOTE_LIMIT);
+        assert_eq!(cut, format!("{}…", "x".repeat(NOTE_LIMIT - '…'.len_utf8())));
+    }
+
+    #[test]
+    fn a_note_is_cut_on_a_character_boundary() {
+        // Characters of 2, 3 and 4 bytes, so the limit falls inside one whatever the offset.
+        for unit in ["é", "€", "😀", "aé€😀"] {
+            for lead in 0..4 {
+                let note = format!("{}{}", "a".repeat(lead), unit.repeat(NOTE_LIMIT));
+                let cut = cut_note(note.clone());
+                assert!(cut.len() <= NOTE_LIMIT, "{unit}/{lead}: {} bytes", cut.len());
+                assert!(
+                    cut.len() > NOTE_LIMIT - 4 - '…'.len_utf8(),
+                    "{unit}/{lead}: cut too much"
+                );
+                let kept = cut.strip_suffix('…').expect("ends in an ellipsis");
+                assert!(
+                    note.starts_with(kept),
+                    "{unit}/{lead}: the kept part is the note's start"
+                );
             }
         }
     }

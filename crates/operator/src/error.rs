@@ -55,6 +55,16 @@ pub enum Error {
         /// What is missing or failed.
         reason: String,
     },
+    /// A write guarded by the resourceVersion read kept finding the object changed.
+    #[error("could not {action} {kind} {name}: it kept changing")]
+    KeptChanging {
+        /// What was attempted.
+        action: &'static str,
+        /// Kind of the object.
+        kind: &'static str,
+        /// Namespace/name of the object.
+        name: String,
+    },
     /// An object of a watched kind did not deserialize.
     #[error("invalid {kind} {name}: {message}")]
     InvalidObject {
@@ -82,6 +92,7 @@ impl Error {
             Self::SshKey { .. } => "SshKeyMissing",
             Self::ForeignNamespace { .. } => "ForeignNamespace",
             Self::InvalidObject { .. } => "InvalidObject",
+            Self::KeptChanging { .. } => "Conflict",
             Self::Access { .. } => "PracticeClusterUnreachable",
         }
     }
@@ -104,38 +115,6 @@ impl Error {
             Self::InvalidObject { .. } | Self::ForeignNamespace { .. } => true,
             _ => false,
         }
-    }
-}
-
-/// Consecutive failed reconciles per object, so transient errors are retried after an
-/// exponentially growing delay. In memory only: after a restart retries start from the base
-/// delay again, which is harmless.
-#[derive(Debug, Default)]
-pub struct ErrorBackoff {
-    failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
-}
-
-impl ErrorBackoff {
-    /// Records one more failure of `key` and returns the delay before the next try: `base`,
-    /// doubling per consecutive failure, at most 5 minutes.
-    pub fn failed(&self, key: &str, base: std::time::Duration) -> std::time::Duration {
-        let mut failures = self
-            .failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = failures.entry(key.to_owned()).or_insert(0);
-        *n = n.saturating_add(1);
-        let exp = (*n - 1).min(16);
-        base.saturating_mul(2u32.saturating_pow(exp))
-            .min(std::time::Duration::from_secs(300))
-    }
-
-    /// Forgets the failures of `key` after a successful reconcile.
-    pub fn succeeded(&self, key: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(key);
     }
 }
 
@@ -167,21 +146,6 @@ mod tests {
                 .with_code(code)
                 .boxed(),
         )
-    }
-
-    #[test]
-    fn error_backoff_doubles_per_consecutive_failure_and_resets_on_success() {
-        let backoff = ErrorBackoff::default();
-        let base = std::time::Duration::from_secs(1);
-        let delays: Vec<u64> = (0..4).map(|_| backoff.failed("a", base).as_secs()).collect();
-        assert_eq!(delays, [1, 2, 4, 8]);
-        assert_eq!(backoff.failed("b", base).as_secs(), 1, "counted per object");
-        backoff.succeeded("a");
-        assert_eq!(backoff.failed("a", base).as_secs(), 1);
-        for _ in 0..40 {
-            backoff.failed("c", base);
-        }
-        assert_eq!(backoff.failed("c", base).as_secs(), 300);
     }
 
     #[test]

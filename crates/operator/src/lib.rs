@@ -1,12 +1,14 @@
 //! The cks-lab operator: the ClusterPool, PracticeCluster, Session and ValidationRun
 //! controllers, their metrics, health endpoints and leader election. `main.rs` only parses flags and calls
-//! [`runtime::run`].
+//! [`runtime::run`]. The controllers run on [`controller::Runner`] and write status through
+//! [`status::apply`].
 
 pub mod access;
 pub mod cluster;
 pub mod cluster_machine;
 pub mod config;
 pub mod context;
+pub mod controller;
 pub mod error;
 pub mod http;
 pub mod isolation;
@@ -17,6 +19,7 @@ pub mod pool_plan;
 pub mod probe;
 pub mod runtime;
 pub mod session;
+pub mod status;
 pub mod validation_run;
 
 pub use error::{Error, Result};

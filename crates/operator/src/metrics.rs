@@ -18,17 +18,17 @@ pub struct PhaseLabels {
     pub phase: String,
 }
 
-/// Labels of the reconcile counters.
+/// Labels of the reconcile counters and durations.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabels {
-    /// `clusterpool` or `practicecluster`.
+    /// `clusterpool`, `practicecluster`, `session` or `validationrun`.
     pub controller: String,
 }
 
 /// Labels of the reconcile error counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
-    /// `clusterpool` or `practicecluster`.
+    /// `clusterpool`, `practicecluster`, `session` or `validationrun`.
     pub controller: String,
     /// [`crate::Error::category`].
     pub reason: String,
@@ -79,6 +79,8 @@ pub struct Metrics {
     pub reconciles: Family<ControllerLabels, Counter>,
     /// Reconciles that failed, by reason.
     pub reconcile_errors: Family<ErrorLabels, Counter>,
+    /// Seconds one reconcile took, by controller (failed ones included).
+    pub reconcile_duration: Family<ControllerLabels, Histogram>,
     /// Failed provisioning or reset steps (each retried or ending in Failed), by reason.
     pub step_failures: Family<FailureLabels, Counter>,
     /// Seconds from a Session's creation to its cluster being claimed (queueing included).
@@ -109,6 +111,7 @@ impl Default for Metrics {
             reset_duration: Histogram::new(buckets),
             reconciles: Family::default(),
             reconcile_errors: Family::default(),
+            reconcile_duration: Family::new_with_constructor(reconcile_histogram),
             step_failures: Family::default(),
             // Allocation is one API write on a warm pool, minutes when queued.
             allocation_duration: Histogram::new([
@@ -124,6 +127,14 @@ impl Default for Metrics {
             validation_runs: Family::default(),
         }
     }
+}
+
+fn reconcile_histogram() -> Histogram {
+    // Most reconciles take milliseconds; the top buckets are there so that one stuck on a
+    // slow API or practice cluster shows up rather than disappearing in +Inf.
+    Histogram::new([
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+    ])
 }
 
 fn rule_histogram() -> Histogram {
@@ -154,6 +165,11 @@ impl Metrics {
             "reconcile_errors",
             "Reconciles that failed, by reason",
             self.reconcile_errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Seconds one reconcile took, by controller, failed ones included",
+            self.reconcile_duration.clone(),
         );
         registry.register(
             "step_failures",
@@ -241,6 +257,15 @@ impl Metrics {
                 controller: controller.to_owned(),
             })
             .inc();
+    }
+
+    /// Records that a reconcile of `controller` took `seconds`.
+    pub fn observe_reconcile(&self, controller: &str, seconds: f64) {
+        self.reconcile_duration
+            .get_or_create(&ControllerLabels {
+                controller: controller.to_owned(),
+            })
+            .observe(seconds);
     }
 
     /// Counts a failed reconcile of `controller`.

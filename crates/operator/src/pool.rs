@@ -12,24 +12,24 @@ use std::time::Duration;
 
 use cks_api::cluster_pool::{ClusterPool, ClusterPoolStatus, ClusterTemplate};
 use cks_api::conditions::{ConditionStatus, find_condition, new_condition, set_condition};
-use cks_api::names::{FIELD_MANAGER, condition_types, labels};
+use cks_api::names::{condition_types, labels};
 use cks_api::practice_cluster::{PracticeCluster, PracticeClusterPhase, PracticeClusterSpec};
-use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::info;
 
 use crate::context::Context;
-use crate::error::{Error, ErrorBackoff, Result, kube_err};
+use crate::controller::Runner;
+use crate::error::{Error, Result, kube_err};
 use crate::isolation;
 use crate::pool_plan::{self, Backoff, ClusterInfo, Failures, Plan};
+use crate::status::{self, Guard, managers};
 
 /// Controller name in metrics and events.
 pub const CONTROLLER: &str = "clusterpool";
@@ -62,67 +62,22 @@ pub async fn run(
         Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client, ns)),
         None => (Api::all(client.clone()), Api::all(client)),
     };
-    let backoff = Arc::new(ErrorBackoff::default());
-    let on_error = backoff.clone();
     let metrics = ctx.metrics.clone();
-    Controller::new(pools, watcher::Config::default())
-        .owns(clusters, watcher::Config::default())
-        .graceful_shutdown_on(shutdown)
-        .run(
-            move |guard, ctx| {
-                let backoff = backoff.clone();
-                async move {
-                    let key = backoff_key(&guard);
-                    let result = reconcile(guard, ctx).await;
-                    if result.is_ok() {
-                        backoff.succeeded(&key);
-                    }
-                    result
-                }
-            },
-            move |guard, error, ctx| error_policy(guard, error, ctx, &on_error),
-            ctx,
-        )
-        .for_each(move |result| {
-            match result {
-                // A pool that is gone (its clusters' deletion, or a requeue, still woke it):
-                // its labelled series go with it.
-                Err(kube::runtime::controller::Error::ObjectNotFound(pool)) => {
-                    let phases: Vec<String> = PHASES.iter().map(|p| format!("{p:?}")).collect();
-                    metrics.forget_pool(
-                        pool.namespace.as_deref().unwrap_or_default(),
-                        &pool.name,
-                        phases.iter().map(String::as_str),
-                    );
-                }
-                Err(e) => tracing::debug!(error = %e, "clusterpool controller event"),
-                Ok(_) => {}
-            }
-            std::future::ready(())
+    let controller =
+        Controller::new(pools, watcher::Config::default()).owns(clusters, watcher::Config::default());
+    Runner::new(CONTROLLER, ctx)
+        // A pool that is gone (its clusters' deletion, or a requeue, still woke it): its
+        // labelled series go with it.
+        .on_gone(move |pool| {
+            let phases: Vec<String> = PHASES.iter().map(|p| format!("{p:?}")).collect();
+            metrics.forget_pool(
+                pool.namespace.as_deref().unwrap_or_default(),
+                &pool.name,
+                phases.iter().map(String::as_str),
+            );
         })
+        .run(controller, shutdown, reconcile)
         .await;
-}
-
-fn backoff_key(guard: &DeserializeGuard<ClusterPool>) -> String {
-    format!("{}/{}", guard.namespace().unwrap_or_default(), guard.name_any())
-}
-
-/// Requeue by kind of error: an object that cannot be read waits for a change; anything
-/// else retries after a delay that doubles with each consecutive failure of the pool.
-pub fn error_policy(
-    guard: Arc<DeserializeGuard<ClusterPool>>,
-    error: &Error,
-    ctx: Arc<Context>,
-    backoff: &ErrorBackoff,
-) -> Action {
-    ctx.metrics.reconcile_failed(CONTROLLER, error.category());
-    warn!(pool = %guard.name_any(), error = %error, reason = error.category(), "reconcile failed");
-    if error.needs_spec_change() {
-        Action::await_change()
-    } else {
-        let base = ctx.config.retry_base.max(Duration::from_millis(200));
-        Action::requeue(backoff.failed(&backoff_key(&guard), base))
-    }
 }
 
 /// Hash of a template: clusters labelled with another hash are outdated. Stable across
@@ -444,32 +399,26 @@ async fn delete_on(
 pub async fn reconcile(guard: Arc<DeserializeGuard<ClusterPool>>, ctx: Arc<Context>) -> Result<Action> {
     let name = guard.name_any();
     let namespace = guard.namespace().unwrap_or_default();
-    let span = info_span!("reconcile", controller = CONTROLLER, pool = %name, namespace = %namespace);
-    async move {
-        ctx.metrics.reconciled(CONTROLLER);
-        let pool = ctx.accept(guard.as_ref(), "ClusterPool").await?;
-        if pool.meta().deletion_timestamp.is_some() {
-            // Owner references take the clusters with it.
-            return Ok(Action::await_change());
-        }
-        // Decide on the pool as it is now, not as the watch cache last saw it: the failure
-        // record and creation hold in its status were written by the previous reconcile, and
-        // one started by that reconcile's own events could otherwise act without them.
-        let pools: Api<ClusterPool> = Api::namespaced(ctx.client.clone(), &namespace);
-        let Some(live) = pools
-            .get_opt(&name)
-            .await
-            .map_err(kube_err("get", "ClusterPool", name.clone()))?
-        else {
-            return Ok(Action::await_change());
-        };
-        if live.uid() != pool.uid() || live.meta().deletion_timestamp.is_some() {
-            return Ok(Action::await_change());
-        }
-        reconcile_pool(&live, &ctx, &namespace).await
+    let pool = ctx.accept(guard.as_ref(), "ClusterPool").await?;
+    if pool.meta().deletion_timestamp.is_some() {
+        // Owner references take the clusters with it.
+        return Ok(Action::await_change());
     }
-    .instrument(span)
-    .await
+    // Decide on the pool as it is now, not as the watch cache last saw it: the failure
+    // record and creation hold in its status were written by the previous reconcile, and
+    // one started by that reconcile's own events could otherwise act without them.
+    let pools: Api<ClusterPool> = Api::namespaced(ctx.client.clone(), &namespace);
+    let Some(live) = pools
+        .get_opt(&name)
+        .await
+        .map_err(kube_err("get", "ClusterPool", name.clone()))?
+    else {
+        return Ok(Action::await_change());
+    };
+    if live.uid() != pool.uid() || live.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    reconcile_pool(&live, &ctx, &namespace).await
 }
 
 async fn reconcile_pool(pool: &ClusterPool, ctx: &Context, namespace: &str) -> Result<Action> {
@@ -594,30 +543,16 @@ async fn reconcile_pool(pool: &ClusterPool, ctx: &Context, namespace: &str) -> R
     let scale_event = (!events.is_empty()).then(|| events.join("; "));
     let status = pool_status(pool, &infos, &hash, &plan, &findings, scale_event, now);
     warn_on_news(pool, &status, &findings, ctx).await;
-    if pool.status.as_ref() != Some(&status) {
-        // Guarded by the resourceVersion the decisions were made on: a status written in
-        // between (another writer) is not overwritten; the pool is looked at again at once.
-        let patch = json!({
-            "apiVersion": ClusterPool::api_version(&()),
-            "kind": ClusterPool::kind(&()),
-            "metadata": {"resourceVersion": pool.resource_version()},
-            "status": status,
-        });
-        match pools
-            .patch_status(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 409 => {
-                info!("pool changed while it was reconciled; looking again");
-                return Ok(Action::requeue(Duration::from_millis(100)));
-            }
-            Err(e) => return Err(kube_err("apply status of", "ClusterPool", name.clone())(e)),
-        }
+    // The whole status, guarded by the resourceVersion the decisions were made on: a status
+    // written in between (another writer) is not overwritten; the pool is looked at again at
+    // once.
+    if pool.status.as_ref() != Some(&status)
+        && status::apply(&pools, pool, managers::POOL, &status, Guard::ResourceVersion)
+            .await?
+            .is_none()
+    {
+        info!("pool changed while it was reconciled; looking again");
+        return Ok(Action::requeue(Duration::from_millis(100)));
     }
     // Clusters of an earlier pool are not owned by this one, so their going away triggers no
     // reconcile: look again soon while any are left. A held creation is looked at again
@@ -671,6 +606,7 @@ async fn warn_on_news(pool: &ClusterPool, status: &ClusterPoolStatus, findings: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn pool() -> ClusterPool {
         serde_json::from_value(json!({

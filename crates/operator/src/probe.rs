@@ -1,14 +1,53 @@
 //! Readiness of a practice cluster, checked through its own API server with the admin
 //! kubeconfig: `/readyz` answers `ok` and every expected Node is Ready. Behind a trait so
-//! controller tests can run without a practice cluster.
+//! controller tests can run without a practice cluster. Depends on no other module of the
+//! crate (the context holds a probe, and `access` builds [`ApiTarget`]s), so no import circle
+//! goes through it.
 
 use std::fmt;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use crate::access::ApiTarget;
+/// Where a practice cluster's API server is reached.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiTarget {
+    /// Admin kubeconfig (YAML) with the cluster CA and client certificate.
+    pub kubeconfig: String,
+    /// URL to connect to, overriding the kubeconfig's server.
+    pub url: String,
+    /// Name to verify the serving certificate against, when `url` is an IP.
+    pub tls_server_name: Option<String>,
+}
+
+impl fmt::Debug for ApiTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The kubeconfig holds the admin key: never print it.
+        f.debug_struct("ApiTarget")
+            .field("url", &self.url)
+            .field("tls_server_name", &self.tls_server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiTarget {
+    /// A client of the practice cluster's API with short timeouts (a practice cluster that
+    /// does not answer must not hold a reconcile for long).
+    pub async fn client(&self) -> Result<kube::Client, String> {
+        let kubeconfig = Kubeconfig::from_yaml(&self.kubeconfig).map_err(|e| e.to_string())?;
+        let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        config.cluster_url = self.url.parse().map_err(|e| format!("URL {}: {e}", self.url))?;
+        config.tls_server_name.clone_from(&self.tls_server_name);
+        config.connect_timeout = Some(Duration::from_secs(5));
+        config.read_timeout = Some(Duration::from_secs(30));
+        kube::Client::try_from(config).map_err(|e| e.to_string())
+    }
+}
 
 /// Where and how to reach one practice cluster's API server, and which Nodes must be Ready.
 #[derive(Clone, Debug)]
@@ -111,5 +150,15 @@ mod tests {
             node("extra", "False"),
         ];
         assert_eq!(nodes_verdict(&nodes, &expected), None);
+    }
+
+    #[test]
+    fn debug_output_hides_the_kubeconfig() {
+        let t = ApiTarget {
+            kubeconfig: "client-key-data: SECRET".into(),
+            url: "https://x:6443".into(),
+            tls_server_name: None,
+        };
+        assert!(!format!("{t:?}").contains("SECRET"));
     }
 }

@@ -11,13 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cks_api::conditions::{ConditionStatus, find_condition, new_condition, set_condition};
-use cks_api::names::{FIELD_MANAGER, condition_types, labels};
+use cks_api::names::{condition_types, labels};
 use cks_api::practice_cluster::PracticeCluster;
 use cks_api::session::{Session, SessionPhase, TaskState, TaskStatus};
 use cks_api::validation_run::{RuleResult, ValidationRun, ValidationRunPhase, ValidationRunStatus};
 use cks_scenarios::{Catalog, Scenario};
 use cks_validation::{Engine, TaskSelector, ValidationReport};
-use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
@@ -27,12 +26,14 @@ use kube::runtime::events::EventType;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::info;
 
 use crate::access::PracticeAccess;
 use crate::context::Context;
+use crate::controller::Runner;
 use crate::error::{Error, Result, kube_err};
 use crate::metrics::{RuleLabels, RunLabels};
+use crate::status::{self, Guard, managers};
 
 /// Name of this controller in events and metrics.
 pub const CONTROLLER: &str = "validationrun";
@@ -405,56 +406,31 @@ pub async fn run(
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
     };
-    Controller::new(runs, watcher::Config::default())
-        .graceful_shutdown_on(stop)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "validationrun controller event");
-            }
-        })
+    Runner::new(CONTROLLER, ctx)
+        .run(Controller::new(runs, watcher::Config::default()), stop, reconcile)
         .await;
-}
-
-/// Requeue by kind of error: a malformed run waits for a change; anything else (host API
-/// failures) retries soon.
-pub fn error_policy(guard: Arc<DeserializeGuard<ValidationRun>>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.reconcile_failed(CONTROLLER, error.category());
-    warn!(run = %guard.name_any(), error = %error, reason = error.category(), "reconcile failed");
-    if error.needs_spec_change() {
-        Action::await_change()
-    } else {
-        Action::requeue(ctx.config.retry_base.max(Duration::from_millis(200)))
-    }
 }
 
 /// Reconciles one ValidationRun.
 pub async fn reconcile(guard: Arc<DeserializeGuard<ValidationRun>>, ctx: Arc<Context>) -> Result<Action> {
     let name = guard.name_any();
     let namespace = guard.namespace().unwrap_or_default();
-    let span = info_span!("reconcile", controller = CONTROLLER, run = %name, namespace = %namespace);
-    async move {
-        ctx.metrics.reconciled(CONTROLLER);
-        let cached = ctx.accept(guard.as_ref(), "ValidationRun").await?;
-        // The watch cache can lag behind this controller's own writes (Running, the verdict,
-        // TasksRecorded); deciding on a stale copy would evaluate a finished run again or
-        // count its attempt twice, so decisions use the run as the API has it now.
-        let api: Api<ValidationRun> = Api::namespaced(ctx.client.clone(), &namespace);
-        let Some(run) = api.get_opt(&name).await.map_err(kube_err(
-            "get",
-            "ValidationRun",
-            format!("{namespace}/{name}"),
-        ))?
-        else {
-            return Ok(Action::await_change());
-        };
-        if run.meta().deletion_timestamp.is_some() || run.uid() != cached.uid() || is_settled(&run) {
-            return Ok(Action::await_change());
-        }
-        Reconciler::read(&run, &ctx).await?.reconcile().await
+    let cached = ctx.accept(guard.as_ref(), "ValidationRun").await?;
+    // The watch cache can lag behind this controller's own writes (Running, the verdict,
+    // TasksRecorded); deciding on a stale copy would evaluate a finished run again or
+    // count its attempt twice, so decisions use the run as the API has it now.
+    let api: Api<ValidationRun> = Api::namespaced(ctx.client.clone(), &namespace);
+    let Some(run) =
+        api.get_opt(&name)
+            .await
+            .map_err(kube_err("get", "ValidationRun", format!("{namespace}/{name}")))?
+    else {
+        return Ok(Action::await_change());
+    };
+    if run.meta().deletion_timestamp.is_some() || run.uid() != cached.uid() || is_settled(&run) {
+        return Ok(Action::await_change());
     }
-    .instrument(span)
-    .await
+    Reconciler::read(&run, &ctx).await?.reconcile().await
 }
 
 /// One reconcile of one run, with what it read.
@@ -592,22 +568,14 @@ impl<'a> Reconciler<'a> {
         Ok(())
     }
 
-    /// Writes the run's whole status (server-side apply, so the write is the same on retry).
+    /// Writes the run's whole status (server-side apply, so the write is the same on retry;
+    /// unguarded: only this controller writes a run's status, from the run read afresh).
     async fn write_status(&mut self, status: &ValidationRunStatus) -> Result<()> {
-        let patch = json!({
-            "apiVersion": ValidationRun::api_version(&()),
-            "kind": ValidationRun::kind(&()),
-            "status": status,
-        });
-        self.run = self
-            .api()
-            .patch_status(
-                &self.name(),
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await
-            .map_err(kube_err("apply status of", "ValidationRun", self.name()))?;
+        if let Some(written) =
+            status::apply(&self.api(), &self.run, managers::VALIDATION, status, Guard::None).await?
+        {
+            self.run = written;
+        }
         Ok(())
     }
 
@@ -765,7 +733,8 @@ impl<'a> Reconciler<'a> {
     }
 
     /// Read-modify-write of the Session's `status.tasks` only, guarded by its resourceVersion
-    /// and retried on conflicts (the Session controller writes the rest of its status).
+    /// and retried on conflicts (the Session controller writes the rest of its status; see
+    /// [`apply_session_tasks`]).
     async fn record_in_session(
         &self,
         admitted: &Admitted,
@@ -795,18 +764,17 @@ impl<'a> Reconciler<'a> {
             ) {
                 return Ok(());
             }
-            let patch = json!({
-                "metadata": {"resourceVersion": session.resource_version()},
-                "status": {"tasks": tasks},
-            });
-            match sessions
-                .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(kube::Error::Api(s)) if s.code == 409 && attempt < 5 => attempt += 1,
-                Err(e) => return Err(kube_err("patch task status of", "Session", name.clone())(e)),
+            if apply_session_tasks(&sessions, &session, &tasks).await?.is_some() {
+                return Ok(());
             }
+            if attempt >= 5 {
+                return Err(Error::KeptChanging {
+                    action: "record the run in",
+                    kind: "Session",
+                    name: format!("{}/{name}", self.namespace),
+                });
+            }
+            attempt += 1;
         }
     }
 
@@ -836,6 +804,26 @@ impl<'a> Reconciler<'a> {
         }
         Ok(())
     }
+}
+
+/// Writes a Session's `status.tasks` (the whole list: it is an atomic list in the CRD) by
+/// server-side apply with the ValidationRun controller's field manager, guarded by the
+/// resourceVersion `session` was read with; `None` when the Session changed since. The one
+/// writer of the task list: the Session controller leaves `tasks` out of its own status and
+/// writes initial entries through this function, so both never fight over the list.
+pub async fn apply_session_tasks(
+    sessions: &Api<Session>,
+    session: &Session,
+    tasks: &[TaskStatus],
+) -> Result<Option<Session>> {
+    status::apply(
+        sessions,
+        session,
+        managers::VALIDATION,
+        &json!({"tasks": tasks}),
+        Guard::ResourceVersion,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -338,3 +338,62 @@ async fn two_candidates_never_both_believe_they_lead() {
         "both candidates believed they led at once"
     );
 }
+
+/// The value of the sample `name` in a Prometheus text exposition, if present.
+fn sample(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn every_controller_reports_its_reconcile_durations_on_metrics() {
+    use cks_operator::context::Context;
+    use cks_operator::{cluster, pool, validation_run};
+
+    let (server, client) = start().await;
+    // The cluster controller watches KubeVirt's kinds.
+    common::fake_kubevirt::install_crds(&server);
+    let metrics = Arc::new(Metrics::default());
+    let ctx = || {
+        let mut ctx = Context::test(client.clone());
+        ctx.metrics = metrics.clone();
+        Arc::new(ctx)
+    };
+    tokio::spawn(pool::run(ctx(), Some(NS), std::future::pending()));
+    tokio::spawn(cluster::run(ctx(), Some(NS), std::future::pending()));
+    tokio::spawn(validation_run::run(ctx(), Some(NS), std::future::pending()));
+    // A pool that makes a cluster, and a run whose Session does not exist (refused).
+    let pools: Api<ClusterPool> = Api::namespaced(client.clone(), NS);
+    pools
+        .create(&PostParams::default(), &common::pool("p", 1, 1, 1))
+        .await
+        .unwrap();
+    common::vrun_fixtures::create_run(&client, "r", "gone", "").await;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = HttpState {
+        registry: Arc::new(metrics.registry()),
+        ready: Arc::new(AtomicBool::new(true)),
+    };
+    tokio::spawn(http::serve(listener, state, std::future::pending()));
+
+    for controller in [pool::CONTROLLER, cluster::CONTROLLER, validation_run::CONTROLLER] {
+        let count = format!(r#"cks_operator_reconcile_duration_seconds_count{{controller="{controller}"}}"#);
+        let body = eventually(
+            &format!("{controller} reconcile durations on /metrics"),
+            || async {
+                let body = get(addr, "/metrics").await;
+                sample(&body, &count).is_some_and(|n| n >= 1.0).then_some(body)
+            },
+        )
+        .await;
+        let total = format!(r#"cks_operator_reconciles_total{{controller="{controller}"}}"#);
+        assert!(sample(&body, &total).is_some_and(|n| n >= 1.0), "{body}");
+        let le = format!(
+            r#"cks_operator_reconcile_duration_seconds_bucket{{le="300.0",controller="{controller}"}}"#
+        );
+        let in_buckets = sample(&body, &le);
+        assert!(in_buckets.is_some_and(|n| n >= 1.0), "{le} in {body}");
+    }
+}
