@@ -636,13 +636,10 @@ async fn five_hundred_sessions_against_a_hundred_clusters(controllers: usize) {
         .await;
     let violations = claim_watchdog(&client);
     let _resets = reset_loop(&client);
-    let mut running = Vec::new();
-    for _ in 0..controllers {
-        running.push(run_controller(Arc::new(context(
-            &client,
-            Some(scenarios.clone()),
-        ))));
-    }
+    // The queue stands before the controllers start: creates running 16 at once finish out of
+    // name order within a second, and an allocator cannot know of a Session before its create
+    // has finished (a burst racing allocation is tests/allocation.rs's, judged by what the
+    // watches had shown at each claim).
     futures::stream::iter(0..500u32)
         .for_each_concurrent(16, |i| {
             let client = client.clone();
@@ -652,6 +649,13 @@ async fn five_hundred_sessions_against_a_hundred_clusters(controllers: usize) {
             }
         })
         .await;
+    let mut running = Vec::new();
+    for _ in 0..controllers {
+        running.push(run_controller(Arc::new(context(
+            &client,
+            Some(scenarios.clone()),
+        ))));
+    }
 
     let mut ordered: Vec<Session> = sessions(&client).await;
     ordered.sort_by_key(|s| (s.metadata.creation_timestamp.clone().unwrap().0, s.name_any()));

@@ -144,11 +144,12 @@ struct Pending {
 }
 
 impl Pending {
-    fn start(version: Option<String>) -> Self {
+    /// A task starts writing it (what its writes replaced is known when it finishes).
+    fn start() -> Self {
         Self {
             running: true,
             keeps_place: false,
-            replaced: version.into_iter().collect(),
+            replaced: HashSet::new(),
             since: Instant::now(),
         }
     }
@@ -387,13 +388,21 @@ impl PoolAllocator {
         let mut plans = Vec::new();
         let mut left_waiting = Vec::new();
         let mut eligible = Vec::new();
+        // Sessions this pass had to leave to a write in flight or to another allocator: a
+        // later pass must look again even if no event comes (an abandoned intent, a write
+        // whose effect the cache never shows).
+        let mut blocked = false;
         let room = MAX_TASKS.saturating_sub(self.tasks.len());
         for s in queued {
             match session_busy(&s, &self.in_flight) {
                 Busy::No => {}
                 // Its cluster is already out of `free`.
-                Busy::Claiming => continue,
+                Busy::Claiming => {
+                    blocked = true;
+                    continue;
+                }
                 Busy::KeepsPlace => {
+                    blocked = true;
                     eligible.push((s, false));
                     continue;
                 }
@@ -408,6 +417,7 @@ impl PoolAllocator {
             if self.claimed_elsewhere(&s, now) {
                 // Another allocator is serving it: it keeps its place and a cluster, so no
                 // later Session overtakes it here.
+                blocked = true;
                 eligible.push((s, false));
                 continue;
             }
@@ -428,30 +438,32 @@ impl PoolAllocator {
             }
             eligible.push((s, true));
         }
-        // creationTimestamp has whole seconds and the queue breaks ties by name, but creates of
-        // one second can reach the cache out of name order. When the pool is about to run out
-        // (fewer than SAME_SECOND_SPARE clusters beyond the visible queue), Sessions of a second
-        // that may still bring older-named ones wait until it is over; a pool with clusters to
-        // spare serves everyone at once.
-        let scarce = free.len() < eligible.len() + SAME_SECOND_SPARE;
-        let mut settles_at = None;
         // `ours`: this pass may write the Session; the others (in flight, or served by
         // another allocator) only keep their place and take a cluster if one is left.
         for (s, ours) in eligible {
-            if scarce && let Some(at) = settles(&s, now) {
-                settles_at = settles_at.map_or(Some(at), |t: Timestamp| Some(t.min(at)));
-                left_waiting.push((s, ours));
-                continue;
-            }
             match free.pop_front() {
                 Some(pc) if ours => plans.push(Plan::Claim(s, pc)),
                 Some(_) => {}
                 None => left_waiting.push((s, ours)),
             }
         }
-        if let Some(at) = settles_at {
-            let wait = at.duration_since(now).unsigned_abs();
-            let at = Instant::now() + wait;
+        tracing::debug!(
+            queued = left_waiting.len(),
+            plans = plans.len(),
+            free = free.len(),
+            clusters = clusters.len(),
+            candidates = clusters
+                .values()
+                .filter(|pc| queue::is_candidate(pc, pool_name))
+                .count(),
+            named = named.len(),
+            in_flight_sessions = self.in_flight.sessions.len(),
+            in_flight_clusters = self.in_flight.clusters.len(),
+            blocked,
+            "pass"
+        );
+        if blocked {
+            let at = Instant::now() + RECHECK;
             self.refresh_at = Some(self.refresh_at.map_or(at, |r| r.min(at)));
         }
         // Positions: a newly queued Session learns its place at once; moved places are
@@ -507,15 +519,13 @@ impl PoolAllocator {
             Plan::Claim(s, pc) | Plan::Complete(s, pc) => (s.clone(), Some(pc.clone())),
             Plan::Position(s, _) => (s.clone(), None),
         };
-        let mut pending = Pending::start(session.resource_version());
+        let mut pending = Pending::start();
         pending.keeps_place = matches!(plan, Plan::Position(..));
         self.in_flight
             .sessions
             .insert(session.uid().unwrap_or_default(), pending);
         if let Some(pc) = &cluster {
-            self.in_flight
-                .clusters
-                .insert(pc.name_any(), Pending::start(pc.resource_version()));
+            self.in_flight.clusters.insert(pc.name_any(), Pending::start());
         }
         let pool_name = self.pool.1.clone();
         let identity = self.identity.clone();
@@ -535,24 +545,9 @@ impl PoolAllocator {
     }
 }
 
-/// Spare clusters below which a pass holds back Sessions of a creation second that is not
-/// over yet (see [`PoolAllocator::pass`]): about the number of creates that can be in flight
-/// at once and complete out of order.
-const SAME_SECOND_SPARE: usize = 16;
-
-/// How long after its creation second a Session of that second may still reach the cache
-/// (its create was in flight when the second ended).
-const SAME_SECOND_GRACE: Duration = Duration::from_millis(250);
-
-/// When the queue order ahead of `s` is final (no Session of its creation second can still
-/// arrive), if that is after `now`.
-fn settles(s: &Session, now: Timestamp) -> Option<Timestamp> {
-    let created = s.meta().creation_timestamp.as_ref()?.0;
-    let at = created
-        .checked_add(Duration::from_secs(1) + SAME_SECOND_GRACE)
-        .ok()?;
-    (at > now).then_some(at)
-}
+/// How soon a pass that had to leave Sessions to in-flight writes or another allocator runs
+/// again when no event comes first.
+const RECHECK: Duration = Duration::from_secs(1);
 
 /// `{identity} {RFC 3339 time}` of a claim intent.
 fn intent(identity: &str, now: Timestamp) -> String {
@@ -586,9 +581,11 @@ async fn claim(
 ) -> Outcome {
     let uid = session.uid().unwrap_or_default();
     let cluster = pc.name_any();
+    // What each write replaced, once it happened (or lost to another writer, whose write the
+    // cache will show): until the cache moves past it, no pass plans the object again.
     let mut outcome = Outcome {
-        session: Some((uid.clone(), session.resource_version().into_iter().collect())),
-        cluster: Some((cluster.clone(), pc.resource_version().into_iter().collect())),
+        session: Some((uid.clone(), Vec::new())),
+        cluster: Some((cluster.clone(), Vec::new())),
         claimed: false,
     };
     let mut list = session.finalizers().to_vec();
@@ -609,12 +606,16 @@ async fn claim(
         .await
     {
         Ok(marked) => marked,
-        Err(e) if conflict(&e) => return outcome,
         Err(e) => {
-            warn!(error = %e, "recording a claim intent failed; planned again on the next pass");
+            if conflict(&e) {
+                outcome.session = Some((uid, read(session.as_ref())));
+            } else {
+                warn!(error = %e, "recording a claim intent failed; planned again on the next pass");
+            }
             return outcome;
         }
     };
+    outcome.session = Some((uid.clone(), read(session.as_ref())));
     let patch = json!({
         "metadata": {"resourceVersion": pc.resource_version()},
         "spec": {"claimRef": {"name": session.name_any(), "uid": uid}},
@@ -627,30 +628,32 @@ async fn claim(
         Err(e) => {
             if conflict(&e) {
                 info!(cluster = %cluster, "cluster changed since cached; the session is planned again");
+                outcome.cluster = Some((cluster, read(pc.as_ref())));
             } else {
                 warn!(cluster = %cluster, error = %e, "claiming a cluster failed; planned again on the next pass");
             }
-            // The intent write is ours: the cache is behind until it shows a later version.
-            if let Some((_, replaced)) = outcome.session.as_mut() {
-                replaced.extend(marked.resource_version());
-            }
+            // The Session stays as the intent write left it: the next pass plans it again.
             return outcome;
         }
     };
     info!(cluster = %cluster, "claimed cluster");
-    let replaced_session = session.resource_version().into_iter().collect();
+    outcome.cluster = Some((cluster, read(pc.as_ref())));
     let done = complete(
         shared,
         Arc::new(marked),
         Arc::new(claimed),
         pool,
-        replaced_session,
+        read(session.as_ref()),
     )
     .await;
     outcome.session = done.session;
     outcome.claimed = true;
-    // The claim replaced the version the cache showed (kept in `outcome.cluster`).
     outcome
+}
+
+/// The version of `object` as read, as the list of versions a write replaced.
+fn read<K: Resource>(object: &K) -> Vec<String> {
+    object.meta().resource_version.clone().into_iter().collect()
 }
 
 /// The outcome of [`complete`]: `pc` is claimed for the Session (or given back, the Session
@@ -679,9 +682,10 @@ async fn complete(
     let scenario = admission::scenario(ctx.scenarios.as_ref(), &session).ok();
     loop {
         let now = Timestamp::now();
-        let (next, with_tasks, capped) =
+        let (next, capped) =
             status::assigned(&session, &pc, pool, scenario.as_ref(), ctx.config.ssh_port, now);
-        match status::write(&api, &session, next, with_tasks, now).await {
+        let generation = session.meta().generation;
+        match status::write(&api, &session, next, generation, now).await {
             Ok(Written::Stored(stored)) => {
                 replaced.extend(session.resource_version());
                 assigned(shared, &stored, &pc, pool, capped, now);
@@ -822,11 +826,17 @@ async fn set_position(shared: &Arc<Shared>, session: Arc<Session>, pool: &str, p
     let now = Timestamp::now();
     let next = status::waiting(&session, pool, position, now);
     let api = sessions_api(shared, &session);
-    if let Err(e) = status::write(&api, &session, next, false, now).await {
-        warn!(error = %e, "writing a queue position failed; written on a later pass");
-    }
+    // Only a write that happened leaves the cache behind.
+    let replaced = match status::write(&api, &session, next, session.meta().generation, now).await {
+        Ok(Written::Stored(_)) => session.resource_version().into_iter().collect(),
+        Ok(Written::Unchanged | Written::Conflict) => Vec::new(),
+        Err(e) => {
+            warn!(error = %e, "writing a queue position failed; written on a later pass");
+            Vec::new()
+        }
+    };
     Outcome {
-        session: Some((uid, session.resource_version().into_iter().collect())),
+        session: Some((uid, replaced)),
         cluster: None,
         claimed: false,
     }
@@ -847,14 +857,23 @@ mod tests {
 
     #[test]
     fn a_pending_write_blocks_until_the_cache_shows_a_later_version() {
-        let mut p = Pending::start(Some("5".into()));
+        let mut p = Pending::start();
         assert!(p.blocks(Some("5")), "running");
         assert!(p.blocks(Some("6")), "running, whatever the cache shows");
         p.running = false;
-        p.replaced.insert("6".into());
+        p.replaced.extend(["5".to_owned(), "6".to_owned()]);
         assert!(p.blocks(Some("5")));
         assert!(p.blocks(Some("6")));
         assert!(!p.blocks(Some("7")));
         assert!(!p.blocks(None), "gone from the cache");
+    }
+
+    #[test]
+    fn a_finished_task_that_wrote_nothing_blocks_nothing() {
+        // A claim that only completed a Session's status leaves its cluster as the cache
+        // shows it; no later event would ever unblock the cluster.
+        let mut p = Pending::start();
+        p.running = false;
+        assert!(!p.blocks(Some("5")));
     }
 }

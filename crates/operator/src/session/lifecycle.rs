@@ -141,10 +141,9 @@ impl Reconciler {
 
     /// Writes the owned status fields that differ from what was read, guarded by the
     /// resourceVersion read. Returns false when another writer came first.
-    async fn write(&mut self, next: SessionStatus, with_tasks: bool) -> Result<bool> {
-        let written = status::write(&self.sessions_api(), &self.session, next, with_tasks, self.now)
-            .await
-            .map_err(kube_err("patch status of", "Session", self.name.clone()))?;
+    async fn write(&mut self, next: SessionStatus) -> Result<bool> {
+        let generation = self.session.meta().generation;
+        let written = status::write(&self.sessions_api(), &self.session, next, generation, self.now).await?;
         match written {
             Written::Unchanged => Ok(true),
             Written::Stored(updated) => {
@@ -176,7 +175,7 @@ impl Reconciler {
         next.message = Some(message.clone());
         next.queue_position = None;
         next.ended_at = Some(Time(self.now));
-        if !self.write(next, false).await? {
+        if !self.write(next).await? {
             return Ok(retry_after_conflict());
         }
         info!(reason, message = %message, "session failed");
@@ -303,7 +302,7 @@ impl Reconciler {
                 )
                 .await;
         }
-        if !self.write(next, false).await? {
+        if !self.write(next).await? {
             return Ok(retry_after_conflict());
         }
         if self.status.phase == SessionPhase::Initializing {
@@ -370,7 +369,7 @@ impl Reconciler {
                 self.now,
             ),
         );
-        if !self.write(next, false).await? {
+        if !self.write(next).await? {
             return Ok(retry_after_conflict());
         }
         warn!(reason = reasons::CLUSTER_LOST, message = %why, "session lost its cluster");
@@ -417,7 +416,7 @@ impl Reconciler {
                 ),
             );
         }
-        if !self.write(next, false).await? {
+        if !self.write(next).await? {
             return Ok(retry_after_conflict());
         }
         info!(phase = ?phase, reason, "session ended");

@@ -38,10 +38,11 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tokio::sync::watch;
-use tracing::{Instrument, info_span, warn};
+use tracing::warn;
 
 use crate::context::Context;
-use crate::error::{Error, Result};
+use crate::controller::Runner;
+use crate::error::Result;
 
 /// Name of this controller in events and metrics.
 pub const CONTROLLER: &str = "session";
@@ -302,15 +303,8 @@ pub async fn run(
             }
             futures::future::ready(())
         });
-    let controller = Controller::for_stream(session_events, sessions)
-        .reconcile_on(concern_rx)
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, shared.clone())
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "session controller event");
-            }
-        });
+    let controller = Controller::for_stream(session_events, sessions).reconcile_on(concern_rx);
+    let controller = Runner::new(CONTROLLER, shared.clone()).run(controller, shutdown, reconcile);
     tokio::select! {
         () = controller => {}
         () = cluster_watch => {}
@@ -346,36 +340,22 @@ fn concerning(
     }
 }
 
-/// Requeue by kind of error.
-pub fn error_policy(guard: Arc<DeserializeGuard<Session>>, error: &Error, shared: Arc<Shared>) -> Action {
-    let ctx = &shared.ctx;
-    ctx.metrics.reconcile_failed(CONTROLLER, error.category());
-    warn!(session = %guard.name_any(), error = %error, reason = error.category(), "reconcile failed");
-    if error.needs_spec_change() {
-        Action::await_change()
-    } else {
-        Action::requeue(ctx.config.retry_base.max(Duration::from_millis(200)))
+impl AsRef<Context> for Shared {
+    fn as_ref(&self) -> &Context {
+        &self.ctx
     }
 }
 
-/// Reconciles one Session.
+/// Reconciles one Session (the runner counts, times, traces and reports it).
 pub async fn reconcile(guard: Arc<DeserializeGuard<Session>>, shared: Arc<Shared>) -> Result<Action> {
-    let name = guard.name_any();
-    let namespace = guard.namespace().unwrap_or_default();
-    let span = info_span!("reconcile", controller = CONTROLLER, session = %name, namespace = %namespace);
-    async move {
-        shared.ctx.metrics.reconciled(CONTROLLER);
-        let session = shared.ctx.accept(guard.as_ref(), "Session").await?;
-        // The checks and the release read the caches: never half-filled ones.
-        if !*shared.ready.borrow() {
-            return Ok(Action::requeue(CACHE_WAIT));
-        }
-        lifecycle::Reconciler::new(session.clone(), shared.clone())
-            .run()
-            .await
+    let session = shared.ctx.accept(guard.as_ref(), "Session").await?;
+    // The checks and the release read the caches: never half-filled ones.
+    if !*shared.ready.borrow() {
+        return Ok(Action::requeue(CACHE_WAIT));
     }
-    .instrument(span)
-    .await
+    lifecycle::Reconciler::new(session.clone(), shared.clone())
+        .run()
+        .await
 }
 
 #[cfg(test)]

@@ -13,21 +13,16 @@ use cks_api::session::{Session, SessionPhase, SessionStatus, SetupProgress};
 use cks_scenarios::Scenario;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use tracing::{info, warn};
 
-use super::status::{merge_diff, owned_json, summarise};
+use super::status::{self, Written};
 use super::{SetupTask, Shared, lock, reasons, setup};
 use crate::access::PracticeAccess;
 use crate::error::Error;
 use crate::metrics::SessionLabels;
-
-fn conflict(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 409)
-}
 
 /// One Session's setup, run in the background.
 pub(super) struct SetupJob {
@@ -209,17 +204,11 @@ impl SetupJob {
             let mut next = status.clone();
             change(&mut next);
             // The spec (a raised duration) is the reconcile's to observe, not the setup's.
-            summarise(&mut next, status.observed_generation, Timestamp::now());
-            let Some(diff) = merge_diff(&owned_json(&status, false), &owned_json(&next, false)) else {
-                return Ok(session);
-            };
-            let patch = json!({"metadata": {"resourceVersion": session.resource_version()}, "status": diff});
-            match api
-                .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(updated) => return Ok(updated),
-                Err(e) if conflict(&e) => {}
+            let observed = status.observed_generation;
+            match status::write(&api, &session, next, observed, Timestamp::now()).await {
+                Ok(Written::Unchanged) => return Ok(session),
+                Ok(Written::Stored(updated)) => return Ok(*updated),
+                Ok(Written::Conflict) => {}
                 Err(e) => {
                     warn!(error = %e, "writing setup progress failed; retrying");
                     tokio::time::sleep(self.shared.ctx.config.retry_base.max(Duration::from_millis(200)))

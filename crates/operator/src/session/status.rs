@@ -1,7 +1,12 @@
-//! How the Session controller writes a Session's status: the fields it owns (everything but
-//! `tasks`, which the ValidationRun controller keeps once the claim initialised them), as a
-//! JSON merge patch of only what changed, guarded by the resourceVersion the status was read
-//! with; and the status of a Session that has just been given a cluster.
+//! How the Session controller (reconcile, allocator and setup task alike) writes a Session's
+//! status: the whole status by server-side apply with the field manager
+//! `cks-operator/session`, guarded by the resourceVersion it was read with, and only when
+//! something differs; and the status of a Session that has just been given a cluster or
+//! waits in the queue.
+//!
+//! `tasks` is sent as read (or, at the claim, initialised): the ValidationRun controller
+//! applies the list with its own manager, and every write of either is guarded, so neither
+//! can put back a list the other changed.
 
 use std::sync::Arc;
 
@@ -13,39 +18,12 @@ use cks_api::session::{Session, SessionPhase, SessionStatus, SetupProgress};
 use cks_scenarios::Scenario;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use super::{queue, reasons};
-
-/// JSON merge patch turning `from` into `to` (objects recursively, everything else replaced;
-/// a field missing in `to` becomes `null`).
-pub fn merge_diff(from: &Value, to: &Value) -> Option<Value> {
-    match (from, to) {
-        (Value::Object(a), Value::Object(b)) => {
-            let mut patch = serde_json::Map::new();
-            for (k, v) in b {
-                match a.get(k) {
-                    Some(old) => {
-                        if let Some(d) = merge_diff(old, v) {
-                            patch.insert(k.clone(), d);
-                        }
-                    }
-                    None => {
-                        patch.insert(k.clone(), v.clone());
-                    }
-                }
-            }
-            for k in a.keys().filter(|k| !b.contains_key(*k)) {
-                patch.insert(k.clone(), Value::Null);
-            }
-            (!patch.is_empty()).then_some(Value::Object(patch))
-        }
-        _ if from == to => None,
-        _ => Some(to.clone()),
-    }
-}
+use crate::status::{Guard, managers};
 
 /// The `Ready` condition follows the phase.
 pub fn summarise(status: &mut SessionStatus, generation: Option<i64>, now: Timestamp) {
@@ -70,14 +48,9 @@ pub fn summarise(status: &mut SessionStatus, generation: Option<i64>, now: Times
     status.observed_generation = generation;
 }
 
-/// The status of a Session as this controller writes it: everything but `tasks`, which only
-/// the claim initialises (the ValidationRun controller owns the entries afterwards).
-pub fn owned_json(status: &SessionStatus, with_tasks: bool) -> Value {
-    let mut v = serde_json::to_value(status).unwrap_or_else(|_| json!({}));
-    if !with_tasks && let Some(o) = v.as_object_mut() {
-        o.remove("tasks");
-    }
-    v
+/// The status as JSON.
+pub fn to_json(status: &SessionStatus) -> Value {
+    serde_json::to_value(status).unwrap_or_else(|_| json!({}))
 }
 
 /// What a guarded status write did.
@@ -87,43 +60,33 @@ pub enum Written {
     Unchanged,
     /// Written; the Session as stored now.
     Stored(Box<Session>),
-    /// The Session changed (or went away) since it was read; nothing was written.
+    /// The Session changed since it was read; nothing was written.
     Conflict,
 }
 
-/// Writes the owned fields of `next` that differ from `session`'s status, guarded by
-/// `session`'s resourceVersion. `summarise` is applied to `next` first.
+/// Writes `next` as `session`'s status, guarded by `session`'s resourceVersion, unless it
+/// equals what was read. `summarise` is applied first with `generation` as the observed one.
 pub async fn write(
     api: &Api<Session>,
     session: &Session,
     mut next: SessionStatus,
-    with_tasks: bool,
+    generation: Option<i64>,
     now: Timestamp,
-) -> Result<Written, kube::Error> {
-    summarise(&mut next, session.meta().generation, now);
+) -> crate::error::Result<Written> {
+    summarise(&mut next, generation, now);
     let current = session.status.clone().unwrap_or_default();
-    let Some(diff) = merge_diff(&owned_json(&current, with_tasks), &owned_json(&next, with_tasks)) else {
+    if to_json(&current) == to_json(&next) {
         return Ok(Written::Unchanged);
-    };
-    let patch = json!({"metadata": {"resourceVersion": session.resource_version()}, "status": diff});
-    match api
-        .patch_status(
-            &session.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
-        Ok(stored) => Ok(Written::Stored(Box::new(stored))),
-        Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => Ok(Written::Conflict),
-        Err(e) => Err(e),
     }
+    let written =
+        crate::status::apply(api, session, managers::SESSION, &next, Guard::ResourceVersion).await?;
+    Ok(written.map_or(Written::Conflict, |s| Written::Stored(Box::new(s))))
 }
 
 /// The status of `session` once `pc` is claimed for it: Initializing (Ready when the scenario
 /// has no setup steps), the cluster, start and expiry, terminals, the tasks (when none are
-/// recorded yet) and the conditions. Returns the status, whether it initialises `tasks`, and
-/// whether the pool's maximum duration cut the requested one.
+/// recorded yet) and the conditions. Returns the status and whether the pool's maximum
+/// duration cut the requested one.
 pub fn assigned(
     session: &Session,
     pc: &PracticeCluster,
@@ -131,7 +94,7 @@ pub fn assigned(
     scenario: Option<&Arc<Scenario>>,
     ssh_port: u16,
     now: Timestamp,
-) -> (SessionStatus, bool, bool) {
+) -> (SessionStatus, bool) {
     let cluster = pc.name_any();
     let pool_max = pool.map_or(1440, |p| p.spec.sessions.max_duration_minutes);
     let (minutes, capped) = queue::granted_minutes(session.spec.duration_minutes, pool_max);
@@ -154,8 +117,9 @@ pub fn assigned(
         pc.status.as_ref().map(|s| s.vms.as_slice()).unwrap_or_default(),
         ssh_port,
     );
-    let with_tasks = next.tasks.is_empty();
-    if with_tasks && let Some(s) = scenario {
+    if next.tasks.is_empty()
+        && let Some(s) = scenario
+    {
         next.tasks = queue::initial_tasks(s);
     }
     let total = scenario.map_or(0, |s| s.setup.len());
@@ -210,7 +174,7 @@ pub fn assigned(
             progress.finished_at = Some(Time(now));
         }
     }
-    (next, with_tasks, capped)
+    (next, capped)
 }
 
 /// The status of a Session waiting at `position` in the queue of `pool`.
@@ -239,34 +203,6 @@ pub fn waiting(session: &Session, pool: &str, position: usize, now: Timestamp) -
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn merge_diff_writes_only_changes_and_nulls_removed_fields() {
-        let from =
-            json!({"phase": "WaitingForCluster", "queuePosition": 3, "setup": {"completed": 1, "step": "a"}});
-        let to = json!({"phase": "WaitingForCluster", "queuePosition": 2, "setup": {"completed": 2}});
-        assert_eq!(
-            merge_diff(&from, &to),
-            Some(json!({"queuePosition": 2, "setup": {"completed": 2, "step": null}}))
-        );
-        assert_eq!(merge_diff(&from, &from), None);
-    }
-
-    #[test]
-    fn owned_status_leaves_tasks_alone_unless_initialising_them() {
-        let status = SessionStatus {
-            tasks: vec![cks_api::session::TaskStatus {
-                id: "task-1".into(),
-                state: Default::default(),
-                attempts: 2,
-                last_run: None,
-                last_run_time: None,
-            }],
-            ..SessionStatus::default()
-        };
-        assert!(owned_json(&status, false).get("tasks").is_none());
-        assert!(owned_json(&status, true).get("tasks").is_some());
-    }
 
     #[test]
     fn ready_condition_follows_the_phase() {
