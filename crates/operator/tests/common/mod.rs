@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_kubevirt;
+pub mod ledger;
 pub mod session_env;
 pub mod sim;
 pub mod vrun_fixtures;
