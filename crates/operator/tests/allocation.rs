@@ -17,25 +17,18 @@ use std::time::{Duration, Instant};
 
 use cks_api::conditions::find_condition;
 use cks_api::names::condition_types;
-use cks_api::practice_cluster::PracticeClusterPhase;
 use cks_api::session::Session;
 use cks_api::{ClusterPool, PracticeCluster};
-use cks_operator::config::{Args, ControllerConfig};
 use cks_operator::pool;
-use cks_operator::probe::AlwaysReady;
-use cks_operator::runtime::{self, Runtime};
-use clap::Parser;
-use common::NS;
 use common::ledger::{Ledger, State};
 use common::session_env::{
     ScenarioDef, all_clusters, available_cluster, catalog, context, create_pool, create_session,
-    eventually_long, reset_loop, run_controller, session, sessions,
+    eventually_long, make_available, reset_loop, run_controller, session, sessions,
 };
+use common::{NS, lease_holder, replica};
 use futures::StreamExt;
-use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Client, ResourceExt};
-use serde_json::json;
 
 /// Bound on each wait: generous, CI machines are slow and the current design is slow at the
 /// tail; speed is measured by `benches/sessions.rs`, not here.
@@ -72,6 +65,45 @@ async fn burst(client: &Client, from: usize, to: usize) {
             }
         })
         .await;
+}
+
+/// A server with pool `p` of `clusters` Available clusters, the ledger watching, the stand-in
+/// for the cluster controller and one Session controller.
+struct Fleet {
+    client: Client,
+    ledger: Ledger,
+    stop: tokio::sync::watch::Sender<bool>,
+    controller: tokio::task::JoinHandle<()>,
+    _resets: tokio::sync::watch::Sender<bool>,
+    _catalog: tempfile::TempDir,
+    _server: cks_devcluster::DevCluster,
+}
+
+impl Fleet {
+    async fn start(n: usize) -> Self {
+        let (server, client) = common::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let scenarios = catalog(dir.path(), &[ScenarioDef::simple("basics")]);
+        create_pool(&client, &common::session_env::pool("p", 1, 120)).await;
+        clusters(&client, n).await;
+        let ledger = Ledger::start(&client).await;
+        let resets = reset_loop(&client);
+        let (stop, controller) = run_controller(Arc::new(context(&client, Some(scenarios))));
+        Self {
+            client,
+            ledger,
+            stop,
+            controller,
+            _resets: resets,
+            _catalog: dir,
+            _server: server,
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.send(true).unwrap();
+        self.controller.await.unwrap();
+    }
 }
 
 fn progress(st: &State) -> String {
@@ -155,17 +187,10 @@ async fn one_to_one(client: &Client, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_sessions_in_one_burst_take_a_thousand_clusters() {
-    let (_server, client) = common::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let scenarios = catalog(dir.path(), &[ScenarioDef::simple("basics")]);
-    create_pool(&client, &common::session_env::pool("p", 1, 120)).await;
-    clusters(&client, 1000).await;
-    let ledger = Ledger::start(&client).await;
-    let _resets = reset_loop(&client);
-    let (stop, handle) = run_controller(Arc::new(context(&client, Some(scenarios))));
-
+    let fleet = Fleet::start(1000).await;
+    let (client, ledger) = (&fleet.client, &fleet.ledger);
     let started = Instant::now();
-    burst(&client, 0, 1000).await;
+    burst(client, 0, 1000).await;
     let created = started.elapsed();
     ledger
         .wait("1000 Sessions assigned", LIMIT, progress, |st| {
@@ -176,31 +201,24 @@ async fn a_thousand_sessions_in_one_burst_take_a_thousand_clusters() {
         "1000 Sessions created in {created:?}, all assigned after {:?}",
         started.elapsed()
     );
-    one_to_one(&client, 1000).await;
+    one_to_one(client, 1000).await;
     ledger.read(|st| {
         assert!(st.violations.is_empty(), "{:?}", st.violations);
         each_claimed_once(st);
         assert_eq!(st.claims.len(), 1000);
         assert_eq!(st.holders.len(), 1000);
     });
-    stop.send(true).unwrap();
-    handle.await.unwrap();
+    fleet.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_sessions_share_a_hundred_clusters_in_rounds_in_fifo_order() {
-    let (_server, client) = common::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let scenarios = catalog(dir.path(), &[ScenarioDef::simple("basics")]);
-    create_pool(&client, &common::session_env::pool("p", 1, 120)).await;
-    clusters(&client, 100).await;
-    let ledger = Ledger::start(&client).await;
-    let _resets = reset_loop(&client);
-    let (stop, handle) = run_controller(Arc::new(context(&client, Some(scenarios))));
+    let fleet = Fleet::start(100).await;
+    let (client, ledger) = (&fleet.client, &fleet.ledger);
 
     let started = Instant::now();
-    burst(&client, 0, 1000).await;
-    let mut ordered = sessions(&client).await;
+    burst(client, 0, 1000).await;
+    let mut ordered = sessions(client).await;
     ordered.sort_by_key(|s| (s.metadata.creation_timestamp.clone().unwrap().0, s.name_any()));
     let order: Vec<String> = ordered.iter().map(ResourceExt::name_any).collect();
     let api: Api<Session> = Api::namespaced(client.clone(), NS);
@@ -255,21 +273,14 @@ async fn a_thousand_sessions_share_a_hundred_clusters_in_rounds_in_fifo_order() 
             })
             .await;
     }
-    let last = Mutex::new(String::new());
-    eventually_long("every Session gone, every cluster Available", &last, || async {
-        let left = sessions(&client).await.len();
-        let clusters = all_clusters(&client).await;
-        let available = clusters
-            .iter()
-            .filter(|c| {
-                c.spec.claim_ref.is_none()
-                    && c.status.as_ref().unwrap().phase == PracticeClusterPhase::Available
-            })
-            .count();
-        *last.lock().unwrap() = format!("{left} Sessions left, {available} clusters Available");
-        (left == 0 && available == 100).then_some(())
-    })
-    .await;
+    ledger
+        .wait(
+            "every Session gone, every cluster Available",
+            LIMIT,
+            progress,
+            State::all_released,
+        )
+        .await;
     eprintln!("1000 Sessions served in rounds in {:?}", started.elapsed());
     let distinct: HashSet<&String> = served.iter().collect();
     assert_eq!(distinct.len(), 1000, "every Session was served once");
@@ -281,42 +292,7 @@ async fn a_thousand_sessions_share_a_hundred_clusters_in_rounds_in_fifo_order() 
         let fifo = st.fifo_violations(5);
         assert!(fifo.is_empty(), "FIFO broken: {fifo:#?}");
     });
-    stop.send(true).unwrap();
-    handle.await.unwrap();
-}
-
-/// One operator replica (every controller, leader election with a 2 s lease), as the
-/// `cks-operator` binary runs it.
-fn replica(
-    client: &Client,
-    identity: &str,
-    scenarios: Arc<cks_scenarios::CatalogStore>,
-) -> tokio::task::JoinHandle<anyhow::Result<()>> {
-    let args = Args::try_parse_from([
-        "cks-operator",
-        "--namespace",
-        NS,
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--lease-seconds",
-        "2",
-        "--identity",
-        identity,
-    ])
-    .unwrap();
-    let rt = Runtime {
-        client: client.clone(),
-        probe: Some(Arc::new(AlwaysReady)),
-        scenarios: Some(scenarios),
-        host_config: None,
-        config: Some(ControllerConfig::test()),
-    };
-    tokio::spawn(async move { runtime::run(&args, rt, std::future::pending()).await })
-}
-
-async fn lease_holder(client: &Client) -> Option<String> {
-    let leases: Api<Lease> = Api::namespaced(client.clone(), NS);
-    leases.get_opt("cks-operator").await.ok()??.spec?.holder_identity
+    fleet.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -336,41 +312,27 @@ async fn two_operators_hand_over_in_the_middle_of_a_burst() {
     let cluster_api: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
     futures::stream::iter(0..N)
         .for_each_concurrent(CONCURRENCY, |i| {
-            let (cluster_api, pool_obj, hash) = (&cluster_api, &pool_obj, &hash);
+            let (client, cluster_api, pool_obj, hash) = (&client, &cluster_api, &pool_obj, &hash);
             async move {
                 let name = format!("p-{i:04}");
                 cluster_api
                     .create(&PostParams::default(), &pool::new_cluster(pool_obj, &name, hash))
                     .await
                     .unwrap();
-                let (a, b) = (i / 250, i % 250 + 1);
-                let status = json!({"status": {
-                    "phase": "Available",
-                    "namespace": name,
-                    "vms": [
-                        {"name": format!("{name}-cp"), "role": "control-plane", "target": "control-plane",
-                         "ip": format!("10.{a}.{b}.1"), "ready": true},
-                        {"name": format!("{name}-w1"), "role": "worker", "target": "worker-1",
-                         "ip": format!("10.{a}.{b}.2"), "ready": true},
-                    ],
-                }});
-                cluster_api
-                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
-                    .await
-                    .unwrap();
+                make_available(client, &name, u32::try_from(i).unwrap()).await;
             }
         })
         .await;
     let ledger = Ledger::start(&client).await;
     let _resets = reset_loop(&client);
 
-    let a = replica(&client, "replica-a", scenarios.clone());
+    let a = replica(&client, "replica-a", Some(scenarios.clone()));
     let last = Mutex::new(String::new());
     eventually_long("replica-a to lead", &last, || async {
         (lease_holder(&client).await.as_deref() == Some("replica-a")).then_some(())
     })
     .await;
-    let b = replica(&client, "replica-b", scenarios);
+    let b = replica(&client, "replica-b", Some(scenarios));
 
     // Half the burst; the leader dies (without releasing the lease) once it has made a
     // third of the claims; the other half is created while nobody leads.

@@ -16,13 +16,15 @@ use std::time::Duration;
 use cks_api::PracticeCluster;
 use cks_api::conditions::find_condition;
 use cks_api::names::condition_types;
+use cks_api::practice_cluster::PracticeClusterPhase;
 use cks_api::session::{Session, SessionPhase};
 use futures::StreamExt;
 use jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use tokio::sync::watch;
+use serde::de::DeserializeOwned;
+use tokio::sync::{oneshot, watch};
 
 use super::NS;
 
@@ -47,6 +49,8 @@ pub struct Seen {
     pub assigned: Option<(u64, String)>,
     /// Version of its deletion (deletionTimestamp set or gone).
     pub deleted: Option<u64>,
+    /// Gone from the server (past its finalizers).
+    pub gone: bool,
 }
 
 /// Everything recorded so far.
@@ -62,12 +66,24 @@ pub struct State {
     pub violations: Vec<String>,
     /// The most clusters claimed at once.
     pub peak_claimed: usize,
+    /// Current phase by cluster.
+    pub phases: HashMap<String, PracticeClusterPhase>,
 }
 
 impl State {
     /// Sessions (by name) whose status shows a cluster assigned.
     pub fn assigned(&self) -> usize {
         self.sessions.values().filter(|s| s.assigned.is_some()).count()
+    }
+
+    /// Every Session seen is gone and every cluster Available and unclaimed.
+    pub fn all_released(&self) -> bool {
+        self.sessions.values().all(|s| s.gone)
+            && self.holders.is_empty()
+            && self
+                .phases
+                .values()
+                .all(|p| *p == PracticeClusterPhase::Available)
     }
 
     /// Claims that broke FIFO: a Session of the same pool, older by `(creationTimestamp,
@@ -103,8 +119,16 @@ impl State {
         out
     }
 
-    fn cluster_event(&mut self, pc: &PracticeCluster) {
+    fn cluster_event(&mut self, pc: &PracticeCluster, gone: bool) {
         let name = pc.name_any();
+        if gone {
+            self.holders.remove(&name);
+            self.phases.remove(&name);
+            return;
+        }
+        if let Some(st) = &pc.status {
+            self.phases.insert(name.clone(), st.phase);
+        }
         let version = version(pc.resource_version());
         match pc.spec.claim_ref.as_ref().and_then(|c| c.uid.clone()) {
             Some(uid) => {
@@ -149,10 +173,12 @@ impl State {
                 queued: None,
                 assigned: None,
                 deleted: None,
+                gone: false,
             });
         if gone || s.metadata.deletion_timestamp.is_some() {
             seen.deleted.get_or_insert(version);
         }
+        seen.gone |= gone;
         let Some(st) = &s.status else { return };
         if st.phase == SessionPhase::WaitingForCluster {
             seen.queued.get_or_insert(version);
@@ -170,6 +196,48 @@ impl State {
             }
         }
     }
+}
+
+/// Watches `api`, recording each object (and whether it is gone) with `record`; returns the
+/// task and a receiver that resolves once the watch has listed.
+fn follow<K>(
+    api: Api<K>,
+    state: &Arc<Mutex<State>>,
+    tx: &Arc<watch::Sender<u64>>,
+    record: fn(&mut State, &K, bool),
+) -> (tokio::task::JoinHandle<()>, oneshot::Receiver<()>)
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let (listed_tx, listed) = oneshot::channel();
+    let (state, tx) = (state.clone(), tx.clone());
+    let task = tokio::spawn(async move {
+        let mut listed_tx = Some(listed_tx);
+        // No backoff and no relist: an error would leave a gap in the record, so it counts
+        // as a violation.
+        let mut events = std::pin::pin!(watcher(api, watcher::Config::default()));
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                    record(&mut state.lock().unwrap(), &o, false);
+                }
+                Ok(watcher::Event::Delete(o)) => record(&mut state.lock().unwrap(), &o, true),
+                Ok(watcher::Event::InitDone) => {
+                    if let Some(l) = listed_tx.take() {
+                        let _ = l.send(());
+                    }
+                }
+                Ok(watcher::Event::Init) => {}
+                Err(e) => state
+                    .lock()
+                    .unwrap()
+                    .violations
+                    .push(format!("a watch failed, the record has a gap: {e}")),
+            }
+            tx.send_modify(|n| *n += 1);
+        }
+    });
+    (task, listed)
 }
 
 fn version(rv: Option<String>) -> u64 {
@@ -190,74 +258,24 @@ impl Ledger {
         let state: Arc<Mutex<State>> = Arc::default();
         let (tx, changed) = watch::channel(0u64);
         let tx = Arc::new(tx);
-        let clusters: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
-        let sessions: Api<Session> = Api::namespaced(client.clone(), NS);
-        let (c_listed, c_ready) = tokio::sync::oneshot::channel();
-        let (s_listed, s_ready) = tokio::sync::oneshot::channel();
-        let cluster_task = {
-            let (state, tx) = (state.clone(), tx.clone());
-            tokio::spawn(async move {
-                let mut listed = Some(c_listed);
-                // No backoff wrapper: a watch error is a failure of the record, not a reason
-                // to relist and miss the events in between.
-                let mut events = std::pin::pin!(watcher(clusters, watcher::Config::default()));
-                while let Some(event) = events.next().await {
-                    match event {
-                        Ok(watcher::Event::Apply(pc) | watcher::Event::InitApply(pc)) => {
-                            state.lock().unwrap().cluster_event(&pc);
-                        }
-                        Ok(watcher::Event::Delete(pc)) => {
-                            state.lock().unwrap().holders.remove(&pc.name_any());
-                        }
-                        Ok(watcher::Event::InitDone) => {
-                            if let Some(l) = listed.take() {
-                                let _ = l.send(());
-                            }
-                        }
-                        Ok(watcher::Event::Init) => {}
-                        Err(e) => state
-                            .lock()
-                            .unwrap()
-                            .violations
-                            .push(format!("the cluster watch failed: {e}")),
-                    }
-                    tx.send_modify(|n| *n += 1);
-                }
-            })
-        };
-        let session_task = {
-            let (state, tx) = (state.clone(), tx.clone());
-            tokio::spawn(async move {
-                let mut listed = Some(s_listed);
-                let mut events = std::pin::pin!(watcher(sessions, watcher::Config::default()));
-                while let Some(event) = events.next().await {
-                    match event {
-                        Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => {
-                            state.lock().unwrap().session_event(&s, false);
-                        }
-                        Ok(watcher::Event::Delete(s)) => state.lock().unwrap().session_event(&s, true),
-                        Ok(watcher::Event::InitDone) => {
-                            if let Some(l) = listed.take() {
-                                let _ = l.send(());
-                            }
-                        }
-                        Ok(watcher::Event::Init) => {}
-                        Err(e) => state
-                            .lock()
-                            .unwrap()
-                            .violations
-                            .push(format!("the Session watch failed: {e}")),
-                    }
-                    tx.send_modify(|n| *n += 1);
-                }
-            })
-        };
-        c_ready.await.expect("the cluster watch lists");
-        s_ready.await.expect("the Session watch lists");
+        let (clusters, clusters_listed) = follow(
+            Api::<PracticeCluster>::namespaced(client.clone(), NS),
+            &state,
+            &tx,
+            State::cluster_event,
+        );
+        let (sessions, sessions_listed) = follow(
+            Api::<Session>::namespaced(client.clone(), NS),
+            &state,
+            &tx,
+            State::session_event,
+        );
+        clusters_listed.await.expect("the cluster watch lists");
+        sessions_listed.await.expect("the Session watch lists");
         Self {
             state,
             changed,
-            tasks: vec![cluster_task, session_task],
+            tasks: vec![clusters, sessions],
         }
     }
 
