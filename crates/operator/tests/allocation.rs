@@ -32,7 +32,7 @@ use kube::{Client, ResourceExt};
 
 /// Bound on each wait: generous, CI machines are slow and the current design is slow at the
 /// tail; speed is measured by `benches/sessions.rs`, not here.
-const LIMIT: Duration = Duration::from_secs(600);
+const LIMIT: Duration = Duration::from_secs(1200);
 /// Requests in flight while creating or deleting objects.
 const CONCURRENCY: usize = 64;
 
@@ -113,12 +113,14 @@ fn progress(st: &State) -> String {
         .filter(|s| s.assigned.is_none() && s.queued.is_some())
         .count();
     format!(
-        "{} Sessions seen, {} assigned, {} more queued; {} clusters claimed now, {} claims in all",
+        "{} Sessions seen, {} assigned, {} more queued; {} clusters claimed now, {} claims in all; \
+         Sessions by phase: {:?}",
         st.sessions.len(),
         st.assigned(),
         queued,
         st.holders.len(),
-        st.claims.len()
+        st.claims.len(),
+        st.phases_seen()
     )
 }
 
@@ -326,22 +328,22 @@ async fn two_operators_hand_over_in_the_middle_of_a_burst() {
     let ledger = Ledger::start(&client).await;
     let _resets = reset_loop(&client);
 
-    let a = replica(&client, "replica-a", Some(scenarios.clone()));
+    let mut a = replica(&client, "replica-a", Some(scenarios.clone()));
     let last = Mutex::new(String::new());
     eventually_long("replica-a to lead", &last, || async {
         (lease_holder(&client).await.as_deref() == Some("replica-a")).then_some(())
     })
     .await;
-    let b = replica(&client, "replica-b", Some(scenarios));
+    let mut b = replica(&client, "replica-b", Some(scenarios));
 
     // Half the burst; the leader dies (without releasing the lease) once it has made a
     // third of the claims; the other half is created while nobody leads.
     burst(&client, 0, N / 2).await;
-    ledger
-        .wait("replica-a's first claims", LIMIT, progress, |st| {
-            st.claims.len() >= N / 3
-        })
-        .await;
+    // A replica that stops on its own (lost lease, error) fails the test with its result.
+    tokio::select! {
+        () = ledger.wait("replica-a's first claims", LIMIT, progress, |st| st.claims.len() >= N / 3) => {}
+        result = &mut a => panic!("replica-a stopped while leading: {result:?}"),
+    }
     a.abort();
     let _ = a.await;
     let at_abort = ledger.read(|st| st.claims.len());
@@ -350,11 +352,10 @@ async fn two_operators_hand_over_in_the_middle_of_a_burst() {
         (lease_holder(&client).await.as_deref() == Some("replica-b")).then_some(())
     })
     .await;
-    ledger
-        .wait(&format!("{N} Sessions assigned"), LIMIT, progress, |st| {
-            st.assigned() == N
-        })
-        .await;
+    tokio::select! {
+        () = ledger.wait(&format!("{N} Sessions assigned"), LIMIT, progress, |st| st.assigned() == N) => {}
+        result = &mut b => panic!("replica-b stopped after taking over: {result:?}"),
+    }
     eprintln!(
         "replica-a made {at_abort} claims before it died, replica-b the other {}",
         N - at_abort

@@ -28,12 +28,14 @@ use tokio::sync::{oneshot, watch};
 
 use super::NS;
 
-/// One claim: the cluster's claimRef came to name the Session `uid` at `version`.
+/// One claim: the cluster's claimRef came to name the Session `uid` at `version`; the
+/// cluster had been free (Available, unclaimed) since `free_since`.
 #[derive(Clone, Debug)]
 pub struct Claim {
     pub version: u64,
     pub cluster: String,
     pub uid: String,
+    pub free_since: u64,
 }
 
 /// What the Session watch showed of one Session.
@@ -51,6 +53,8 @@ pub struct Seen {
     pub deleted: Option<u64>,
     /// Gone from the server (past its finalizers).
     pub gone: bool,
+    /// Its last phase and reason, for messages.
+    pub last: String,
 }
 
 /// Everything recorded so far.
@@ -68,12 +72,23 @@ pub struct State {
     pub peak_claimed: usize,
     /// Current phase by cluster.
     pub phases: HashMap<String, PracticeClusterPhase>,
+    /// Since which version each free cluster (Available, unclaimed) has been free.
+    pub free_since: HashMap<String, u64>,
 }
 
 impl State {
     /// Sessions (by name) whose status shows a cluster assigned.
     pub fn assigned(&self) -> usize {
         self.sessions.values().filter(|s| s.assigned.is_some()).count()
+    }
+
+    /// How many Sessions are in each last-seen phase (and reason), for messages.
+    pub fn phases_seen(&self) -> std::collections::BTreeMap<&str, usize> {
+        let mut out = std::collections::BTreeMap::new();
+        for s in self.sessions.values() {
+            *out.entry(s.last.as_str()).or_insert(0) += 1;
+        }
+        out
     }
 
     /// Every Session seen is gone and every cluster Available and unclaimed.
@@ -86,32 +101,39 @@ impl State {
                 .all(|p| *p == PracticeClusterPhase::Available)
     }
 
-    /// Claims that broke FIFO: a Session of the same pool, older by `(creationTimestamp,
-    /// name)`, was already queued (WaitingForCluster) and still unclaimed (and not deleted)
-    /// when a younger one's claim was written. At most `limit`, each with its versions.
+    /// Claims that broke FIFO: a younger Session's claim written at version `r` while an
+    /// older Session of the same pool, already queued (WaitingForCluster) before `r` and not
+    /// deleted, stayed unclaimed past `r` and then got a cluster that became free only after
+    /// `r` (or none at all): it had to wait for a later release while a younger one was served.
+    /// Claims of one allocation pass land in any order (concurrent writes), so an older
+    /// Session claimed a little later from the same supply of free clusters is no violation.
+    /// At most `limit`, each with its versions.
     pub fn fifo_violations(&self, limit: usize) -> Vec<String> {
-        let first_claim: HashMap<&str, u64> = self.claims.iter().fold(HashMap::new(), |mut m, c| {
-            m.entry(c.uid.as_str()).or_insert(c.version);
-            m
-        });
+        let mut first_claim: HashMap<&str, &Claim> = HashMap::new();
+        for c in &self.claims {
+            first_claim.entry(c.uid.as_str()).or_insert(c);
+        }
         let mut out = Vec::new();
-        for (uid, &at) in &first_claim {
+        for (uid, young_claim) in &first_claim {
+            let at = young_claim.version;
             let Some(young) = self.sessions.get(*uid) else {
                 continue;
             };
             for (other_uid, old) in &self.sessions {
+                let later = first_claim.get(other_uid.as_str());
                 let passed_over = old.pool == young.pool
                     && old.key < young.key
                     && old.queued.is_some_and(|q| q < at)
-                    && first_claim.get(other_uid.as_str()).is_none_or(|&c| c > at)
-                    && old.deleted.is_none_or(|d| d > at);
+                    && old.deleted.is_none_or(|d| d > at)
+                    && later.is_none_or(|c| c.version > at && c.free_since > at);
                 if passed_over && out.len() < limit {
                     out.push(format!(
-                        "{} claimed at version {at} while the older {} (queued at {:?}) waited until {:?}",
+                        "{} claimed {} at version {at} while the older {} (queued at {:?}) waited for {:?}",
                         young.name,
+                        young_claim.cluster,
                         old.name,
                         old.queued,
-                        first_claim.get(other_uid.as_str())
+                        later.map(|c| (&c.cluster, c.free_since, c.version)),
                     ));
                 }
             }
@@ -124,10 +146,24 @@ impl State {
         if gone {
             self.holders.remove(&name);
             self.phases.remove(&name);
+            self.free_since.remove(&name);
             return;
         }
         if let Some(st) = &pc.status {
             self.phases.insert(name.clone(), st.phase);
+        }
+        let free = pc.spec.claim_ref.is_none()
+            && pc.metadata.deletion_timestamp.is_none()
+            && pc
+                .status
+                .as_ref()
+                .is_some_and(|st| st.phase == PracticeClusterPhase::Available);
+        if free {
+            self.free_since
+                .entry(name.clone())
+                .or_insert_with(|| version(pc.resource_version()));
+        } else if pc.spec.claim_ref.is_none() {
+            self.free_since.remove(&name);
         }
         let version = version(pc.resource_version());
         match pc.spec.claim_ref.as_ref().and_then(|c| c.uid.clone()) {
@@ -146,10 +182,13 @@ impl State {
                 }
                 self.holders.insert(name.clone(), uid.clone());
                 self.peak_claimed = self.peak_claimed.max(self.holders.len());
+                // A claim on a cluster not seen free counts as free since the claim.
+                let free_since = self.free_since.remove(&name).unwrap_or(version);
                 self.claims.push(Claim {
                     version,
                     cluster: name,
                     uid,
+                    free_since,
                 });
             }
             None => {
@@ -174,12 +213,14 @@ impl State {
                 assigned: None,
                 deleted: None,
                 gone: false,
+                last: String::new(),
             });
         if gone || s.metadata.deletion_timestamp.is_some() {
             seen.deleted.get_or_insert(version);
         }
         seen.gone |= gone;
         let Some(st) = &s.status else { return };
+        seen.last = format!("{:?} {}", st.phase, st.reason.as_deref().unwrap_or_default());
         if st.phase == SessionPhase::WaitingForCluster {
             seen.queued.get_or_insert(version);
         }
