@@ -352,8 +352,9 @@ async fn two_operators_hand_over_in_the_middle_of_a_burst() {
         (lease_holder(&client).await.as_deref() == Some("replica-b")).then_some(())
     })
     .await;
+    let all = format!("{N} Sessions assigned");
     tokio::select! {
-        () = ledger.wait(&format!("{N} Sessions assigned"), LIMIT, progress, |st| st.assigned() == N) => {}
+        () = ledger.wait(&all, LIMIT, progress, |st| st.assigned() == N) => {}
         result = &mut b => panic!("replica-b stopped after taking over: {result:?}"),
     }
     eprintln!(
