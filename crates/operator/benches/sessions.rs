@@ -12,12 +12,13 @@
 //!   Sessions' statuses: a claim moved between Sessions without a release, a Session named by
 //!   two claims at once, two Sessions naming one cluster, a Session changing cluster (target
 //!   0; the bench exits non-zero otherwise);
-//! - the operator's resident memory (now and peak) with the N Sessions and N + 1 clusters in
+//! - the operator's resident memory (now and peak) with N + 1 Sessions and clusters in
 //!   its caches (target ≤ 64 MiB at 1 000).
 //!
-//! The warm pool is N + 1 PracticeClusters created the way the pool controller creates them
+//! The warm pool is N PracticeClusters created the way the pool controller creates them
 //! and patched to Available (no VMs: allocation never touches them); the pool asks for exactly
-//! that many, so the pool controller has nothing to do. The operator runs every controller
+//! that many, so the pool controller has nothing to do; the warm-up Session has a pool of
+//! one such cluster of its own (a pool holds at most 1 000). The operator runs every controller
 //! with its default settings and no leader election; without KubeVirt types on the server,
 //! its cluster controller cannot observe VMs and retries with backoff (its warnings are
 //! counted below the figures). One warm-up Session, assigned before the burst, shows that the
@@ -41,6 +42,8 @@ use serde_json::json;
 use support::{DevClusterProcess, Latencies, NS, OperatorProcess, POOL, SCENARIO, Scratch, pool_spec};
 use tokio::sync::{oneshot, watch};
 
+/// The pool of the warm-up Session.
+const WARMUP: &str = "warmup";
 /// Sequential status patches measured for the floor.
 const FLOOR_SAMPLES: usize = 200;
 /// Bound on a burst's wait for ClusterAssigned; a missing or broken controller fails the
@@ -74,17 +77,19 @@ fn available_status(name: &str, i: usize) -> serde_json::Value {
     })
 }
 
-/// Creates the pool and `n` Available clusters of it; returns the clusters' names.
-async fn warm_pool(client: &Client, n: usize) -> Vec<String> {
+/// Creates the pool `pool` and `n` Available clusters of it (IPs told apart from `first` on);
+/// returns the clusters' names.
+async fn warm_pool(client: &Client, pool: &str, n: usize, first: usize) -> Vec<String> {
     let pools: Api<ClusterPool> = Api::namespaced(client.clone(), NS);
     let pool_obj = pools
-        .create(&PostParams::default(), &pool_spec(POOL, n, n.min(100)))
+        .create(&PostParams::default(), &pool_spec(pool, n, n.min(100)))
         .await
         .expect("creating the pool");
     let hash = pool::template_hash(&pool_obj.spec.template);
     let clusters: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
-    let names: Vec<String> = (0..n).map(|i| format!("{POOL}-{i:04}")).collect();
+    let names: Vec<String> = (0..n).map(|i| format!("{pool}-{i:04}")).collect();
     futures::stream::iter(names.iter().enumerate())
+        .map(|(i, name)| (first + i, name))
         .map(|(i, name)| {
             let (clusters, pool_obj, hash) = (&clusters, &pool_obj, &hash);
             async move {
@@ -243,11 +248,11 @@ async fn watch_allocation(
     vec![session_task, cluster_task]
 }
 
-fn new_session(name: &str, user: &str) -> Session {
+fn new_session(name: &str, user: &str, pool: &str) -> Session {
     serde_json::from_value(json!({
         "apiVersion": "cks.io/v1alpha1", "kind": "Session",
         "metadata": {"name": name, "namespace": NS},
-        "spec": {"scenario": SCENARIO, "user": user, "pool": POOL, "durationMinutes": 60},
+        "spec": {"scenario": SCENARIO, "user": user, "pool": pool, "durationMinutes": 60},
     }))
     .expect("a Session")
 }
@@ -287,23 +292,26 @@ async fn wait_assigned(
     );
 }
 
-/// One burst: a fresh server with `n + 1` warm clusters, the status-patch floors, the
+/// One burst: a fresh server with `n` warm clusters (and one more for the warm-up Session in a
+/// pool of its own), the status-patch floors, the
 /// operator, a warm-up Session, then `n` Sessions created at once. Returns the double
 /// allocations seen.
 async fn burst(n: usize, catalog: &std::path::Path) -> usize {
     let mut server = DevClusterProcess::start(None);
     let client = server.client().await;
     support::bench_namespace(&client).await;
-    let names = warm_pool(&client, n + 1).await;
+    // The pool's maximum is 1 000: the warm-up Session has a pool of its own.
+    let names = warm_pool(&client, POOL, n, 0).await;
+    warm_pool(&client, WARMUP, 1, n).await;
 
     let floor_names: Vec<String> = names.iter().cycle().take(FLOOR_SAMPLES).cloned().collect();
     let floor_1 = status_patches(&client, &floor_names, 1).await;
     let floor = if n > 1 {
-        status_patches(&client, &names[..n], n).await
+        status_patches(&client, &names, n).await
     } else {
         floor_1.clone()
     };
-    println!("burst of {n} Sessions, {} warm clusters:", n + 1);
+    println!("burst of {n} Sessions, {n} warm clusters (and one for a warm-up Session):");
     println!(
         "  {:<40} {}",
         "floor: 1 status patch at a time",
@@ -323,7 +331,7 @@ async fn burst(n: usize, catalog: &std::path::Path) -> usize {
     let mut operator = OperatorProcess::start_with_catalog(&server, catalog);
     let sessions: Api<Session> = Api::namespaced(client.clone(), NS);
     sessions
-        .create(&PostParams::default(), &new_session("warmup", "warmup"))
+        .create(&PostParams::default(), &new_session("warmup", "warmup", WARMUP))
         .await
         .expect("creating the warm-up Session");
     wait_assigned(&mut assigned_rx, 1, &sessions, &mut server, &mut operator).await;
@@ -332,7 +340,7 @@ async fn burst(n: usize, catalog: &std::path::Path) -> usize {
     let session_names: Vec<String> = (0..n).map(|i| format!("s-{i:04}")).collect();
     futures::future::try_join_all(session_names.iter().enumerate().map(|(i, name)| {
         let (sessions, created) = (&sessions, &created);
-        let session = new_session(name, &format!("user-{i:04}"));
+        let session = new_session(name, &format!("user-{i:04}"), POOL);
         async move {
             created
                 .lock()
@@ -398,7 +406,7 @@ async fn burst(n: usize, catalog: &std::path::Path) -> usize {
     };
     println!(
         "  {:<40} {rss_mib:>8.1} MiB now, {peak_mib:.1} MiB peak{rss_target}",
-        format!("operator RSS, {} Sessions cached", n + 1)
+        format!("operator RSS, {} Sessions and clusters cached", n + 1)
     );
     println!(
         "  {:<40} {:>8}   {:?}",

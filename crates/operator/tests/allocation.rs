@@ -300,7 +300,7 @@ async fn a_thousand_sessions_share_a_hundred_clusters_in_rounds_in_fifo_order() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_operators_hand_over_in_the_middle_of_a_burst() {
     const N: usize = 300;
-    let (_server, client) = common::start().await;
+    let (server, client) = common::start().await;
     let dir = tempfile::tempdir().unwrap();
     let scenarios = catalog(dir.path(), &[ScenarioDef::simple("basics")]);
     // The pool controller runs here: a pool whose clusters are all there (minAvailable =
@@ -328,13 +328,18 @@ async fn two_operators_hand_over_in_the_middle_of_a_burst() {
     let ledger = Ledger::start(&client).await;
     let _resets = reset_loop(&client);
 
-    let mut a = replica(&client, "replica-a", Some(scenarios.clone()));
+    // Each replica has its own client (connections), as two processes would.
+    let mut a = replica(
+        &server.client().await.unwrap(),
+        "replica-a",
+        Some(scenarios.clone()),
+    );
     let last = Mutex::new(String::new());
     eventually_long("replica-a to lead", &last, || async {
         (lease_holder(&client).await.as_deref() == Some("replica-a")).then_some(())
     })
     .await;
-    let mut b = replica(&client, "replica-b", Some(scenarios));
+    let mut b = replica(&server.client().await.unwrap(), "replica-b", Some(scenarios));
 
     // Half the burst; the leader dies (without releasing the lease) once it has made a
     // third of the claims; the other half is created while nobody leads.
