@@ -358,9 +358,23 @@ async fn two_operators_hand_over_in_the_middle_of_a_burst() {
     })
     .await;
     let all = format!("{N} Sessions assigned");
+    let served = ledger.wait(&all, 2 * LIMIT, progress, |st| st.assigned() == N);
     tokio::select! {
-        () = ledger.wait(&all, LIMIT, progress, |st| st.assigned() == N) => {}
+        () = served => {}
         result = &mut b => panic!("replica-b stopped after taking over: {result:?}"),
+        () = tokio::time::sleep(LIMIT) => {
+            // What the API says, next to what the watches saw: tells a stalled operator from
+            // a stalled watch.
+            let by_api = sessions(&client).await.iter().fold(BTreeMap::new(), |mut m, s| {
+                let st = s.status.clone().unwrap_or_default();
+                *m.entry(format!("{:?} {}", st.phase, st.reason.unwrap_or_default())).or_insert(0) += 1;
+                m
+            });
+            panic!(
+                "timed out after {LIMIT:?} waiting for {all}; the API shows {by_api:?}; the watches: {}",
+                ledger.read(progress)
+            );
+        }
     }
     eprintln!(
         "replica-a made {at_abort} claims before it died, replica-b the other {}",
