@@ -97,9 +97,11 @@ web-bench: web
 	scripts/web-e2e.sh --bench
 
 # The operator and gateway benches run cks-devcluster as a separate process (built here) so
-# each process's peak memory is its own. Sizes: CKS_BENCH_PROFILE, CKS_BENCH_POOL_SIZES,
-# CKS_BENCH_RESETS, CKS_BENCH_RSS_CLUSTERS, CKS_BENCH_SESSIONS, CKS_BENCH_GET_REQUESTS,
-# CKS_BENCH_CREATES, CKS_BENCH_CACHED_SESSIONS (see the bench sources).
+# each process's peak memory is its own; the sessions and pool benches run the cks-operator
+# binary too. Sizes: CKS_BENCH_PROFILE, CKS_BENCH_POOL_SIZES, CKS_BENCH_RESETS,
+# CKS_BENCH_RSS_CLUSTERS, CKS_BENCH_SESSIONS (burst sizes, default 1,50,200,1000; the sessions
+# bench exits 1 on any double allocation), CKS_BENCH_GET_REQUESTS, CKS_BENCH_CREATES,
+# CKS_BENCH_CACHED_SESSIONS, CKS_BENCH_TERMINALS (see the bench sources and docs/operator.md).
 bench:
 	$(CARGO) bench --locked -p cks-scenarios --bench catalog_load
 	$(CARGO) bench --locked -p cks-devcluster --bench api

@@ -18,12 +18,17 @@
 //! (requests per client count, default 5000), `CKS_BENCH_CREATES` (`sequential,concurrent`,
 //! default `20,50`), `CKS_BENCH_CACHED_SESSIONS` (default 1000), `CKS_BENCH_TERMINALS`
 //! (default 200; at most 8 per running session). `cks-devcluster` must be
-//! built first (`cargo build --release -p cks-devcluster`), see [`devcluster_bin`].
+//! built first (`cargo build --release -p cks-devcluster`), see `support::devcluster_bin`.
+//!
+//! The processes, the bench namespace, catalog and pool, and the latency summaries are the
+//! operator benches' (`crates/operator/benches/support`), included by path.
+
+#[path = "../../operator/benches/support/mod.rs"]
+mod support;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,24 +41,15 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use russh::keys::PrivateKey;
-use russh::keys::ssh_key::LineEnding;
-use russh::keys::ssh_key::private::Ed25519Keypair;
 use serde_json::{Value, json};
+use support::{
+    DevClusterProcess, Latencies, NS, POOL, Process, SCENARIO, SSH_PORT, Scratch, bench_namespace,
+    describe_bin, devcluster_bin, pool_spec, sizes, under_cargo_bench, write_catalog,
+};
 
-/// Namespace of every bench object.
-const NS: &str = "bench";
-/// The warm pool.
-const POOL: &str = "warm";
-/// The bench scenario: one task, one rule, no setup steps.
-const SCENARIO: &str = "bench-noop";
-/// Port of the simulated VMs' SSH servers.
-const SSH_PORT: u16 = 2222;
 /// Bound on any one wait; a stuck run fails instead of hanging `make bench`.
 const LIMIT: Duration = Duration::from_secs(900);
 
@@ -69,34 +65,6 @@ const ECHO_SAMPLES: usize = 300;
 // ---------------------------------------------------------------------------------------------
 // Figures
 
-/// Latencies of one measured batch.
-#[derive(Debug, Default, Clone)]
-struct Latencies(Vec<Duration>);
-
-impl Latencies {
-    /// The `p`-quantile (0..=1), nearest rank; zero without samples.
-    fn quantile(&self, p: f64) -> Duration {
-        let mut sorted = self.0.clone();
-        sorted.sort();
-        if sorted.is_empty() {
-            return Duration::ZERO;
-        }
-        let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
-        sorted[rank - 1]
-    }
-
-    /// `p50 … p99 … max …` in milliseconds.
-    fn summary(&self) -> String {
-        format!(
-            "p50 {:>8.3} ms   p99 {:>8.3} ms   max {:>8.3} ms   (n={})",
-            ms(self.quantile(0.50)),
-            ms(self.quantile(0.99)),
-            ms(self.quantile(1.0)),
-            self.0.len()
-        )
-    }
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -106,257 +74,24 @@ fn diff_ms(a: Duration, b: Duration) -> f64 {
     ms(a) - ms(b)
 }
 
-/// `VAR` as a comma-separated list of numbers, else `default`.
-fn sizes(var: &str, default: &[usize]) -> Vec<usize> {
-    match std::env::var(var) {
-        Ok(v) => parse_sizes(var, &v),
-        Err(_) => default.to_vec(),
-    }
-}
-
-/// `1, 10,50` -> `[1, 10, 50]`; empty items are skipped, anything else panics naming `var`.
-fn parse_sizes(var: &str, value: &str) -> Vec<usize> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse()
-                .unwrap_or_else(|e| panic!("{var}: {s:?} is not a number: {e}"))
-        })
-        .collect()
-}
-
-/// A field of `/proc/PID/status` in KiB (`VmHWM`, `VmRSS`); `None` once the process is gone.
-fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// Current and peak resident memory of a process, in MiB.
-fn rss_mib(pid: u32) -> (f64, f64) {
-    let mib = |field| status_kib(pid, field).unwrap_or(0) as f64 / 1024.0;
-    (mib("VmRSS"), mib("VmHWM"))
-}
-
-/// Checks of the pure helpers above. A `harness = false` bench runs no `#[test]`s, so `make
-/// test` (`cargo test --benches`) starts the bench without `--bench` and it calls this.
+/// Checks of the pure helpers (the shared ones and this bench's). A `harness = false` bench
+/// runs no `#[test]`s, so `make test` (`cargo test --benches`) starts the bench without
+/// `--bench` and it calls this.
 fn self_check() {
+    support::self_check();
     let ms = Duration::from_millis;
-    let hundred = Latencies((1..=100).rev().map(ms).collect());
-    assert_eq!(hundred.quantile(0.50), ms(50), "p50 of 1..=100 ms");
-    assert_eq!(hundred.quantile(0.99), ms(99), "p99 of 1..=100 ms");
-    assert_eq!(hundred.quantile(1.0), ms(100), "max of 1..=100 ms");
-    assert_eq!(Latencies::default().quantile(0.5), Duration::ZERO, "no samples");
-    assert_eq!(parse_sizes("V", "1, 10,,50 "), vec![1, 10, 50]);
     assert!(
         (diff_ms(ms(3), ms(5)) + 2.0).abs() < 1e-9,
         "a negative difference stays signed"
     );
-    assert!(
-        status_kib(std::process::id(), "VmRSS").is_some_and(|k| k > 0),
-        "this process's RSS reads from /proc"
-    );
-    assert_eq!(status_kib(u32::MAX, "VmRSS"), None, "no such process");
-}
-
-/// True when run by `cargo bench` (which passes `--bench`); `cargo test --benches` passes
-/// nothing and must not start minutes of simulation.
-fn under_cargo_bench() -> bool {
-    std::env::args().any(|a| a == "--bench")
 }
 
 // ---------------------------------------------------------------------------------------------
 // Processes
 
-/// The repository root (benches run with the package directory as working directory).
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// `$CKS_DEVCLUSTER_BIN`, else `cks-devcluster` next to this package's `cks-gateway` binary
-/// (the same target profile directory); another package's binary, so `cargo bench` does not
-/// build it: `cargo build --release -p cks-devcluster` first.
-fn devcluster_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("CKS_DEVCLUSTER_BIN") {
-        return bin.into();
-    }
-    let bin = gateway_bin().with_file_name("cks-devcluster");
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `cargo build --release --locked -p cks-devcluster` first \
-         (or point CKS_DEVCLUSTER_BIN at a build)",
-        bin.display()
-    );
-    bin
-}
-
 /// The `cks-gateway` binary cargo built for this benchmark.
 fn gateway_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_cks-gateway"))
-}
-
-/// `PATH (built TIME)`, so a stale binary shows in the figures' header.
-fn describe_bin(path: &Path) -> String {
-    let built = std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| jiff::Timestamp::try_from(t).ok())
-        .map_or_else(
-            || "?".to_owned(),
-            |t| t.strftime("%Y-%m-%d %H:%M UTC").to_string(),
-        );
-    format!("{} (built {built})", path.display())
-}
-
-/// A directory under the system temp dir, removed when dropped.
-#[derive(Debug)]
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "cks-bench-{tag}-{}-{}",
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        ));
-        std::fs::create_dir_all(&dir).expect("creating a scratch directory");
-        Self(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A child process stopped with SIGTERM (then SIGKILL) when dropped, its stderr in a file.
-#[derive(Debug)]
-struct Process {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Process {
-    fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Self {
-        let stderr = std::fs::File::create(&log).expect("creating a log file");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name} ({:?}): {e}", cmd.get_program()));
-        Self { name, child, log }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Panics with the end of the log when the process has exited.
-    fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(30).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            panic!(
-                "{} exited ({status}); end of its log:\n{}",
-                self.name,
-                tail.join("\n")
-            );
-        }
-    }
-
-    /// Lines logged so far, at the warn level the bench runs with: problems only.
-    fn log_lines(&self) -> usize {
-        std::fs::read_to_string(&self.log).map_or(0, |l| l.lines().count())
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_some() {
-            return;
-        }
-        // SIGTERM lets the control plane remove its disks; no signal crate in the workspace.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if self.child.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `cks-devcluster` with the CRDs and the KubeVirt simulator (`fast`) on a free loopback port;
-/// returns once it serves.
-fn start_devcluster(dir: &Path) -> (Process, PathBuf) {
-    let kubeconfig = dir.join("kubeconfig");
-    let mut cmd = Command::new(devcluster_bin());
-    cmd.arg("--addr")
-        .arg("127.0.0.1:0")
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .arg("--apply")
-        .arg(repo_root().join("crds"))
-        .args(["--log", "warn"])
-        .args(["--simulate-kubevirt", "--kubevirt-profile", "fast"])
-        .args(["--golden-image", "vm-templates/golden"])
-        .args(["--vm-ssh-port", &SSH_PORT.to_string()])
-        .arg("--vm-disk-dir")
-        .arg(dir.join("disks"))
-        .stdout(Stdio::piped());
-    let mut process = Process::spawn("cks-devcluster", cmd, dir.join("devcluster.log"));
-    // The banner comes after the manifests are applied, so the CRDs exist once it shows.
-    let stdout = process.child.stdout.take().expect("piped stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.starts_with("cks-devcluster serving") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(()) => break,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {
-                process.assert_running();
-            }
-            Err(_) => {
-                process.assert_running();
-                panic!("cks-devcluster did not start serving within a minute");
-            }
-        }
-    }
-    (process, kubeconfig)
-}
-
-/// A kube-rs client from a kubeconfig file.
-async fn kube_client(kubeconfig: &Path) -> Client {
-    let kubeconfig = Kubeconfig::read_from(kubeconfig).expect("reading the kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("a client config from the kubeconfig");
-    Client::try_from(config).expect("a client")
 }
 
 /// A free loopback port (bound and released; the gateway binds it right after).
@@ -428,89 +163,8 @@ fn start_operator(client: &Client, catalog: &Path) -> tokio::task::JoinHandle<an
 // ---------------------------------------------------------------------------------------------
 // Platform objects
 
-/// The test-only VM key of the bench's `ssh-key` Secret (fixed seed, never used elsewhere).
-fn ssh_key() -> PrivateKey {
-    PrivateKey::from(Ed25519Keypair::from_seed(&[7; 32]))
-}
-
-/// Creates [`NS`] and the `ssh-key` Secret pools reference.
-async fn bench_namespace(client: &Client) {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": NS}})).expect("a Namespace"),
-        )
-        .await
-        .expect("creating the bench namespace");
-    let key = ssh_key();
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "ssh-key"},
-        "stringData": {
-            "ssh-privatekey": key.to_openssh(LineEnding::LF).expect("PEM of the key").to_string(),
-            "ssh-publickey": key.public_key().to_openssh().expect("public key"),
-        },
-    }))
-    .expect("a Secret");
-    Api::<Secret>::namespaced(client.clone(), NS)
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("creating the ssh-key Secret");
-}
-
-/// A catalog of one scenario: one task whose rule reads the practice cluster's API, no setup
-/// steps, 1 worker.
-fn write_catalog(root: &Path) {
-    let write = |path: &str, text: &str| {
-        let path = root.join(path);
-        std::fs::create_dir_all(path.parent().expect("a parent")).expect("catalog directory");
-        std::fs::write(path, text).expect("catalog file");
-    };
-    write(
-        "categories.yaml",
-        "categories:\n  - id: cluster-hardening\n    name: Cluster Hardening\n    description: Bench.\n",
-    );
-    write(
-        &format!("{SCENARIO}/metadata.yaml"),
-        &format!(
-            "id: {SCENARIO}\ntitle: Benchmark no-op\ndescription: A scenario without setup steps.\n\
-             version: \"1.0.0\"\ndifficulty: beginner\ntimeEstimate: 5m\ntopics: [benchmark]\n\
-             category: cluster-hardening\nrequirements:\n  nodes:\n    controlPlane: 1\n    workers: 1\n"
-        ),
-    );
-    write(
-        &format!("{SCENARIO}/tasks/01-look.md"),
-        "# Look around\n## Description\nNothing to do.\n## Objectives\n- Look\n## Hints\n\
-         <details>\n<summary>Where to start</summary>\nkubectl get namespaces\n</details>\n",
-    );
-    write(
-        &format!("{SCENARIO}/validation/01-validation.yaml"),
-        "validation:\n- id: default-namespace\n  type: resource_exists\n  resource:\n    kind: Namespace\n    \
-         name: default\n  errorMessage: \"Namespace default not found\"\n",
-    );
-}
-
-fn pool_spec(n: usize) -> ClusterPool {
-    let n = i32::try_from(n).expect("pool size fits i32");
-    serde_json::from_value(json!({
-        "apiVersion": "cks.io/v1alpha1", "kind": "ClusterPool",
-        "metadata": {"name": POOL, "namespace": NS},
-        "spec": {
-            "minAvailable": n, "maxClusters": n, "maxConcurrentProvisioning": n,
-            "template": {
-                "kubernetesVersion": "1.33.0",
-                "controlPlane": {"cpu": 2, "memory": "4Gi", "diskSize": "20Gi"},
-                "workers": {"count": 1, "cpu": 2, "memory": "2Gi", "diskSize": "20Gi"},
-                "goldenImage": {"namespace": "vm-templates", "name": "golden"},
-                "sshKeySecretRef": {"name": "ssh-key"},
-            },
-        },
-    }))
-    .expect("a ClusterPool")
-}
-
 /// Waits (polling every half second, bounded by [`LIMIT`]) until `n` clusters are Available.
-async fn available(client: &Client, n: usize, devcluster: &mut Process) {
+async fn available(client: &Client, n: usize, devcluster: &mut DevClusterProcess) {
     let clusters: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
     let deadline = Instant::now() + LIMIT;
     loop {
@@ -915,14 +569,15 @@ async fn main() {
     let dir = Scratch::new("gateway");
     let catalog = dir.path().join("catalog");
     write_catalog(&catalog);
-    let (mut devcluster, kubeconfig) = start_devcluster(dir.path());
-    let client = kube_client(&kubeconfig).await;
+    let mut devcluster = DevClusterProcess::start(Some("fast"));
+    let kubeconfig = devcluster.kubeconfig().to_path_buf();
+    let client = devcluster.client().await;
     bench_namespace(&client).await;
     let operator = start_operator(&client, &catalog);
     let warm = sequential + concurrent;
     let t = Instant::now();
     Api::<ClusterPool>::namespaced(client.clone(), NS)
-        .create(&PostParams::default(), &pool_spec(warm))
+        .create(&PostParams::default(), &pool_spec(POOL, warm, warm))
         .await
         .expect("creating the pool");
     available(&client, warm, &mut devcluster).await;
@@ -948,7 +603,7 @@ async fn main() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (idle_rss, _) = rss_mib(gateway.pid());
+    let (_, idle_rss) = support::memory_mib(gateway.pid());
 
     let (sessions_seen, sessions_watch) =
         watch_seen(Api::<Session>::namespaced(client.clone(), NS), cluster_assigned).await;
@@ -1166,7 +821,7 @@ async fn main() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (cached_rss, cached_peak) = rss_mib(gateway.pid());
+    let (cached_peak, cached_rss) = support::memory_mib(gateway.pid());
     println!("gateway resident memory (VmRSS of its process)");
     line("idle (caches synced, warm pool)", format!("{idle_rss:>6.1} MiB"));
     line(
@@ -1209,7 +864,7 @@ async fn main() {
         .buffer_unordered(16)
         .collect()
         .await;
-    let (terminals_rss, terminals_peak) = rss_mib(gateway.pid());
+    let (terminals_peak, terminals_rss) = support::memory_mib(gateway.pid());
     line(
         &format!(
             "+ {} open terminals (opened in {:.1} s)",

@@ -63,25 +63,6 @@ impl Stack {
     }
 }
 
-fn pool_spec(name: &str, n: usize) -> ClusterPool {
-    let n = i32::try_from(n).expect("pool size fits i32");
-    serde_json::from_value(json!({
-        "apiVersion": "cks.io/v1alpha1", "kind": "ClusterPool",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {
-            "minAvailable": n, "maxClusters": n.max(1), "maxConcurrentProvisioning": n.clamp(1, 100),
-            "template": {
-                "kubernetesVersion": "1.33.0",
-                "controlPlane": {"cpu": 2, "memory": "4Gi", "diskSize": "20Gi"},
-                "workers": {"count": 1, "cpu": 2, "memory": "2Gi", "diskSize": "20Gi"},
-                "goldenImage": {"namespace": "vm-templates", "name": "golden"},
-                "sshKeySecretRef": {"name": "ssh-key"},
-            },
-        },
-    }))
-    .expect("a ClusterPool")
-}
-
 fn phase(pc: &PracticeCluster) -> Option<PracticeClusterPhase> {
     pc.status.as_ref().map(|s| s.phase)
 }
@@ -115,7 +96,7 @@ async fn pool_to_available(stack: &mut Stack, name: &str, n: usize) -> Provision
     let (mut first, mut half) = (None, None);
     let started = Instant::now();
     Api::<ClusterPool>::namespaced(stack.client.clone(), NS)
-        .create(&PostParams::default(), &pool_spec(name, n))
+        .create(&PostParams::default(), &support::pool_spec(name, n, n.min(100)))
         .await
         .expect("creating the pool");
     support::wait_for(

@@ -16,7 +16,7 @@ use cks_operator::metrics::Metrics;
 use cks_operator::probe::AlwaysReady;
 use cks_operator::runtime::{self, Runtime};
 use clap::Parser;
-use common::{NS, clusters, eventually, start};
+use common::{NS, SCENARIOS, clusters, eventually, lease_holder, replica, start};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -24,39 +24,6 @@ use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// The shipped catalog: the runtime loads and watches it like in production.
-const SCENARIOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scenarios");
-
-fn replica(client: &Client, identity: &str) -> tokio::task::JoinHandle<anyhow::Result<()>> {
-    let args = Args::try_parse_from([
-        "cks-operator",
-        "--namespace",
-        NS,
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--lease-seconds",
-        "2",
-        "--identity",
-        identity,
-        "--scenarios",
-        SCENARIOS,
-    ])
-    .unwrap();
-    let rt = Runtime {
-        client: client.clone(),
-        probe: Some(Arc::new(AlwaysReady)),
-        scenarios: None,
-        host_config: None,
-        config: Some(ControllerConfig::test()),
-    };
-    tokio::spawn(async move { runtime::run(&args, rt, std::future::pending()).await })
-}
-
-async fn holder(client: &Client) -> Option<String> {
-    let leases: Api<Lease> = Api::namespaced(client.clone(), NS);
-    leases.get_opt("cks-operator").await.ok()??.spec?.holder_identity
-}
 
 /// Identities that published a `ScaledUp` event on the pool.
 async fn scalers(client: &Client) -> Vec<String> {
@@ -78,12 +45,12 @@ async fn scalers(client: &Client) -> Vec<String> {
 #[tokio::test]
 async fn only_the_leader_writes_and_a_standby_takes_over_when_it_dies() {
     let (_server, client) = start().await;
-    let a = replica(&client, "replica-a");
+    let a = replica(&client, "replica-a", None);
     eventually("replica-a to lead", || async {
-        (holder(&client).await.as_deref() == Some("replica-a")).then_some(())
+        (lease_holder(&client).await.as_deref() == Some("replica-a")).then_some(())
     })
     .await;
-    let b = replica(&client, "replica-b");
+    let b = replica(&client, "replica-b", None);
 
     let pools: Api<ClusterPool> = Api::namespaced(client.clone(), NS);
     pools
@@ -95,13 +62,13 @@ async fn only_the_leader_writes_and_a_standby_takes_over_when_it_dies() {
     })
     .await;
     assert_eq!(scalers(&client).await, ["replica-a"]);
-    assert_eq!(holder(&client).await.as_deref(), Some("replica-a"));
+    assert_eq!(lease_holder(&client).await.as_deref(), Some("replica-a"));
 
     // The leader dies without releasing the lease; the standby waits out the lease and leads.
     a.abort();
     let _ = a.await;
     eventually("replica-b to take over", || async {
-        (holder(&client).await.as_deref() == Some("replica-b")).then_some(())
+        (lease_holder(&client).await.as_deref() == Some("replica-b")).then_some(())
     })
     .await;
     let patch = Patch::Merge(json!({"spec": {"minAvailable": 2}}));
@@ -144,12 +111,12 @@ async fn a_stopped_leader_releases_the_lease() {
         .await
     });
     eventually("solo to lead", || async {
-        (holder(&client).await.as_deref() == Some("solo")).then_some(())
+        (lease_holder(&client).await.as_deref() == Some("solo")).then_some(())
     })
     .await;
     tx.send(()).unwrap();
     task.await.unwrap().unwrap();
-    assert_eq!(holder(&client).await, None);
+    assert_eq!(lease_holder(&client).await, None);
 }
 
 async fn get(addr: std::net::SocketAddr, path: &str) -> String {

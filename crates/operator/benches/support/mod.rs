@@ -1,6 +1,7 @@
-//! Shared pieces of the operator benchmarks: the development control plane and the operator
-//! as separate processes (so each one's memory is its own), a bench namespace with the SSH key
-//! Secret the simulated VMs accept, watch-driven waiting, and latency summaries.
+//! Shared pieces of the operator and gateway benchmarks (the gateway's includes this file by
+//! path): the development control plane and the operator as separate processes (so each one's
+//! memory is its own), a bench namespace with the SSH key Secret the simulated VMs accept, the
+//! bench scenario catalog and warm pool, watch-driven waiting, and latency summaries.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -10,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use cks_api::ClusterPool;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, PostParams};
@@ -28,19 +30,35 @@ pub const NS: &str = "bench";
 /// Port of the simulated VMs' SSH servers.
 pub const SSH_PORT: u16 = 2222;
 
+/// The warm pool of the benches.
+pub const POOL: &str = "warm";
+
+/// The bench scenario: one task, one rule, no setup steps (see [`write_catalog`]).
+pub const SCENARIO: &str = "bench-noop";
+
 /// The repository root (benches run with the package directory as working directory).
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// `$CKS_DEVCLUSTER_BIN`, else `cks-devcluster` next to this package's `cks-operator` binary
-/// (the same target profile directory); it is another package's binary, so `cargo bench`
-/// does not build it: `cargo build --release -p cks-devcluster` first.
+/// The target profile directory the running bench was built into (`target/release`): the
+/// bench runs from its `deps/` directory.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the bench's own path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("the bench runs from <profile>/deps")
+        .to_path_buf()
+}
+
+/// `$CKS_DEVCLUSTER_BIN`, else `cks-devcluster` in the bench's target profile directory; it
+/// is another package's binary, so `cargo bench` does not build it: `cargo build --release
+/// -p cks-devcluster` first.
 pub fn devcluster_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("CKS_DEVCLUSTER_BIN") {
         return bin.into();
     }
-    let bin = Path::new(env!("CARGO_BIN_EXE_cks-operator")).with_file_name("cks-devcluster");
+    let bin = profile_dir().join("cks-devcluster");
     assert!(
         bin.is_file(),
         "{} is missing: run `cargo build --release --locked -p cks-devcluster` first \
@@ -50,12 +68,14 @@ pub fn devcluster_bin() -> PathBuf {
     bin
 }
 
-/// `$CKS_OPERATOR_BIN`, else the `cks-operator` binary cargo built for this benchmark.
+/// `$CKS_OPERATOR_BIN`, else the `cks-operator` binary cargo built for the operator's
+/// benchmarks (in the bench's target profile directory for another package's bench).
 pub fn operator_bin() -> PathBuf {
-    std::env::var_os("CKS_OPERATOR_BIN").map_or_else(
-        || PathBuf::from(env!("CARGO_BIN_EXE_cks-operator")),
-        PathBuf::from,
-    )
+    if let Some(bin) = std::env::var_os("CKS_OPERATOR_BIN") {
+        return bin.into();
+    }
+    option_env!("CARGO_BIN_EXE_cks-operator")
+        .map_or_else(|| profile_dir().join("cks-operator"), PathBuf::from)
 }
 
 /// `PATH (built TIME)`, so a stale binary shows in the figures' header.
@@ -119,14 +139,15 @@ pub fn memory_mib(pid: u32) -> (f64, f64) {
 
 /// A child process stopped with SIGTERM (then SIGKILL) when dropped, its stderr in a file.
 #[derive(Debug)]
-struct Process {
+pub struct Process {
     name: &'static str,
     child: Child,
     log: PathBuf,
 }
 
 impl Process {
-    fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Self {
+    /// Starts `cmd` (stdin closed, stderr into `log`); `name` is for messages.
+    pub fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Self {
         let stderr = std::fs::File::create(&log).expect("creating a log file");
         let child = cmd
             .stdin(Stdio::null())
@@ -136,8 +157,13 @@ impl Process {
         Self { name, child, log }
     }
 
+    /// Process id, for its memory figures.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Panics with the end of the log when the process has exited.
-    fn assert_running(&mut self) {
+    pub fn assert_running(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(30).collect();
@@ -150,8 +176,8 @@ impl Process {
         }
     }
 
-    /// Lines logged so far, at the warn level the bench runs with: problems only.
-    fn log_lines(&self) -> usize {
+    /// Lines logged so far, at the warn level the benches run with: problems only.
+    pub fn log_lines(&self) -> usize {
         std::fs::read_to_string(&self.log).map_or(0, |l| l.lines().count())
     }
 
@@ -282,6 +308,11 @@ impl OperatorProcess {
     /// Starts the operator. Retry and poll intervals are the operator's defaults unless
     /// `CKS_RETRY_BASE_SECONDS` / `CKS_POLL_SECONDS` are set (the process inherits them).
     pub fn start(server: &DevClusterProcess) -> Self {
+        Self::start_with_catalog(server, &repo_root().join("scenarios"))
+    }
+
+    /// [`OperatorProcess::start`] with the scenario catalog in `scenarios`.
+    pub fn start_with_catalog(server: &DevClusterProcess, scenarios: &Path) -> Self {
         let dir = Scratch::new("operator");
         let mut cmd = Command::new(operator_bin());
         cmd.env("KUBECONFIG", server.kubeconfig())
@@ -292,7 +323,7 @@ impl OperatorProcess {
             .args(["--leader-election", "false"])
             .args(["--log-format", "json", "--log", "warn"])
             .arg("--scenarios")
-            .arg(repo_root().join("scenarios"))
+            .arg(scenarios)
             .stdout(Stdio::null());
         let process = Process::spawn("cks-operator", cmd, dir.path().join("operator.log"));
         Self { process, _dir: dir }
@@ -352,6 +383,60 @@ pub async fn bench_namespace(client: &Client) {
         .expect("creating the ssh-key Secret");
 }
 
+/// Writes the bench catalog into `root`: [`SCENARIO`], one task whose rule reads the
+/// practice cluster's API, no setup steps, 1 worker.
+pub fn write_catalog(root: &Path) {
+    let write = |path: &str, text: &str| {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("catalog directory");
+        std::fs::write(path, text).expect("catalog file");
+    };
+    write(
+        "categories.yaml",
+        "categories:\n  - id: cluster-hardening\n    name: Cluster Hardening\n    description: Bench.\n",
+    );
+    write(
+        &format!("{SCENARIO}/metadata.yaml"),
+        &format!(
+            "id: {SCENARIO}\ntitle: Benchmark no-op\ndescription: A scenario without setup steps.\n\
+             version: \"1.0.0\"\ndifficulty: beginner\ntimeEstimate: 5m\ntopics: [benchmark]\n\
+             category: cluster-hardening\nrequirements:\n  nodes:\n    controlPlane: 1\n    workers: 1\n"
+        ),
+    );
+    write(
+        &format!("{SCENARIO}/tasks/01-look.md"),
+        "# Look around\n## Description\nNothing to do.\n## Objectives\n- Look\n## Hints\n\
+         <details>\n<summary>Where to start</summary>\nkubectl get namespaces\n</details>\n",
+    );
+    write(
+        &format!("{SCENARIO}/validation/01-validation.yaml"),
+        "validation:\n- id: default-namespace\n  type: resource_exists\n  resource:\n    kind: Namespace\n    \
+         name: default\n  errorMessage: \"Namespace default not found\"\n",
+    );
+}
+
+/// A pool `name` keeping `clusters` Available and no more (at least one), building
+/// `in_flight` at once (at least one), with 1-worker clusters.
+pub fn pool_spec(name: &str, clusters: usize, in_flight: usize) -> ClusterPool {
+    let n = i32::try_from(clusters).expect("pool size fits i32");
+    let in_flight = i32::try_from(in_flight.max(1)).expect("provisioning limit fits i32");
+    serde_json::from_value(json!({
+        "apiVersion": "cks.io/v1alpha1", "kind": "ClusterPool",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "minAvailable": n, "maxClusters": n.max(1), "maxConcurrentProvisioning": in_flight,
+            "template": {
+                "kubernetesVersion": "1.33.0",
+                "controlPlane": {"cpu": 2, "memory": "4Gi", "diskSize": "20Gi"},
+                "workers": {"count": 1, "cpu": 2, "memory": "2Gi", "diskSize": "20Gi"},
+                "goldenImage": {"namespace": "vm-templates", "name": "golden"},
+                "sshKeySecretRef": {"name": "ssh-key"},
+            },
+        },
+    }))
+    .expect("a ClusterPool")
+}
+
 /// Watches `api` (objects matching `labels`) until `done` holds for the current set of
 /// objects by name, or panics after `limit` saying `what` it waited for. Driven by watch
 /// events, so waiting costs the server nothing per check; `alive` runs every second and
@@ -404,7 +489,7 @@ where
 }
 
 /// Latencies of one measured batch.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Latencies(pub Vec<Duration>);
 
 impl Latencies {
@@ -419,14 +504,15 @@ impl Latencies {
         sorted[rank - 1]
     }
 
-    /// `p50 … p99 … max …` in milliseconds.
+    /// `p50 … p99 … max … (n=…)` in milliseconds.
     pub fn summary(&self) -> String {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         format!(
-            "p50 {:>8.1} ms   p99 {:>8.1} ms   max {:>8.1} ms",
+            "p50 {:>8.3} ms   p99 {:>8.3} ms   max {:>8.3} ms   (n={})",
             ms(self.quantile(0.50)),
             ms(self.quantile(0.99)),
             ms(self.quantile(1.0)),
+            self.0.len()
         )
     }
 }
@@ -488,6 +574,11 @@ pub fn self_check() {
     assert_eq!(hundred.quantile(1.0), ms(100), "max of 1..=100 ms");
     assert_eq!(Latencies(vec![ms(7)]).quantile(0.99), ms(7), "p99 of one sample");
     assert_eq!(Latencies::default().quantile(0.5), Duration::ZERO, "no samples");
+    assert!(
+        status_kib(std::process::id(), "VmRSS").is_some_and(|k| k > 0),
+        "this process's RSS reads from /proc"
+    );
+    assert_eq!(status_kib(u32::MAX, "VmRSS"), None, "no such process");
 
     assert_eq!(parse_sizes("V", "1, 10,,50 "), vec![1, 10, 50]);
     assert!(parse_sizes("V", "").is_empty(), "an empty list selects nothing");

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_kubevirt;
+pub mod ledger;
 pub mod session_env;
 pub mod sim;
 pub mod vrun_fixtures;
@@ -11,8 +12,15 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use cks_api::{ClusterPool, PracticeCluster};
 use cks_devcluster::{DevCluster, Options};
+use cks_operator::config::{Args, ControllerConfig};
+use cks_operator::probe::AlwaysReady;
+use cks_operator::runtime::{self, Runtime};
+use cks_scenarios::CatalogStore;
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
@@ -103,4 +111,46 @@ pub async fn warning_event(client: &Client, reason: &str, object: &str) -> k8s_o
         })
     })
     .await
+}
+
+/// The shipped catalog: a replica loads and watches it like in production.
+pub const SCENARIOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scenarios");
+
+/// One operator replica as the binary runs it (every controller, leader election with a 2 s
+/// lease on [`NS`]), with test settings and an always-ready probe; `scenarios` replaces the
+/// shipped catalog. Abort the task to kill it without releasing the lease.
+pub fn replica(
+    client: &Client,
+    identity: &str,
+    scenarios: Option<Arc<CatalogStore>>,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    use clap::Parser;
+    let args = Args::try_parse_from([
+        "cks-operator",
+        "--namespace",
+        NS,
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--lease-seconds",
+        "2",
+        "--identity",
+        identity,
+        "--scenarios",
+        SCENARIOS,
+    ])
+    .unwrap();
+    let rt = Runtime {
+        client: client.clone(),
+        probe: Some(Arc::new(AlwaysReady)),
+        scenarios,
+        host_config: None,
+        config: Some(ControllerConfig::test()),
+    };
+    tokio::spawn(async move { runtime::run(&args, rt, std::future::pending()).await })
+}
+
+/// The holder of the operator's leader Lease in [`NS`].
+pub async fn lease_holder(client: &Client) -> Option<String> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), NS);
+    leases.get_opt("cks-operator").await.ok()??.spec?.holder_identity
 }

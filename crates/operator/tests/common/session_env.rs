@@ -124,6 +124,13 @@ pub async fn available_cluster(client: &Client, name: &str, pool: &str, ip_suffi
     }))
     .unwrap();
     api.create(&PostParams::default(), &pc).await.unwrap();
+    make_available(client, name, ip_suffix).await;
+}
+
+/// Makes the PracticeCluster `name` Available with a control plane and a worker at made-up
+/// IPs (told apart by `ip_suffix`), as the cluster controller would after provisioning.
+pub async fn make_available(client: &Client, name: &str, ip_suffix: u32) {
+    let api: Api<PracticeCluster> = Api::namespaced(client.clone(), NS);
     let a = ip_suffix / 250;
     let b = ip_suffix % 250 + 1;
     let status = json!({"status": {
