@@ -40,6 +40,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -173,8 +174,8 @@ impl InFlight {
     /// Forgets what the caches have caught up with (or what they never will).
     fn forget_seen(
         &mut self,
-        sessions: &HashMap<String, Arc<Session>>,
-        clusters: &HashMap<String, Arc<PracticeCluster>>,
+        sessions: &HashMap<String, Cached<Session>>,
+        clusters: &HashMap<String, Cached<PracticeCluster>>,
     ) {
         self.sessions.retain(|uid, p| {
             p.since.elapsed() < IN_FLIGHT_LIMIT
@@ -256,6 +257,28 @@ enum Busy {
     KeepsPlace,
 }
 
+/// An object of a cache that deserialized (the only ones a pass keeps).
+#[derive(Clone)]
+struct Cached<K>(Arc<DeserializeGuard<K>>);
+
+impl<K: Clone> Cached<K> {
+    /// A copy to hand to a task.
+    fn object(&self) -> Arc<K> {
+        Arc::new((**self).clone())
+    }
+}
+
+impl<K> std::ops::Deref for Cached<K> {
+    type Target = K;
+
+    fn deref(&self) -> &K {
+        match &self.0.0 {
+            Ok(object) => object,
+            Err(_) => unreachable!("a pass keeps only objects that deserialized"),
+        }
+    }
+}
+
 /// What a pass decided for one Session.
 enum Plan {
     /// Claim this cluster for it.
@@ -287,7 +310,8 @@ impl PoolAllocator {
         let pool = Arc::new(pool);
         let all_sessions = self.shared.sessions.state();
         let mut waiting_total = 0usize;
-        let mut sessions: HashMap<String, Arc<Session>> = HashMap::new();
+        // The caches' own objects, shared (a pass copies only the Sessions it writes).
+        let mut sessions: HashMap<String, Cached<Session>> = HashMap::new();
         let mut user_active: HashMap<(String, String), Vec<queue::QueueKey>> = HashMap::new();
         for guard in &all_sessions {
             let Ok(s) = &guard.0 else { continue };
@@ -305,23 +329,25 @@ impl PoolAllocator {
             if s.spec.pool == *pool_name
                 && let Some(uid) = s.uid()
             {
-                sessions.insert(uid, Arc::new(s.clone()));
+                sessions.insert(uid, Cached(guard.clone()));
             }
         }
-        drop(all_sessions);
         self.shared
             .ctx
             .metrics
             .sessions_waiting
             .set(i64::try_from(waiting_total).unwrap_or(i64::MAX));
-        let clusters: HashMap<String, Arc<PracticeCluster>> = self
+        let clusters: HashMap<String, Cached<PracticeCluster>> = self
             .shared
             .clusters
             .state()
-            .iter()
-            .filter_map(|g| g.0.as_ref().ok())
-            .filter(|pc| pc.spec.pool == *pool_name && pc.namespace().as_deref() == Some(namespace.as_str()))
-            .map(|pc| (pc.name_any(), Arc::new(pc.clone())))
+            .into_iter()
+            .filter(|g| {
+                g.0.as_ref().is_ok_and(|pc| {
+                    pc.spec.pool == *pool_name && pc.namespace().as_deref() == Some(namespace.as_str())
+                })
+            })
+            .map(|g| (g.name_any(), Cached(g)))
             .collect();
         self.in_flight.forget_seen(&sessions, &clusters);
 
@@ -343,7 +369,7 @@ impl PoolAllocator {
                 .is_some_and(|p| p.blocks(pc.meta().resource_version.as_deref()))
         };
         // Clusters whose claim names a Session, by that Session's uid.
-        let mut held: HashMap<String, Arc<PracticeCluster>> = HashMap::new();
+        let mut held: HashMap<String, Cached<PracticeCluster>> = HashMap::new();
         for pc in clusters.values() {
             if let Some(uid) = pc.spec.claim_ref.as_ref().and_then(|c| c.uid.clone()) {
                 held.insert(uid, pc.clone());
@@ -357,7 +383,7 @@ impl PoolAllocator {
             .filter(|st| st.phase.is_active())
             .filter_map(|st| st.cluster.as_deref())
             .collect();
-        let mut free: VecDeque<Arc<PracticeCluster>> = {
+        let mut free: VecDeque<Cached<PracticeCluster>> = {
             let mut free: Vec<_> = clusters
                 .values()
                 .filter(|pc| {
@@ -370,7 +396,7 @@ impl PoolAllocator {
             free.sort_by_key(|pc| pc.name_any());
             free.into()
         };
-        let mut queued: Vec<Arc<Session>> = sessions
+        let mut queued: Vec<Cached<Session>> = sessions
             .values()
             .filter(|s| {
                 let st = s.status.as_ref();
@@ -410,7 +436,7 @@ impl PoolAllocator {
             let uid = s.uid().unwrap_or_default();
             if let Some(pc) = held.get(&uid) {
                 if !cluster_busy(pc, &self.in_flight) {
-                    plans.push(Plan::Complete(s, pc.clone()));
+                    plans.push(Plan::Complete(s.object(), pc.object()));
                 }
                 continue;
             }
@@ -442,7 +468,7 @@ impl PoolAllocator {
         // another allocator) only keep their place and take a cluster if one is left.
         for (s, ours) in eligible {
             match free.pop_front() {
-                Some(pc) if ours => plans.push(Plan::Claim(s, pc)),
+                Some(pc) if ours => plans.push(Plan::Claim(s.object(), pc.object())),
                 Some(_) => {}
                 None => left_waiting.push((s, ours)),
             }
@@ -483,7 +509,7 @@ impl PoolAllocator {
                 continue;
             }
             if st.phase == SessionPhase::Pending || due {
-                plans.push(Plan::Position(s, position));
+                plans.push(Plan::Position(s.object(), position));
             } else {
                 moved = true;
             }
