@@ -29,7 +29,7 @@
 //! view.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use cks_api::cluster_pool::ClusterPool;
@@ -94,7 +94,7 @@ pub fn poke(shared: &Arc<Shared>, pool: PoolKey) {
         let waker = Arc::new(Notify::new());
         let span = info_span!("allocator", namespace = %pool.0, pool = %pool.1);
         super::lock(&shared.allocators.tasks)
-            .spawn(run(shared.clone(), pool, waker.clone()).instrument(span));
+            .spawn(run(Arc::downgrade(shared), pool, waker.clone()).instrument(span));
         waker
     });
     waker.notify_one();
@@ -197,12 +197,16 @@ impl InFlight {
 }
 
 /// The loop of one pool's allocator.
-async fn run(shared: Arc<Shared>, pool: PoolKey, wake: Arc<Notify>) {
-    let mut ready = shared.ready.clone();
+///
+/// It holds its controller's state only during a pass: once the controller is gone (stopped,
+/// or its task dropped), the loop ends with it.
+async fn run(shared: Weak<Shared>, pool: PoolKey, wake: Arc<Notify>) {
+    let Some((mut ready, identity)) = shared.upgrade().map(|s| (s.ready.clone(), s.identity.clone())) else {
+        return;
+    };
     if ready.wait_for(|ready| *ready).await.is_err() {
         return;
     }
-    let identity = shared.identity.clone();
     let mut allocator = PoolAllocator {
         shared,
         pool,
@@ -213,7 +217,11 @@ async fn run(shared: Arc<Shared>, pool: PoolKey, wake: Arc<Notify>) {
         refresh_at: None,
     };
     loop {
-        allocator.pass();
+        let Some(shared) = allocator.shared.upgrade() else {
+            return;
+        };
+        allocator.pass(&shared);
+        drop(shared);
         let refresh = allocator.refresh_at;
         tokio::select! {
             () = wake.notified() => {}
@@ -237,7 +245,7 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 struct PoolAllocator {
-    shared: Arc<Shared>,
+    shared: Weak<Shared>,
     pool: PoolKey,
     identity: String,
     in_flight: InFlight,
@@ -295,9 +303,9 @@ impl PoolAllocator {
         InFlight::finish(&mut self.in_flight.clusters, done.cluster, done.claimed);
     }
 
-    fn pass(&mut self) {
+    fn pass(&mut self, shared: &Arc<Shared>) {
         let (namespace, pool_name) = &self.pool;
-        let pool = self.shared.pools.state().into_iter().find_map(|g| {
+        let pool = shared.pools.state().into_iter().find_map(|g| {
             g.0.as_ref()
                 .ok()
                 .filter(|p| {
@@ -308,7 +316,7 @@ impl PoolAllocator {
         // Without its pool, a Session's reconcile fails it (PoolNotFound).
         let Some(pool) = pool else { return };
         let pool = Arc::new(pool);
-        let all_sessions = self.shared.sessions.state();
+        let all_sessions = shared.sessions.state();
         let mut waiting_total = 0usize;
         // The caches' own objects, shared (a pass copies only the Sessions it writes).
         let mut sessions: HashMap<String, Cached<Session>> = HashMap::new();
@@ -332,13 +340,12 @@ impl PoolAllocator {
                 sessions.insert(uid, Cached(guard.clone()));
             }
         }
-        self.shared
+        shared
             .ctx
             .metrics
             .sessions_waiting
             .set(i64::try_from(waiting_total).unwrap_or(i64::MAX));
-        let clusters: HashMap<String, Cached<PracticeCluster>> = self
-            .shared
+        let clusters: HashMap<String, Cached<PracticeCluster>> = shared
             .clusters
             .state()
             .into_iter()
@@ -409,8 +416,8 @@ impl PoolAllocator {
         queued.sort_by_cached_key(|s| queue::QueueKey::of(s));
 
         let now = Timestamp::now();
-        let scenarios = self.shared.ctx.scenarios.clone();
-        let limit = self.shared.ctx.config.max_sessions_per_user;
+        let scenarios = shared.ctx.scenarios.clone();
+        let limit = shared.ctx.config.max_sessions_per_user;
         let mut plans = Vec::new();
         let mut left_waiting = Vec::new();
         let mut eligible = Vec::new();
@@ -520,7 +527,7 @@ impl PoolAllocator {
         let mut positions_written = false;
         for plan in plans.into_iter().take(room) {
             positions_written |= matches!(plan, Plan::Position(..));
-            self.start(plan, &pool);
+            self.start(shared, plan, &pool);
         }
         if positions_written {
             self.positions_at = Some(Instant::now());
@@ -539,8 +546,8 @@ impl PoolAllocator {
         by != self.identity && now.duration_since(since).unsigned_abs() < CLAIM_ABANDONED_AFTER
     }
 
-    fn start(&mut self, plan: Plan, pool: &Arc<ClusterPool>) {
-        let shared = self.shared.clone();
+    fn start(&mut self, shared: &Arc<Shared>, plan: Plan, pool: &Arc<ClusterPool>) {
+        let shared = shared.clone();
         let (session, cluster) = match &plan {
             Plan::Claim(s, pc) | Plan::Complete(s, pc) => (s.clone(), Some(pc.clone())),
             Plan::Position(s, _) => (s.clone(), None),

@@ -47,6 +47,9 @@ pub struct Seen {
     pub key: (Timestamp, String),
     /// First version at which it was WaitingForCluster (queued by the operator).
     pub queued: Option<u64>,
+    /// Version of its latest claim intent (`cks.io/claim-intent` written or changed): when
+    /// an allocator committed to claim for it.
+    pub intent: Option<(u64, String)>,
     /// First version at which it showed ClusterAssigned, and the cluster its status named.
     pub assigned: Option<(u64, String)>,
     /// Version of its deletion (deletionTimestamp set or gone).
@@ -101,7 +104,8 @@ impl State {
                 .all(|p| *p == PracticeClusterPhase::Available)
     }
 
-    /// Claims that broke FIFO: a younger Session's claim written at version `r` while an
+    /// Claims that broke FIFO: a younger Session's claim committed at version `r` (its claim
+    /// intent, else the claim itself) while an
     /// older Session of the same pool, already queued (WaitingForCluster) before `r` and not
     /// deleted, stayed unclaimed past `r` and then got a cluster that became free only after
     /// `r` (or none at all): it had to wait for a later release while a younger one was served.
@@ -115,10 +119,15 @@ impl State {
         }
         let mut out = Vec::new();
         for (uid, young_claim) in &first_claim {
-            let at = young_claim.version;
             let Some(young) = self.sessions.get(*uid) else {
                 continue;
             };
+            // An allocator plans, then writes the intent, then the claim: only a Session
+            // already queued when it committed to the younger one was passed over.
+            let at = young
+                .intent
+                .as_ref()
+                .map_or(young_claim.version, |(v, _)| (*v).min(young_claim.version));
             for (other_uid, old) in &self.sessions {
                 let later = first_claim.get(other_uid.as_str());
                 let passed_over = old.pool == young.pool
@@ -210,6 +219,7 @@ impl State {
                 pool: s.spec.pool.clone(),
                 key: (created.0, s.name_any()),
                 queued: None,
+                intent: None,
                 assigned: None,
                 deleted: None,
                 gone: false,
@@ -219,6 +229,11 @@ impl State {
             seen.deleted.get_or_insert(version);
         }
         seen.gone |= gone;
+        if let Some(intent) = s.annotations().get("cks.io/claim-intent")
+            && seen.intent.as_ref().is_none_or(|(_, v)| v != intent)
+        {
+            seen.intent = Some((version, intent.clone()));
+        }
         let Some(st) = &s.status else { return };
         seen.last = format!("{:?} {}", st.phase, st.reason.as_deref().unwrap_or_default());
         if st.phase == SessionPhase::WaitingForCluster {
