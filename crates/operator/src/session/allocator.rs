@@ -50,7 +50,6 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::status::{self, Written};
 use super::{CLAIM_ABANDONED_AFTER, Shared, WAKE_INTERVAL, admission, queue, reasons};
-use crate::metrics::SessionLabels;
 
 /// A pool: namespace and name.
 pub type PoolKey = (String, String);
@@ -813,13 +812,7 @@ fn assigned(
     let phase = session.status.as_ref().map(|s| s.phase).unwrap_or_default();
     if phase == SessionPhase::Ready {
         ctx.metrics.setup_duration.observe(0.0);
-        ctx.metrics
-            .sessions
-            .get_or_create(&SessionLabels {
-                phase: "Ready".to_owned(),
-                reason: String::new(),
-            })
-            .inc();
+        super::count(&ctx, SessionPhase::Ready, "");
     }
     let created = session.meta().creation_timestamp.as_ref().map_or(now, |t| t.0);
     ctx.metrics

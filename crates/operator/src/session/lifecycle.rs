@@ -26,7 +26,6 @@ use super::status::{self, Written};
 use super::{SetupTask, Shared, admission, allocator, lock, queue, reasons};
 use crate::context::Context;
 use crate::error::{Result, kube_err};
-use crate::metrics::SessionLabels;
 
 /// After a write lost a race: the winner's write event brings the next reconcile (the
 /// controller runs it after this one even if it arrived meanwhile); the requeue is a safety net.
@@ -156,14 +155,7 @@ impl Reconciler {
     }
 
     fn count(&self, phase: SessionPhase, reason: &str) {
-        self.ctx()
-            .metrics
-            .sessions
-            .get_or_create(&SessionLabels {
-                phase: format!("{phase:?}"),
-                reason: reason.to_owned(),
-            })
-            .inc();
+        super::count(self.ctx(), phase, reason);
     }
 
     /// Pending → Failed with a reason, a Warning event, nothing claimed.

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use cks_api::cluster_pool::ClusterPool;
 use cks_api::practice_cluster::{PracticeCluster, PracticeClusterPhase};
-use cks_api::session::Session;
+use cks_api::session::{Session, SessionPhase};
 use futures::StreamExt;
 use kube::api::Api;
 use kube::core::DeserializeGuard;
@@ -123,6 +123,17 @@ impl std::fmt::Debug for Shared {
             .field("setups", &lock(&self.setups).len())
             .finish_non_exhaustive()
     }
+}
+
+/// Counts a Session reaching `phase` (Ready, or an end) in `sessions_total{phase,reason}`.
+fn count(ctx: &Context, phase: SessionPhase, reason: &str) {
+    ctx.metrics
+        .sessions
+        .get_or_create(&crate::metrics::SessionLabels {
+            phase: format!("{phase:?}"),
+            reason: reason.to_owned(),
+        })
+        .inc();
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -22,7 +22,6 @@ use super::status::{self, Written};
 use super::{SetupTask, Shared, lock, reasons, setup};
 use crate::access::PracticeAccess;
 use crate::error::Error;
-use crate::metrics::SessionLabels;
 
 /// One Session's setup, run in the background.
 pub(super) struct SetupJob {
@@ -121,13 +120,7 @@ impl SetupJob {
                 .setup_duration
                 .observe(now.duration_since(began).as_secs_f64().max(0.0));
         }
-        ctx.metrics
-            .sessions
-            .get_or_create(&SessionLabels {
-                phase: "Ready".to_owned(),
-                reason: String::new(),
-            })
-            .inc();
+        super::count(&ctx, SessionPhase::Ready, "");
         ctx.event(
             &session,
             EventType::Normal,
