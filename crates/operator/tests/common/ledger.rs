@@ -45,6 +45,8 @@ pub struct Seen {
     pub pool: String,
     /// The queue order: `(creationTimestamp, name)`.
     pub key: (Timestamp, String),
+    /// Version of the first event seen: its creation (the ledger watches from before).
+    pub created: u64,
     /// First version at which it was WaitingForCluster (queued by the operator).
     pub queued: Option<u64>,
     /// Version of its latest claim intent (`cks.io/claim-intent` written or changed): when
@@ -104,14 +106,20 @@ impl State {
                 .all(|p| *p == PracticeClusterPhase::Available)
     }
 
-    /// Claims that broke FIFO: a younger Session's claim committed at version `r` (its claim
-    /// intent, else the claim itself) while an
-    /// older Session of the same pool, already queued (WaitingForCluster) before `r` and not
-    /// deleted, stayed unclaimed past `r` and then got a cluster that became free only after
-    /// `r` (or none at all): it had to wait for a later release while a younger one was served.
-    /// Claims of one allocation pass land in any order (concurrent writes), so an older
-    /// Session claimed a little later from the same supply of free clusters is no violation.
-    /// At most `limit`, each with its versions.
+    /// Claims that broke FIFO: a younger Session was claimed for while an older Session of
+    /// the same pool, which the allocator had already queued, stayed unclaimed and then got a
+    /// cluster that became free only after the younger one's claim (or none at all): it had
+    /// to wait for a later release while a younger one was served.
+    ///
+    /// When the allocator planned the younger claim is not in the API: somewhere between the
+    /// younger Session's creation and its claim intent. Only an older Session queued
+    /// (WaitingForCluster, which only the allocator writes, from the same cache it plans
+    /// from) before the younger one was even created was certainly in the allocator's view
+    /// when it planned; one queued later may have appeared after the plan, its position
+    /// written before the planned claim's first write landed. Claims of one allocation pass
+    /// land in any order (concurrent writes), so an older Session claimed a little later from
+    /// the same supply of free clusters is no violation either. At most `limit`, each with
+    /// its versions.
     pub fn fifo_violations(&self, limit: usize) -> Vec<String> {
         let mut first_claim: HashMap<&str, &Claim> = HashMap::new();
         for c in &self.claims {
@@ -122,8 +130,7 @@ impl State {
             let Some(young) = self.sessions.get(*uid) else {
                 continue;
             };
-            // An allocator plans, then writes the intent, then the claim: only a Session
-            // already queued when it committed to the younger one was passed over.
+            // The claim committed with its intent (else with the claim itself).
             let at = young
                 .intent
                 .as_ref()
@@ -132,13 +139,14 @@ impl State {
                 let later = first_claim.get(other_uid.as_str());
                 let passed_over = old.pool == young.pool
                     && old.key < young.key
-                    && old.queued.is_some_and(|q| q < at)
+                    && old.queued.is_some_and(|q| q < young.created)
                     && old.deleted.is_none_or(|d| d > at)
                     && later.is_none_or(|c| c.version > at && c.free_since > at);
                 if passed_over && out.len() < limit {
                     out.push(format!(
-                        "{} claimed {} at version {at} while the older {} (queued at {:?}) waited for {:?}",
+                        "{} (created at version {}) claimed {} at version {at} while the older {} (queued at {:?}) waited for {:?}",
                         young.name,
+                        young.created,
                         young_claim.cluster,
                         old.name,
                         old.queued,
@@ -218,6 +226,7 @@ impl State {
                 name: s.name_any(),
                 pool: s.spec.pool.clone(),
                 key: (created.0, s.name_any()),
+                created: version,
                 queued: None,
                 intent: None,
                 assigned: None,
