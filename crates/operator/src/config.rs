@@ -90,6 +90,12 @@ pub struct Args {
     #[arg(long, env = "CKS_ORPHANED_CLAIM_GRACE_SECONDS", default_value_t = 30)]
     pub orphaned_claim_grace_seconds: u64,
 
+    /// Most requests to the host cluster's API server in flight at once, besides watches and
+    /// leader election; more wait their turn (each is a connection: kube's client speaks
+    /// HTTP/1.1).
+    #[arg(long, env = "CKS_MAX_API_REQUESTS", default_value_t = 32)]
+    pub max_api_requests: usize,
+
     /// Run controllers only while holding the leader Lease.
     #[arg(long, env = "CKS_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_election: bool,
