@@ -381,3 +381,66 @@ mod tests {
         assert_eq!(secs(backoff.failed("a")), 10.0);
     }
 }
+
+#[cfg(test)]
+mod shutdown_tests {
+    use std::convert::Infallible;
+
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::runtime::reflector;
+    use kube::runtime::watcher;
+
+    use super::*;
+
+    /// Why `runtime::run` gives its controllers only a grace to stop: a kube controller told
+    /// to stop before its store was first filled holds the work it was sent until the store
+    /// is ready, which it never will be (its watch is stopped too), so a graceful shutdown
+    /// never ends. If this fails after a kube upgrade, the library has changed.
+    #[tokio::test]
+    async fn a_controller_stopped_before_its_store_fills_never_finishes() {
+        let (store, mut writer) = reflector::store::<ConfigMap>();
+        let object = ConfigMap {
+            metadata: kube::core::ObjectMeta {
+                name: Some("a".into()),
+                namespace: Some("ns".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        // A watch that listed part of a page: an object, but no InitDone.
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitApply(object.clone()));
+        let events = futures::stream::iter([Ok::<_, watcher::Error>(object)]).chain(futures::stream::pending());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let run = Controller::for_stream(events, store)
+            .graceful_shutdown_on(async move {
+                let _ = stop_rx.await;
+            })
+            .run(
+                |_, _: Arc<()>| async { Ok::<_, Infallible>(Action::await_change()) },
+                |_, _, _| Action::await_change(),
+                Arc::new(()),
+            )
+            .for_each(|_| std::future::ready(()));
+        let mut run = Box::pin(run);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), &mut run)
+                .await
+                .is_err(),
+            "nothing to stop it yet"
+        );
+        stop_tx.send(()).unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_secs(2), &mut run)
+                .await
+                .is_err(),
+            "told to stop, it still waits for its store"
+        );
+        // Once the store fills, the held work runs and the controller stops.
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        tokio::time::timeout(Duration::from_secs(5), run)
+            .await
+            .expect("stops once its store is ready");
+    }
+}

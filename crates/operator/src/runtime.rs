@@ -19,6 +19,10 @@ use crate::metrics::Metrics;
 use crate::probe::ClusterProbe;
 use crate::{cluster, pool, session, validation_run};
 
+/// How long the controllers get to finish the reconciles under way once they are told to
+/// stop (shutdown or a lost lease).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// Everything [`run`] needs besides the flags.
 #[derive(Clone)]
 pub struct Runtime {
@@ -154,8 +158,7 @@ pub async fn run(
     let clusters = cluster::run(make_ctx(cluster::CONTROLLER), ns, stopped(stop_rx.clone()));
     let sessions = session::run(make_ctx(session::CONTROLLER), ns, stopped(stop_rx.clone()));
     let runs = validation_run::run(make_ctx(validation_run::CONTROLLER), ns, stopped(stop_rx.clone()));
-    let controllers = futures::future::join4(pools, clusters, sessions, runs);
-    tokio::pin!(controllers);
+    let mut controllers = Box::pin(futures::future::join4(pools, clusters, sessions, runs));
 
     let renewing = async {
         match &lock {
@@ -169,7 +172,16 @@ pub async fn run(
         _ = &mut controllers => false,
     };
     let _ = stop_tx.send(true);
-    controllers.await;
+    // A controller stopped before its cache was first filled never finishes a graceful
+    // shutdown (kube's runner holds its work until the store is ready, and the stopped watch
+    // never fills it): after the grace, its work is dropped, which cancels it.
+    if tokio::time::timeout(SHUTDOWN_GRACE, &mut controllers).await.is_err() {
+        tracing::warn!(
+            grace = ?SHUTDOWN_GRACE,
+            "the controllers did not stop within the grace; their work is cancelled"
+        );
+    }
+    drop(controllers);
     let _ = server.await;
     if lost {
         anyhow::bail!("lost the leader lease; exiting so that a standby takes over");

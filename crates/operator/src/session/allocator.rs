@@ -29,6 +29,7 @@
 //! view.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tracing::{Instrument, info, info_span, warn};
 
 use super::status::{self, Written};
+use crate::context::Context;
 use super::{CLAIM_ABANDONED_AFTER, Shared, WAKE_INTERVAL, admission, queue, reasons};
 
 /// A pool: namespace and name.
@@ -67,6 +69,8 @@ const IN_FLIGHT_LIMIT: Duration = Duration::from_secs(30);
 pub struct Allocators {
     wakers: Mutex<HashMap<PoolKey, Arc<Notify>>>,
     tasks: Mutex<JoinSet<()>>,
+    /// Set by [`Allocators::stop`]: no allocator starts again.
+    stopped: AtomicBool,
 }
 
 impl std::fmt::Debug for Allocators {
@@ -78,17 +82,23 @@ impl std::fmt::Debug for Allocators {
 }
 
 impl Allocators {
-    /// Stops every allocator (their claim tasks finish on their own: each is a few guarded
-    /// writes, safe to interrupt).
+    /// Stops every allocator for good (their claim tasks finish on their own: each is a few
+    /// guarded writes, safe to interrupt).
     pub fn stop(&self) {
+        let mut wakers = super::lock(&self.wakers);
+        self.stopped.store(true, Ordering::Relaxed);
+        wakers.clear();
         super::lock(&self.tasks).abort_all();
-        super::lock(&self.wakers).clear();
     }
 }
 
 /// Makes the allocator of `pool` run a pass soon, starting it if needed.
 pub fn poke(shared: &Arc<Shared>, pool: PoolKey) {
     let mut wakers = super::lock(&shared.allocators.wakers);
+    // Read under the lock `stop` sets it under: no allocator starts after it.
+    if shared.allocators.stopped.load(Ordering::Relaxed) {
+        return;
+    }
     let waker = wakers.entry(pool.clone()).or_insert_with(|| {
         let waker = Arc::new(Notify::new());
         let span = info_span!("allocator", namespace = %pool.0, pool = %pool.1);
@@ -545,8 +555,10 @@ impl PoolAllocator {
         by != self.identity && now.duration_since(since).unsigned_abs() < CLAIM_ABANDONED_AFTER
     }
 
-    fn start(&mut self, shared: &Arc<Shared>, plan: Plan, pool: &Arc<ClusterPool>) {
-        let shared = shared.clone();
+    fn start(&mut self, shared: &Shared, plan: Plan, pool: &Arc<ClusterPool>) {
+        // A task holds the context, not the controller: once the controller is gone, its
+        // allocator loops end (see `run`) while the writes under way finish on their own.
+        let ctx = shared.ctx.clone();
         let (session, cluster) = match &plan {
             Plan::Claim(s, pc) | Plan::Complete(s, pc) => (s.clone(), Some(pc.clone())),
             Plan::Position(s, _) => (s.clone(), None),
@@ -566,9 +578,9 @@ impl PoolAllocator {
         let handle = tokio::spawn(
             async move {
                 match plan {
-                    Plan::Claim(s, pc) => claim(&shared, &identity, s, pc, Some(&pool)).await,
-                    Plan::Complete(s, pc) => complete(&shared, s, pc, Some(&pool), Vec::new()).await,
-                    Plan::Position(s, position) => set_position(&shared, s, &pool_name, position).await,
+                    Plan::Claim(s, pc) => claim(&ctx, &identity, s, pc, Some(&pool)).await,
+                    Plan::Complete(s, pc) => complete(&ctx, s, pc, Some(&pool), Vec::new()).await,
+                    Plan::Position(s, position) => set_position(&ctx, s, &pool_name, position).await,
                 }
             }
             .instrument(span),
@@ -591,12 +603,12 @@ fn parse_intent(value: &str) -> Option<(&str, Timestamp)> {
     Some((by, since.parse().ok()?))
 }
 
-fn sessions_api(shared: &Shared, s: &Session) -> Api<Session> {
-    Api::namespaced(shared.ctx.client.clone(), &s.namespace().unwrap_or_default())
+fn sessions_api(ctx: &Context, s: &Session) -> Api<Session> {
+    Api::namespaced(ctx.client.clone(), &s.namespace().unwrap_or_default())
 }
 
-fn clusters_api(shared: &Shared, s: &Session) -> Api<PracticeCluster> {
-    Api::namespaced(shared.ctx.client.clone(), &s.namespace().unwrap_or_default())
+fn clusters_api(ctx: &Context, s: &Session) -> Api<PracticeCluster> {
+    Api::namespaced(ctx.client.clone(), &s.namespace().unwrap_or_default())
 }
 
 fn conflict(e: &kube::Error) -> bool {
@@ -605,7 +617,7 @@ fn conflict(e: &kube::Error) -> bool {
 
 /// Writes (1) and (2) of a claim (see the module doc), then hands over to [`complete`].
 async fn claim(
-    shared: &Arc<Shared>,
+    ctx: &Arc<Context>,
     identity: &str,
     session: Arc<Session>,
     pc: Arc<PracticeCluster>,
@@ -629,7 +641,7 @@ async fn claim(
         "finalizers": list,
         "annotations": {annotations::CLAIM_INTENT: intent(identity, Timestamp::now())},
     }});
-    let marked = match sessions_api(shared, &session)
+    let marked = match sessions_api(ctx, &session)
         .patch(
             &session.name_any(),
             &PatchParams::default(),
@@ -652,7 +664,7 @@ async fn claim(
         "metadata": {"resourceVersion": pc.resource_version()},
         "spec": {"claimRef": {"name": session.name_any(), "uid": uid}},
     });
-    let claimed = match clusters_api(shared, &session)
+    let claimed = match clusters_api(ctx, &session)
         .patch(&cluster, &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
@@ -671,7 +683,7 @@ async fn claim(
     info!(cluster = %cluster, "claimed cluster");
     outcome.cluster = Some((cluster, read(pc.as_ref())));
     let done = complete(
-        shared,
+        ctx,
         Arc::new(marked),
         Arc::new(claimed),
         pool,
@@ -702,15 +714,14 @@ fn recorded(uid: String, replaced: Vec<String>, pc: &PracticeCluster) -> Outcome
 /// conflict the Session is read again; one no longer waiting for a cluster (ended, deleted,
 /// given another) gets `pc` released instead.
 async fn complete(
-    shared: &Arc<Shared>,
+    ctx: &Arc<Context>,
     mut session: Arc<Session>,
     pc: Arc<PracticeCluster>,
     pool: Option<&ClusterPool>,
     mut replaced: Vec<String>,
 ) -> Outcome {
     let uid = session.uid().unwrap_or_default();
-    let api = sessions_api(shared, &session);
-    let ctx = &shared.ctx;
+    let api = sessions_api(ctx, &session);
     let scenario = admission::scenario(ctx.scenarios.as_ref(), &session).ok();
     loop {
         let now = Timestamp::now();
@@ -720,7 +731,7 @@ async fn complete(
         match status::write(&api, &session, next, generation, now).await {
             Ok(Written::Stored(stored)) => {
                 replaced.extend(session.resource_version());
-                assigned(shared, &stored, &pc, pool, capped, now);
+                assigned(ctx, &stored, &pc, pool, capped, now);
                 return recorded(uid, replaced, &pc);
             }
             Ok(Written::Unchanged) => {
@@ -755,7 +766,7 @@ async fn complete(
             Some(s) if claimable => session = Arc::new(s),
             _ => {
                 // The Session moved on while its cluster was claimed: give the cluster back.
-                release_if_held(shared, &session, &pc.name_any()).await;
+                release_if_held(ctx, &session, &pc.name_any()).await;
                 return recorded(uid, replaced, &pc);
             }
         }
@@ -763,8 +774,8 @@ async fn complete(
 }
 
 /// Clears the claim of `cluster` if it still names `session` (guarded by the version read).
-async fn release_if_held(shared: &Shared, session: &Session, cluster: &str) {
-    let api = clusters_api(shared, session);
+async fn release_if_held(ctx: &Context, session: &Session, cluster: &str) {
+    let api = clusters_api(ctx, session);
     let uid = session.uid();
     for _ in 0..5 {
         let pc = match api.get_opt(cluster).await {
@@ -800,7 +811,7 @@ async fn release_if_held(shared: &Shared, session: &Session, cluster: &str) {
 /// Metrics and events of a claim recorded in `session`'s status; the events are sent in the
 /// background, off the allocation path.
 fn assigned(
-    shared: &Arc<Shared>,
+    ctx: &Arc<Context>,
     session: &Session,
     pc: &PracticeCluster,
     pool: Option<&ClusterPool>,
@@ -808,7 +819,7 @@ fn assigned(
     now: Timestamp,
 ) {
     let pool_max = pool.map_or(1440, |p| p.spec.sessions.max_duration_minutes);
-    let ctx = shared.ctx.clone();
+    let ctx = ctx.clone();
     let phase = session.status.as_ref().map(|s| s.phase).unwrap_or_default();
     if phase == SessionPhase::Ready {
         ctx.metrics.setup_duration.observe(0.0);
@@ -847,11 +858,11 @@ fn assigned(
 }
 
 /// Writes a waiting Session's place in the queue.
-async fn set_position(shared: &Arc<Shared>, session: Arc<Session>, pool: &str, position: usize) -> Outcome {
+async fn set_position(ctx: &Context, session: Arc<Session>, pool: &str, position: usize) -> Outcome {
     let uid = session.uid().unwrap_or_default();
     let now = Timestamp::now();
     let next = status::waiting(&session, pool, position, now);
-    let api = sessions_api(shared, &session);
+    let api = sessions_api(ctx, &session);
     // Only a write that happened leaves the cache behind.
     let replaced = match status::write(&api, &session, next, session.meta().generation, now).await {
         Ok(Written::Stored(_)) => session.resource_version().into_iter().collect(),

@@ -314,12 +314,24 @@ pub async fn run(
             }
             futures::future::ready(())
         });
+    let shutdown = futures::FutureExt::shared(shutdown);
+    // The allocators stop as soon as the controller is told to: a replica that lost its lease
+    // must not claim while its reconciles finish.
+    let allocators_stop = {
+        let (shutdown, shared) = (shutdown.clone(), shared.clone());
+        async move {
+            shutdown.await;
+            shared.allocators.stop();
+            std::future::pending::<()>().await;
+        }
+    };
     let controller = Controller::for_stream(session_events, sessions).reconcile_on(concern_rx);
     let controller = Runner::new(CONTROLLER, shared.clone()).run(controller, shutdown, reconcile);
     tokio::select! {
         () = controller => {}
         () = cluster_watch => {}
         () = pool_watch => {}
+        () = allocators_stop => {}
     }
     shared.allocators.stop();
     for (_, task) in lock(&shared.setups).drain() {
