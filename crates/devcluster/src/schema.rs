@@ -617,8 +617,7 @@ pub fn crd_status(crd: &Value, now: &str) -> Value {
 /// it is emptied if it ever grows past a bound.
 fn compiled_pattern(pattern: &str) -> Option<Regex> {
     const MAX_CACHED: usize = 4096;
-    static CACHE: LazyLock<Mutex<HashMap<String, Option<Regex>>>> =
-        LazyLock::new(Default::default);
+    static CACHE: LazyLock<Mutex<HashMap<String, Option<Regex>>>> = LazyLock::new(Default::default);
     let mut cache = CACHE.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(compiled) = cache.get(pattern) {
         return compiled.clone();
@@ -642,7 +641,10 @@ mod tests {
         assert!(first.is_match("abc") && again.is_match("abc") && !again.is_match("ABC"));
         assert_eq!(first.as_str(), again.as_str());
         assert!(compiled_pattern("([a-z").is_none());
-        assert!(compiled_pattern("([a-z").is_none(), "a broken pattern stays broken");
+        assert!(
+            compiled_pattern("([a-z").is_none(),
+            "a broken pattern stays broken"
+        );
     }
 
     fn schema() -> Value {

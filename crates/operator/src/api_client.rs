@@ -65,10 +65,9 @@ pub struct Limited<S> {
 /// True for requests that do not count against the limit: watches and Lease requests.
 pub fn exempt<B>(request: &Request<B>) -> bool {
     let uri = request.uri();
-    let watch = uri.query().is_some_and(|q| {
-        q.split('&')
-            .any(|pair| pair == "watch=true" || pair == "watch=1")
-    });
+    let watch = uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|pair| pair == "watch=true" || pair == "watch=1"));
     watch || uri.path().starts_with("/apis/coordination.k8s.io/")
 }
 
@@ -158,7 +157,9 @@ mod tests {
         assert!(exempt(&request(
             "/apis/coordination.k8s.io/v1/namespaces/cks/leases/cks-operator"
         )));
-        assert!(!exempt(&request("/apis/cks.io/v1alpha1/namespaces/cks/sessions/s-1")));
+        assert!(!exempt(&request(
+            "/apis/cks.io/v1alpha1/namespaces/cks/sessions/s-1"
+        )));
         assert!(!exempt(&request("/api/v1/pods?watch=false")));
         assert!(!exempt(&request("/api/v1/pods?labelSelector=watch%3Dtrue")));
     }

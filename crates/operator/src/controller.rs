@@ -411,7 +411,8 @@ mod shutdown_tests {
         // A watch that listed part of a page: an object, but no InitDone.
         writer.apply_watcher_event(&watcher::Event::Init);
         writer.apply_watcher_event(&watcher::Event::InitApply(object.clone()));
-        let events = futures::stream::iter([Ok::<_, watcher::Error>(object)]).chain(futures::stream::pending());
+        let events =
+            futures::stream::iter([Ok::<_, watcher::Error>(object)]).chain(futures::stream::pending());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let run = Controller::for_stream(events, store)
             .graceful_shutdown_on(async move {

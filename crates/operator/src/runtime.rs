@@ -175,7 +175,10 @@ pub async fn run(
     // A controller stopped before its cache was first filled never finishes a graceful
     // shutdown (kube's runner holds its work until the store is ready, and the stopped watch
     // never fills it): after the grace, its work is dropped, which cancels it.
-    if tokio::time::timeout(SHUTDOWN_GRACE, &mut controllers).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, &mut controllers)
+        .await
+        .is_err()
+    {
         tracing::warn!(
             grace = ?SHUTDOWN_GRACE,
             "the controllers did not stop within the grace; their work is cancelled"

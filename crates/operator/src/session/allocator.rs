@@ -50,8 +50,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tracing::{Instrument, info, info_span, warn};
 
 use super::status::{self, Written};
-use crate::context::Context;
 use super::{CLAIM_ABANDONED_AFTER, Shared, WAKE_INTERVAL, admission, queue, reasons};
+use crate::context::Context;
 
 /// A pool: namespace and name.
 pub type PoolKey = (String, String);

@@ -33,6 +33,13 @@ fn repo_root() -> PathBuf {
 
 /// A fresh server with the cks-lab CRDs and the namespace [`NS`].
 pub async fn start() -> (DevCluster, Client) {
+    // `CKS_TEST_LOG=<filter>` shows the operator's logs (tracing EnvFilter syntax).
+    if let Ok(filter) = std::env::var("CKS_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
     let cluster = DevCluster::start(Options::default())
         .await
         .expect("devcluster starts");
@@ -124,6 +131,32 @@ pub fn replica(
     identity: &str,
     scenarios: Option<Arc<CatalogStore>>,
 ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    tokio::spawn(run_replica(client.clone(), identity.to_owned(), scenarios))
+}
+
+/// A [`replica`] as its Deployment keeps it: started again whenever it exits (a replica
+/// exits when it loses its lease, which a loaded test machine may make it do). Abort the
+/// task to kill it for good without releasing the lease.
+pub fn supervised_replica(
+    client: &Client,
+    identity: &str,
+    scenarios: Option<Arc<CatalogStore>>,
+) -> tokio::task::JoinHandle<()> {
+    let (client, identity) = (client.clone(), identity.to_owned());
+    tokio::spawn(async move {
+        loop {
+            let result = run_replica(client.clone(), identity.clone(), scenarios.clone()).await;
+            eprintln!("{identity} exited ({result:?}); starting it again");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
+async fn run_replica(
+    client: Client,
+    identity: String,
+    scenarios: Option<Arc<CatalogStore>>,
+) -> anyhow::Result<()> {
     use clap::Parser;
     let args = Args::try_parse_from([
         "cks-operator",
@@ -134,19 +167,19 @@ pub fn replica(
         "--lease-seconds",
         "2",
         "--identity",
-        identity,
+        &identity,
         "--scenarios",
         SCENARIOS,
     ])
     .unwrap();
     let rt = Runtime {
-        client: client.clone(),
+        client,
         probe: Some(Arc::new(AlwaysReady)),
         scenarios,
         host_config: None,
         config: Some(ControllerConfig::test()),
     };
-    tokio::spawn(async move { runtime::run(&args, rt, std::future::pending()).await })
+    runtime::run(&args, rt, std::future::pending()).await
 }
 
 /// The holder of the operator's leader Lease in [`NS`].
