@@ -448,8 +448,9 @@ async fn main() {
         support::describe_bin(&support::devcluster_bin())
     );
     println!(
-        "  operator: {} (every controller, default settings, no leader election)",
-        support::describe_bin(&support::operator_bin())
+        "  operator: {} (every controller, default settings, no leader election, MALLOC_ARENA_MAX={} as in the image)",
+        support::describe_bin(&support::operator_bin()),
+        std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| support::IMAGE_MALLOC_ARENA_MAX.to_owned())
     );
     let mut doubles = 0;
     for n in bursts {
