@@ -31,7 +31,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::DeserializeGuard;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
@@ -44,7 +44,7 @@ use tracing::{info, warn};
 use crate::access;
 use crate::cluster_machine::{self as machine, Progress, ResetStep, SnapshotStep, VmObs};
 use crate::context::Context;
-use crate::controller::Runner;
+use crate::controller::{Runner, lean_controller};
 use crate::error::{Error, Result, kube_err};
 use crate::isolation;
 use crate::probe::{ApiTarget, ProbeTarget};
@@ -83,7 +83,7 @@ pub async fn run(
     };
     let managed =
         watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE));
-    let controller = Controller::new(clusters, watcher::Config::default());
+    let controller = lean_controller(clusters, watcher::Config::default());
     let store = controller.store();
     // Children live in the cluster's own namespace, so they cannot carry an owner reference
     // to the PracticeCluster; they are mapped back through the `cks.io/cluster` label.

@@ -40,10 +40,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use kube::api::DynamicObject;
+use kube::api::{Api, DynamicObject};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{self, ObjectRef, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::{Instrument, debug, info_span, warn};
@@ -57,6 +58,24 @@ const MIN_RETRY_BASE: Duration = Duration::from_millis(200);
 
 /// Longest delay between two retries of a failing object.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
+
+/// A controller of `api`'s objects, built as `Controller::new` builds one, except that its
+/// cache keeps no `metadata.managedFields`: nothing here reads them, and on a real API server
+/// they are a large part of every object written by several field managers (parsed, each
+/// is a tree of small maps).
+pub fn lean_controller<K>(api: Api<K>, config: watcher::Config) -> Controller<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let objects = reflector(writer, watcher(api, config).modify(without_managed_fields)).applied_objects();
+    Controller::for_stream(objects, reader)
+}
+
+/// Drops an object's `metadata.managedFields` before it is cached (see [`lean_controller`]).
+pub fn without_managed_fields<K: Resource>(object: &mut K) {
+    object.managed_fields_mut().clear();
+}
 
 /// Consecutive failed reconciles per object, so transient errors are retried after an
 /// exponentially growing, jittered delay. In memory only: after a restart retries start from
@@ -305,6 +324,38 @@ mod tests {
 
     fn secs(d: Duration) -> f64 {
         d.as_secs_f64()
+    }
+
+    #[test]
+    fn cached_objects_keep_their_metadata_but_not_managed_fields() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+        use kube::core::DeserializeGuard;
+        let entry = ManagedFieldsEntry {
+            manager: Some("cks-operator/session".into()),
+            ..ManagedFieldsEntry::default()
+        };
+        let mut session: DeserializeGuard<cks_api::Session> = serde_json::from_value(serde_json::json!({
+            "apiVersion": "cks.io/v1alpha1", "kind": "Session",
+            "metadata": {"name": "s", "namespace": "ns", "resourceVersion": "7"},
+            "spec": {"scenario": "x", "user": "u", "pool": "p", "durationMinutes": 60},
+        }))
+        .unwrap();
+        session.managed_fields_mut().push(entry.clone());
+        without_managed_fields(&mut session);
+        assert!(session.managed_fields().is_empty());
+        assert_eq!(session.resource_version().as_deref(), Some("7"));
+        // An object that does not deserialize is cached by its metadata alone: stripped too.
+        let mut broken: DeserializeGuard<cks_api::Session> = serde_json::from_value(serde_json::json!({
+            "apiVersion": "cks.io/v1alpha1", "kind": "Session",
+            "metadata": {"name": "b", "namespace": "ns"},
+            "spec": {"scenario": 5},
+        }))
+        .unwrap();
+        assert!(broken.0.is_err());
+        broken.managed_fields_mut().push(entry);
+        without_managed_fields(&mut broken);
+        assert!(broken.managed_fields().is_empty());
+        assert_eq!(broken.name_any(), "b");
     }
 
     #[test]

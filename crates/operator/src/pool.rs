@@ -18,14 +18,14 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
 use kube::core::DeserializeGuard;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tracing::info;
 
 use crate::context::Context;
-use crate::controller::Runner;
+use crate::controller::{Runner, lean_controller};
 use crate::error::{Error, Result, kube_err};
 use crate::isolation;
 use crate::pool_plan::{self, Backoff, ClusterInfo, Failures, Plan};
@@ -64,7 +64,7 @@ pub async fn run(
     };
     let metrics = ctx.metrics.clone();
     let controller =
-        Controller::new(pools, watcher::Config::default()).owns(clusters, watcher::Config::default());
+        lean_controller(pools, watcher::Config::default()).owns(clusters, watcher::Config::default());
     Runner::new(CONTROLLER, ctx)
         // A pool that is gone (its clusters' deletion, or a requeue, still woke it): its
         // labelled series go with it.

@@ -21,7 +21,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::core::DeserializeGuard;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -30,7 +30,7 @@ use tracing::info;
 
 use crate::access::PracticeAccess;
 use crate::context::Context;
-use crate::controller::Runner;
+use crate::controller::{Runner, lean_controller};
 use crate::error::{Error, Result, kube_err};
 use crate::metrics::{RuleLabels, RunLabels};
 use crate::status::{self, Guard, managers};
@@ -407,7 +407,7 @@ pub async fn run(
         None => Api::all(ctx.client.clone()),
     };
     Runner::new(CONTROLLER, ctx)
-        .run(Controller::new(runs, watcher::Config::default()), stop, reconcile)
+        .run(lean_controller(runs, watcher::Config::default()), stop, reconcile)
         .await;
 }
 

@@ -41,7 +41,7 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use crate::context::Context;
-use crate::controller::Runner;
+use crate::controller::{Runner, without_managed_fields};
 use crate::error::Result;
 
 /// Name of this controller in events and metrics.
@@ -244,6 +244,7 @@ pub async fn run(
     let (poker, filled) = (shared.clone(), caches.clone());
     let session_events = watcher(sessions_api, watcher::Config::default())
         .default_backoff()
+        .modify(without_managed_fields)
         .reflect(session_writer)
         .inspect(move |event| match event {
             Ok(watcher::Event::Apply(guard) | watcher::Event::Delete(guard)) => {
@@ -267,6 +268,7 @@ pub async fn run(
     let (poker, filled, concern) = (shared.clone(), caches.clone(), concern_tx.clone());
     let cluster_watch = watcher(clusters_api, watcher::Config::default())
         .default_backoff()
+        .modify(without_managed_fields)
         .reflect(cluster_writer)
         .for_each(move |event| {
             match &event {
@@ -288,6 +290,7 @@ pub async fn run(
     let (poker, filled, concern) = (shared.clone(), caches.clone(), concern_tx);
     let pool_watch = watcher(pools_api, watcher::Config::default())
         .default_backoff()
+        .modify(without_managed_fields)
         .reflect(pool_writer)
         .for_each(move |event| {
             match &event {
