@@ -52,6 +52,11 @@ pub struct Args {
     #[arg(long, env = "CKS_SCENARIOS", default_value = "scenarios")]
     pub scenarios: PathBuf,
 
+    /// Most requests to the host cluster's API server in flight at once, besides watches;
+    /// more wait their turn (each is a connection: kube's client speaks HTTP/1.1).
+    #[arg(long, env = "CKS_MAX_API_REQUESTS", default_value_t = 32)]
+    pub max_api_requests: usize,
+
     /// How callers are identified.
     #[arg(long, env = "CKS_GATEWAY_AUTH", value_enum)]
     pub auth: AuthMode,

@@ -23,7 +23,7 @@ async fn main() -> anyhow::Result<()> {
         LogFormat::Human => builder.init(),
     }
     let host_config = kube::Config::infer().await?;
-    let client = kube::Client::try_from(host_config.clone())?;
+    let client = cks_client::client(host_config.clone(), args.max_api_requests)?;
     let rt = Runtime {
         client,
         catalog: None,

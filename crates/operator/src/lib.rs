@@ -4,7 +4,6 @@
 //! [`status::apply`].
 
 pub mod access;
-pub mod api_client;
 pub mod cluster;
 pub mod cluster_machine;
 pub mod config;

@@ -24,7 +24,7 @@ async fn main() -> anyhow::Result<()> {
         LogFormat::Human => builder.init(),
     }
     let host_config = kube::Config::infer().await?;
-    let client = cks_operator::api_client::client(host_config.clone(), args.max_api_requests)?;
+    let client = cks_client::client(host_config.clone(), args.max_api_requests)?;
     let rt = Runtime {
         client,
         probe: None,

@@ -1,15 +1,17 @@
-//! The operator's client of its host cluster, with a bound on the requests it has in flight.
+//! The client of the host cluster's API server that cks-operator and cks-gateway use: kube's
+//! client with a bound on the requests it has in flight.
 //!
 //! kube's client speaks HTTP/1.1, one request per connection at a time, and opens a
 //! connection for every request it cannot put on an idle one. A burst of a thousand Sessions
 //! had the operator's allocator, reconciles and event posts open some 680 TLS connections at
-//! once: a handshake each on both sides, and buffers kept in the idle pool afterwards (about
-//! 55 MiB of the operator's memory). With the bound, requests beyond it wait their turn in
-//! the operator and reuse the connections already open.
+//! once: a handshake each on both sides, and buffers kept in the idle pool afterwards; a
+//! class creating its Sessions through the gateway at once would do the same there. With the
+//! bound, requests beyond it wait their turn in the process and reuse the connections already
+//! open.
 //!
-//! Watches are exempt (they last as long as the controllers, and would hold places for good),
-//! and so are Lease requests: leader election must never wait behind a burst of writes, or a
-//! busy leader would lose its lease.
+//! Watches are exempt (they last as long as the process's caches, and would hold places for
+//! good), and so are Lease requests: leader election must never wait behind a burst of
+//! writes, or a busy leader would lose its lease.
 
 use std::pin::Pin;
 use std::sync::Arc;
