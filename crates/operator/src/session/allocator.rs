@@ -145,6 +145,8 @@ struct InFlight {
 struct Pending {
     /// A task is writing it.
     running: bool,
+    /// The task claims a cluster for this Session (which may fail).
+    claim: bool,
     /// A Session whose write does not give it a cluster (a queue position, a claim that
     /// failed): it keeps its place in the queue, and a cluster, while it is in flight.
     keeps_place: bool,
@@ -158,6 +160,7 @@ impl Pending {
     fn start() -> Self {
         Self {
             running: true,
+            claim: false,
             keeps_place: false,
             replaced: HashSet::new(),
             since: Instant::now(),
@@ -268,7 +271,10 @@ struct PoolAllocator {
 /// Whether a Session is in flight (see [`InFlight`]), and how it counts in a pass.
 enum Busy {
     No,
-    /// A claim of ours is running for it, or its claim was written.
+    /// Its claim was written (or its status is being completed): it needs no cluster.
+    Served,
+    /// A claim of ours is running for it. Its planned cluster is out of `free`; as the claim
+    /// may still fail, it also keeps its place, and a cluster, until the claim is done.
     Claiming,
     /// A write that does not give it a cluster: it keeps its place (and a cluster).
     KeepsPlace,
@@ -372,8 +378,10 @@ impl PoolAllocator {
                 Some(p) if p.blocks(s.meta().resource_version.as_deref()) => {
                     if p.keeps_place {
                         Busy::KeepsPlace
-                    } else {
+                    } else if p.running && p.claim {
                         Busy::Claiming
+                    } else {
+                        Busy::Served
                     }
                 }
                 _ => Busy::No,
@@ -438,12 +446,13 @@ impl PoolAllocator {
         for s in queued {
             match session_busy(&s, &self.in_flight) {
                 Busy::No => {}
-                // Its cluster is already out of `free`.
-                Busy::Claiming => {
+                Busy::Served => {
                     blocked = true;
                     continue;
                 }
-                Busy::KeepsPlace => {
+                // Should the claim under way fail (its cluster taken meanwhile), a cluster
+                // freed since must still be this Session's, not a younger one's.
+                Busy::Claiming | Busy::KeepsPlace => {
                     blocked = true;
                     eligible.push((s, false));
                     continue;
@@ -565,6 +574,7 @@ impl PoolAllocator {
         };
         let mut pending = Pending::start();
         pending.keeps_place = matches!(plan, Plan::Position(..));
+        pending.claim = matches!(plan, Plan::Claim(..));
         self.in_flight
             .sessions
             .insert(session.uid().unwrap_or_default(), pending);
