@@ -57,8 +57,10 @@ use crate::context::Context;
 pub type PoolKey = (String, String);
 
 /// Most claims and position writes one allocator has in flight at once; the rest wait for
-/// the next pass (a burst is served in waves of this many).
-const MAX_TASKS: usize = 256;
+/// the next pass (a burst is served in waves of this many). More would only queue in the
+/// client (`--max-api-requests`), and each running claim keeps a spare cluster back from
+/// younger Sessions until it is done (see [`Busy::Claiming`]).
+const MAX_TASKS: usize = 64;
 
 /// An in-flight record is dropped after this long even if the cache never showed the write
 /// (a broken watch): the guarded writes keep a stale plan harmless.
