@@ -9,14 +9,10 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use cks_api::ClusterPool;
-use cks_operator::config::{Args, ControllerConfig};
 use cks_operator::http::{self, HttpState};
 use cks_operator::lease::LeaseLock;
 use cks_operator::metrics::Metrics;
-use cks_operator::probe::AlwaysReady;
-use cks_operator::runtime::{self, Runtime};
-use clap::Parser;
-use common::{NS, SCENARIOS, clusters, eventually, lease_holder, replica, start};
+use common::{NS, clusters, eventually, lease_holder, replica, run_replica, start};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -84,32 +80,10 @@ async fn only_the_leader_writes_and_a_standby_takes_over_when_it_dies() {
 #[tokio::test]
 async fn a_stopped_leader_releases_the_lease() {
     let (_server, client) = start().await;
-    let args = Args::try_parse_from([
-        "cks-operator",
-        "--namespace",
-        NS,
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--identity",
-        "solo",
-        "--scenarios",
-        SCENARIOS,
-    ])
-    .unwrap();
-    let rt = Runtime {
-        client: client.clone(),
-        probe: Some(Arc::new(AlwaysReady)),
-        scenarios: None,
-        host_config: None,
-        config: Some(ControllerConfig::test()),
-    };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        runtime::run(&args, rt, async move {
-            let _ = rx.await;
-        })
-        .await
-    });
+    let task = tokio::spawn(run_replica(client.clone(), "solo".to_owned(), None, async move {
+        let _ = rx.await;
+    }));
     eventually("solo to lead", || async {
         (lease_holder(&client).await.as_deref() == Some("solo")).then_some(())
     })

@@ -131,7 +131,12 @@ pub fn replica(
     identity: &str,
     scenarios: Option<Arc<CatalogStore>>,
 ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
-    tokio::spawn(run_replica(client.clone(), identity.to_owned(), scenarios))
+    tokio::spawn(run_replica(
+        client.clone(),
+        identity.to_owned(),
+        scenarios,
+        std::future::pending(),
+    ))
 }
 
 /// A [`replica`] as its Deployment keeps it: started again whenever it exits (a replica
@@ -145,17 +150,26 @@ pub fn supervised_replica(
     let (client, identity) = (client.clone(), identity.to_owned());
     tokio::spawn(async move {
         loop {
-            let result = run_replica(client.clone(), identity.clone(), scenarios.clone()).await;
+            let result = run_replica(
+                client.clone(),
+                identity.clone(),
+                scenarios.clone(),
+                std::future::pending(),
+            )
+            .await;
             eprintln!("{identity} exited ({result:?}); starting it again");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     })
 }
 
-async fn run_replica(
+/// Runs a [`replica`] in the calling task until `shutdown` resolves (a clean stop: the lease
+/// is released) or it exits on its own.
+pub async fn run_replica(
     client: Client,
     identity: String,
     scenarios: Option<Arc<CatalogStore>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     use clap::Parser;
     let args = Args::try_parse_from([
@@ -179,7 +193,7 @@ async fn run_replica(
         host_config: None,
         config: Some(ControllerConfig::test()),
     };
-    runtime::run(&args, rt, std::future::pending()).await
+    runtime::run(&args, rt, shutdown).await
 }
 
 /// The holder of the operator's leader Lease in [`NS`].
