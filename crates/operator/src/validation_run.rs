@@ -7,6 +7,7 @@
 //! pruning touch it. Admission (which Session, scenario and task) and the bookkeeping are pure
 //! functions, unit-tested below.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -359,9 +360,17 @@ pub fn record_run(
     changed
 }
 
-/// Finished runs of one (session, task label) group beyond the newest `keep` (by creation time,
-/// then name), to delete. Runs not finished are never chosen and do not count.
-pub fn runs_to_prune<'a>(runs: &'a [ValidationRun], task: &str, keep: usize) -> Vec<&'a ValidationRun> {
+/// Finished runs of one (session, task label) group beyond the newest `keep`, to delete.
+/// Runs the Session shows (`shown`: the `lastRun` of its tasks) count first and are never
+/// chosen; the rest go by creation time, then name. Creation times have whole seconds and
+/// names a random suffix, so two runs of one second are in no real order: only the Session
+/// knows which of them was recorded last. Runs not finished are never chosen and do not count.
+pub fn runs_to_prune<'a>(
+    runs: &'a [ValidationRun],
+    task: &str,
+    keep: usize,
+    shown: &HashSet<String>,
+) -> Vec<&'a ValidationRun> {
     let mut finished: Vec<&ValidationRun> = runs
         .iter()
         .filter(|r| r.labels().get(labels::TASK).map_or("", String::as_str) == task)
@@ -370,11 +379,17 @@ pub fn runs_to_prune<'a>(runs: &'a [ValidationRun], task: &str, keep: usize) -> 
         .collect();
     finished.sort_by(|a, b| {
         let created = |r: &ValidationRun| r.meta().creation_timestamp.as_ref().map(|t| t.0);
-        created(b)
-            .cmp(&created(a))
+        let is_shown = |r: &ValidationRun| shown.contains(&r.name_any());
+        is_shown(b)
+            .cmp(&is_shown(a))
+            .then_with(|| created(b).cmp(&created(a)))
             .then_with(|| b.name_any().cmp(&a.name_any()))
     });
-    finished.into_iter().skip(keep).collect()
+    finished
+        .into_iter()
+        .skip(keep)
+        .filter(|r| !shown.contains(&r.name_any()))
+        .collect()
 }
 
 /// True when nothing is left to do for a run: finished, its attempt recorded in the Session
@@ -781,6 +796,15 @@ impl<'a> Reconciler<'a> {
     async fn prune(&self) -> Result<()> {
         let keep = usize::try_from(self.ctx.config.validation_runs_kept.max(1)).unwrap_or(usize::MAX);
         let task = self.run.labels().get(labels::TASK).cloned().unwrap_or_default();
+        let name = &self.run.spec.session;
+        let session = Api::<Session>::namespaced(self.ctx.client.clone(), &self.namespace)
+            .get_opt(name)
+            .await
+            .map_err(kube_err("get", "Session", name.clone()))?;
+        let shown: HashSet<String> = session
+            .and_then(|s| s.status)
+            .map(|st| st.tasks.into_iter().filter_map(|t| t.last_run).collect())
+            .unwrap_or_default();
         let selector = format!("{}={}", labels::SESSION, self.run.spec.session);
         let runs = self
             .api()
@@ -788,7 +812,7 @@ impl<'a> Reconciler<'a> {
             .await
             .map_err(kube_err("list", "ValidationRun", selector.clone()))?
             .items;
-        for old in runs_to_prune(&runs, &task, keep) {
+        for old in runs_to_prune(&runs, &task, keep, &shown) {
             let params = DeleteParams {
                 preconditions: Some(Preconditions {
                     uid: old.uid(),

@@ -1,6 +1,6 @@
 //! Unit tests of the pure steps: admission, the verdict's status, task bookkeeping, pruning.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
 use cks_api::practice_cluster::ClaimRef;
@@ -291,17 +291,30 @@ fn pruning_keeps_the_newest_finished_runs_of_the_task() {
         vrun("g", "task-2", 0, Some(Passed)),
         vrun("h", "", 0, Some(Passed)),
     ];
-    let names = |keep| {
-        runs_to_prune(&runs, "task-1", keep)
+    let none = HashSet::new();
+    let names = |keep, shown: &HashSet<String>| {
+        runs_to_prune(&runs, "task-1", keep, shown)
             .into_iter()
             .map(|r| r.name_any())
             .collect::<Vec<_>>()
     };
     // Newest first: f and e (same second, by name), then b, then a.
-    assert_eq!(names(2), ["b", "a"]);
-    assert_eq!(names(1), ["e", "b", "a"]);
-    assert_eq!(names(4), Vec::<String>::new());
-    assert!(runs_to_prune(&runs, "", 0).iter().all(|r| r.name_any() == "h"));
+    assert_eq!(names(2, &none), ["b", "a"]);
+    assert_eq!(names(1, &none), ["e", "b", "a"]);
+    assert_eq!(names(4, &none), Vec::<String>::new());
+    assert!(
+        runs_to_prune(&runs, "", 0, &none)
+            .iter()
+            .all(|r| r.name_any() == "h")
+    );
+    // The Session recorded e last (f and e are of one second): e is kept, f goes.
+    let shown = HashSet::from(["e".to_owned()]);
+    assert_eq!(names(1, &shown), ["f", "b", "a"]);
+    assert_eq!(names(2, &shown), ["b", "a"]);
+    // A run the Session shows is never pruned, even beyond `keep`.
+    assert_eq!(names(0, &shown), ["f", "b", "a"]);
+    // A shown run of another task changes nothing here.
+    assert_eq!(names(1, &HashSet::from(["g".to_owned()])), ["e", "b", "a"]);
 }
 
 fn outcome(rule: &str, passed: bool, error: Option<cks_validation::Error>) -> RuleOutcome {
