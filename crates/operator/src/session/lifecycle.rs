@@ -122,16 +122,19 @@ impl Reconciler {
         self.active().await
     }
 
+    /// Replaces the Session's finalizers with `list`, guarded by the version read.
+    async fn write_finalizers(&self, list: Vec<String>) -> kube::Result<Session> {
+        let patch =
+            json!({"metadata": {"finalizers": list, "resourceVersion": self.session.resource_version()}});
+        self.sessions_api()
+            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+    }
+
     async fn add_finalizer(&self) -> Result<Action> {
         let mut list = self.session.finalizers().to_vec();
         list.push(finalizers::SESSION_RELEASE.to_owned());
-        let patch =
-            json!({"metadata": {"finalizers": list, "resourceVersion": self.session.resource_version()}});
-        match self
-            .sessions_api()
-            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
+        match self.write_finalizers(list).await {
             Ok(_) => Ok(Action::await_change()),
             Err(e) if conflict(&e) => Ok(Action::await_change()),
             Err(e) => Err(kube_err("add finalizer to", "Session", self.name.clone())(e)),
@@ -505,13 +508,7 @@ impl Reconciler {
             .filter(|f| *f != finalizers::SESSION_RELEASE)
             .cloned()
             .collect();
-        let patch =
-            json!({"metadata": {"finalizers": list, "resourceVersion": self.session.resource_version()}});
-        match self
-            .sessions_api()
-            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
+        match self.write_finalizers(list).await {
             Ok(_) => {}
             Err(e) if conflict(&e) => return Ok(retry_after_conflict()),
             Err(kube::Error::Api(s)) if s.code == 404 => {}
