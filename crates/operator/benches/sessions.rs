@@ -450,7 +450,7 @@ async fn main() {
     println!(
         "  operator: {} (every controller, default settings, no leader election, MALLOC_ARENA_MAX={} as in the image)",
         support::describe_bin(&support::operator_bin()),
-        std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| support::IMAGE_MALLOC_ARENA_MAX.to_owned())
+        support::malloc_arena_max()
     );
     let mut doubles = 0;
     for n in bursts {

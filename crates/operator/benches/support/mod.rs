@@ -308,6 +308,11 @@ pub struct OperatorProcess {
 /// ~10 MiB of freed memory in the operator after a burst of 1 000 Sessions.
 pub const IMAGE_MALLOC_ARENA_MAX: &str = "2";
 
+/// The operator's `MALLOC_ARENA_MAX`: the bench's own if set, else the image's.
+pub fn malloc_arena_max() -> String {
+    std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| IMAGE_MALLOC_ARENA_MAX.to_owned())
+}
+
 impl OperatorProcess {
     /// Starts the operator. Retry and poll intervals are the operator's defaults unless
     /// `CKS_RETRY_BASE_SECONDS` / `CKS_POLL_SECONDS` are set (the process inherits them).
@@ -321,10 +326,7 @@ impl OperatorProcess {
         let mut cmd = Command::new(operator_bin());
         cmd.env("KUBECONFIG", server.kubeconfig())
             // As the image runs it (see the Dockerfile), unless the bench is told otherwise.
-            .env(
-                "MALLOC_ARENA_MAX",
-                std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| IMAGE_MALLOC_ARENA_MAX.to_owned()),
-            )
+            .env("MALLOC_ARENA_MAX", malloc_arena_max())
             .args(["--namespace", NS])
             .args(["--practice-api", "vmi-ip"])
             .args(["--ssh-port", &SSH_PORT.to_string()])
